@@ -1,0 +1,45 @@
+# CUDA image for `make reproduce`: the same pinned Python packages as the CPU
+# set-up (requirements/cuda.lock and requirements/cpu.lock come from one
+# source by `make lock`), TensorFlow with its CUDA and cuDNN wheels.
+#
+# Why not tensorflow/tensorflow:<2.18+>-gpu: those images ship CUDA 12.3 and
+# cuDNN 8.9, while TensorFlow 2.18-2.21 are built for CUDA 12.5 and cuDNN 9.3,
+# and they do not see the GPU (TensorFlow issues 62412, 81344, 88348).
+# tensorflow[and-cuda] brings the CUDA and cuDNN libraries it was built
+# against as pip wheels, pinned with hashes in the lock, so a plain Python
+# base suffices; the host provides only the NVIDIA driver (through the NVIDIA
+# Container Toolkit and `docker run --gpus all`).
+FROM python:3.11.11-slim-bookworm
+
+# make runs the pipeline; git is what DVC uses to version parameters and metrics.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make git \
+    && rm -rf /var/lib/apt/lists/*
+# DL3008 (pin apt versions) is ignored on purpose: Debian removes superseded
+# versions from its archive at each point release, so pinned versions would
+# make this file unbuildable within months; the base tag pins the release.
+
+COPY requirements/cuda.lock /tmp/cuda.lock
+RUN python -m pip install --no-cache-dir --require-hashes --no-deps -r /tmp/cuda.lock \
+    && rm /tmp/cuda.lock
+
+# Any host user id can write the tfds volume (make runs the container as the
+# host's user so files in the bind-mounted repository keep their owner).
+RUN useradd --create-home --uid 1000 researcher \
+    && mkdir -p /data/tfds \
+    && chmod 1777 /data/tfds
+
+# The repository is bind-mounted at /work; the package runs from its src/.
+# Caches go to the repository (.cache) or the tfds volume, never the image.
+ENV PYTHONPATH=/work/src \
+    EM_CONTAINER=1 \
+    TFDS_DATA_DIR=/data/tfds \
+    KERAS_HOME=/work/.cache/keras \
+    MPLCONFIGDIR=/work/.cache/matplotlib \
+    HOME=/tmp \
+    PYTHONUNBUFFERED=1
+VOLUME ["/data/tfds"]
+WORKDIR /work
+USER 1000
+CMD ["make", "help"]

@@ -1,0 +1,99 @@
+# make help lists the targets. Every target creates .venv from the lock first
+# (once: nothing is re-installed while the lock is unchanged).
+
+SHELL := /bin/bash
+PYTHON ?= python3.11
+LOCK := requirements/cpu.lock
+ifeq ($(EM_CONTAINER),1)
+# Inside the CUDA image: its packages are installed system-wide from cuda.lock.
+BIN := /usr/local/bin
+STAMP :=
+else
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+endif
+DATASETS ?= cifar10 cifar100 svhn_cropped
+IMAGE ?= extreme-memorization:cuda
+# Where the container keeps tfds data: a named volume, or a host folder
+# holding a prepared tfds data directory (make ... TFDS_DIR=/abs/path).
+TFDS_DIR ?= extreme-memorization-tfds
+GPU_FLAG := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo --gpus all)
+DOCKER_RUN = docker run --rm $(GPU_FLAG) --user $$(id -u):$$(id -g) \
+	-v "$(CURDIR)":/work -v "$(TFDS_DIR)":/data/tfds -e TFDS_DATA_DIR=/data/tfds
+
+# Keep tool caches inside the project; run the pipeline with the venv's tools.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export KERAS_HOME := $(CURDIR)/.cache/keras
+export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+export PYTHONUNBUFFERED := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo test test-slow reproduce data validate plan lint lock bench clean \
+        image reproduce-in-container shell gpu-check
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-24s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: $(LOCK) pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing $(LOCK) into $(VENV) (once; about 2 minutes)"
+	@$(BIN)/python -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r $(LOCK) 2>&1 | grep -v "^WARNING: Location" || true
+	@$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true
+	@$(BIN)/python -c "import extreme_memorization, keras, tensorflow, dvc" || { echo "error: the install into $(VENV) failed; see the pip output above"; exit 1; }
+	@touch $@
+
+venv: $(STAMP) ## create .venv from the lock (done by every target)
+
+validate: $(STAMP) ## check params.yaml and list the experiment groups
+	@$(BIN)/python -m extreme_memorization validate
+
+demo: validate ## the offline digits sweep through dvc repro, then its table
+	$(BIN)/dvc repro report@digits
+	@echo; echo "Report: reports/digits/report.md"; $(BIN)/python -m extreme_memorization table digits
+
+test: $(STAMP) ## the test suite (a few minutes)
+	$(BIN)/python -m pytest
+
+test-slow: $(STAMP) ## only the slow checks
+	$(BIN)/python -m pytest -m slow
+
+reproduce: validate ## every experiment group of params.yaml (needs the datasets: GPU box)
+	$(BIN)/dvc repro
+
+data: validate ## prepare tfds datasets only: make data DATASETS="cifar10 svhn_cropped"
+	$(BIN)/dvc repro $(addprefix prepare-tfds@,$(DATASETS))
+
+plan: validate ## runs and compute per group: make plan TFLOPS=25 STEP_MS=2
+	@$(BIN)/python -m extreme_memorization plan --tflops $(or $(TFLOPS),25) --step-ms $(or $(STEP_MS),2)
+
+bench: $(STAMP) ## training FLOP/s against this machine's matmul FLOP/s
+	$(BIN)/python benchmarks/throughput.py
+
+lint: $(STAMP) ## hadolint on the Dockerfile
+	$(BIN)/hadolint Dockerfile
+
+lock: $(STAMP) ## re-resolve requirements/*.in into cpu.lock and cuda.lock (hashes, same versions)
+	cd requirements && for target in cpu cuda; do \
+	  constraint=$$([ $$target = cuda ] && echo "-c cpu.lock"); \
+	  $(abspath $(BIN))/uv pip compile -q --generate-hashes --python-version 3.11 \
+	    --python-platform x86_64-manylinux_2_28 --index-url https://pypi.org/simple \
+	    --custom-compile-command "make lock" $$constraint $$target.in -o $$target.lock || exit 1; \
+	done
+
+image: ## build the CUDA image (needs a Docker engine)
+	docker build -t $(IMAGE) .
+
+reproduce-in-container: image ## make reproduce inside the image (GPU if present), as your user
+	$(DOCKER_RUN) $(IMAGE) make gpu-check reproduce
+
+shell: image ## a shell inside the image, repository mounted at /work
+	$(DOCKER_RUN) -it $(IMAGE) bash
+
+gpu-check: $(STAMP) ## fail if this host has a GPU that TensorFlow does not see
+	@$(BIN)/python -m extreme_memorization gpu-check
+
+clean: ## remove caches (keeps .venv, runs and reports)
+	rm -rf .cache .pytest_cache

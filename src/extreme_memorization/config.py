@@ -1,0 +1,286 @@
+"""One validated configuration, read from ``params.yaml``.
+
+``params.yaml`` has a ``data`` section (how datasets are prepared), a
+``defaults`` section (the training settings every run shares unless its group
+says otherwise: the paper's values) and one section per *experiment group*.
+A group overrides some defaults (``run``) and lists the values of the run's
+identity, the :data:`AXES` (``sweep``: a list per axis, one value where it
+does not vary); each combination is one run, one DVC stage of the group's
+matrix and one folder ``runs/<group>/<dataset>-<model>-...-seed<seed>``.
+
+Every error is a :class:`ConfigError` whose message is one line naming the
+key, the offending value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+DATASETS = ("digits", "cifar10", "cifar100", "svhn_cropped", "npz")
+MODELS = ("mlp", "convnet", "resnet50", "densenet121")
+ACTIVATIONS = ("sin", "relu", "sigmoid", "tanh", "linear")
+LOSSES = ("cross_entropy", "hinge", "squared")
+INITS = ("normal", "glorot")
+LABELS = ("true", "shuffled")
+SQUARED_REDUCTIONS = ("class_mean", "half_sum")
+LOSS_SCALINGS = ("none", "output")
+SECTIONS = ("data", "defaults")
+# What tells the runs of a group apart: every group's sweep lists each of them.
+AXES = ("dataset", "model", "activation", "loss", "labels", "sigma", "seed")
+
+
+class ConfigError(ValueError):
+    """A wrong, missing or unknown setting in params.yaml."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """How the prepare stage builds each dataset."""
+
+    digits_test_fraction: float  # held-out share of scikit-learn's digits
+    split_seed: int  # seed of the stratified digits split
+    tfds_data_dir: str | None  # None: $TFDS_DATA_DIR, else tfds' default
+    npz_path: str  # the user's own data for dataset 'npz'
+    download_timeout: float  # seconds before an unreachable download gives up
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Every setting of one training run (one point of a sweep)."""
+
+    dataset: str
+    model: str
+    width: int  # hidden units of the MLP
+    activation: str  # phi of the MLP; other models use relu
+    init: str  # normal: W1 ~ N(0, sigma^2) (paper); glorot: default initializers
+    sigma: float | None  # absolute stddev of W1 (init: normal); None with init glorot
+    init_scale: float  # ours: multiplier on glorot-initialized kernels
+    loss: str
+    temperature: float  # cross-entropy: softmax(z / temperature)
+    margin: float  # hinge: sum_{j != y} max(0, margin + z_j - z_y)
+    target_scale: float  # squared: targets are target_scale * onehot(y)
+    squared_reduction: str  # class_mean (released code) or half_sum (paper)
+    loss_scaling: str  # output: the paper's proposed fix (see losses.py)
+    labels: str  # true, or shuffled by a fixed permutation of the classes
+    learning_rate: float
+    batch_size: int
+    epochs: int
+    seed: int
+    alignment_points: int  # training-time alignment measurements (log-spaced)
+    alignment_batch_size: int  # minibatch scope of the released code
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupConfig:
+    name: str
+    run: dict[str, Any]
+    sweep: dict[str, list[Any]]
+
+    def locate(self, key: str) -> str:
+        """Where in params.yaml a run's setting comes from (for errors)."""
+        if key in AXES:
+            return f"{self.name}.sweep.{key}"
+        return f"{self.name}.run.{key}" if key in self.run else f"defaults.{key}"
+
+    def runs(self, defaults: dict[str, Any]) -> list[RunConfig]:
+        keys = list(self.sweep)
+        out = []
+        for values in itertools.product(*(self.sweep[k] for k in keys)):
+            out.append(make_run({**defaults, **self.run, **dict(zip(keys, values))}, self.locate))
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    data: DataConfig
+    defaults: dict[str, Any]
+    groups: dict[str, GroupConfig]
+
+    def group(self, name: str) -> GroupConfig:
+        if name not in self.groups:
+            raise ConfigError(f"experiment group '{name}' is not in params.yaml; groups: {', '.join(self.groups)}")
+        return self.groups[name]
+
+    def run(self, group: str, overrides: dict[str, Any] | None = None) -> RunConfig:
+        """The run of ``group`` with its swept settings set to ``overrides``."""
+        g = self.group(group)
+        overrides = dict(overrides or {})
+        for key in overrides:
+            if key not in g.sweep:
+                raise ConfigError(f"{group}.sweep has no key '{key}'; swept keys: {', '.join(g.sweep) or '(none)'}")
+        missing = [k for k in g.sweep if k not in overrides]
+        if missing:
+            raise ConfigError(f"run of group '{group}' needs a value for swept key(s): {', '.join(missing)}")
+        for key, value in overrides.items():
+            if not any(_same(value, v) for v in g.sweep[key]):
+                raise ConfigError(f"{group}.sweep.{key} has no value {value!r}; values: {g.sweep[key]}")
+        return make_run({**self.defaults, **g.run, **overrides}, g.locate)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(float(a), float(b), rel_tol=1e-12)
+    return str(a) == str(b)
+
+
+RUN_FIELDS = [f.name for f in dataclasses.fields(RunConfig)]
+TEXT_FIELDS = {f.name for f in dataclasses.fields(RunConfig) if f.type == "str"}
+DATA_FIELDS = [f.name for f in dataclasses.fields(DataConfig)]
+
+
+def _choice(where: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise ConfigError(f"{where} = {value!r} is not allowed; allowed: {', '.join(allowed)}")
+    return value
+
+
+def _int(where: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where} = {value!r} is not allowed; allowed: an integer >= {minimum}")
+    if value < minimum:
+        raise ConfigError(f"{where} = {value!r} is not allowed; allowed: an integer >= {minimum}")
+    return value
+
+
+def _positive(where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{where} = {value!r} is not allowed; allowed: a number > 0")
+    return float(value)
+
+
+def _fraction(where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ConfigError(f"{where} = {value!r} is not allowed; allowed: a number strictly between 0 and 1")
+    return float(value)
+
+
+def _check_keys(where: str, mapping: Any, allowed: list[str], required: bool) -> dict[str, Any]:
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{where} = {mapping!r} is not allowed; allowed: a mapping of keys {', '.join(allowed)}")
+    for key in mapping:
+        if key not in allowed:
+            raise ConfigError(f"{where}.{key} is not a known key; allowed: {', '.join(allowed)}")
+    if required:
+        for key in allowed:
+            if key not in mapping:
+                raise ConfigError(f"{where}.{key} is missing; add it (see the comments in params.yaml)")
+    return mapping
+
+
+def make_run(values: dict[str, Any], locate: Callable[[str], str] | None = None) -> RunConfig:
+    """Validate one run's settings; ``locate(key)`` names a key in errors."""
+    v = values
+    missing = [k for k in RUN_FIELDS if k not in v]
+    if missing:
+        raise ConfigError(f"run settings lack {', '.join(missing)}")
+    key = locate or (lambda k: k)
+    run = RunConfig(
+        dataset=_choice(key("dataset"), v["dataset"], DATASETS),
+        model=_choice(key("model"), v["model"], MODELS),
+        width=_int(key("width"), v["width"], 1),
+        activation=_choice(key("activation"), v["activation"], ACTIVATIONS),
+        init=_choice(key("init"), v["init"], INITS),
+        sigma=None if v["init"] == "glorot" and v["sigma"] is None else _positive(key("sigma"), v["sigma"]),
+        init_scale=_positive(key("init_scale"), v["init_scale"]),
+        loss=_choice(key("loss"), v["loss"], LOSSES),
+        temperature=_positive(key("temperature"), v["temperature"]),
+        margin=_positive(key("margin"), v["margin"]),
+        target_scale=_positive(key("target_scale"), v["target_scale"]),
+        squared_reduction=_choice(key("squared_reduction"), v["squared_reduction"], SQUARED_REDUCTIONS),
+        loss_scaling=_choice(key("loss_scaling"), v["loss_scaling"], LOSS_SCALINGS),
+        labels=_choice(key("labels"), v["labels"], LABELS),
+        learning_rate=_positive(key("learning_rate"), v["learning_rate"]),
+        batch_size=_int(key("batch_size"), v["batch_size"], 1),
+        epochs=_int(key("epochs"), v["epochs"], 1),
+        seed=_int(key("seed"), v["seed"], 0),
+        alignment_points=_int(key("alignment_points"), v["alignment_points"], 0),
+        alignment_batch_size=_int(key("alignment_batch_size"), v["alignment_batch_size"], 2),
+    )
+    # Combinations that make no sense fail here, before any training.
+    if run.model != "mlp":
+        if run.activation != "relu":
+            raise ConfigError(
+                f"{key('activation')} = {run.activation!r} is not allowed with model {run.model!r}; "
+                "allowed: relu (only the mlp takes other activations)"
+            )
+        if run.init != "glorot":
+            raise ConfigError(
+                f"{key('init')} = {run.init!r} is not allowed with model {run.model!r}; "
+                "allowed: glorot (sigma is the mlp's first-layer stddev; scale other models with init_scale)"
+            )
+    if run.init == "glorot" and run.sigma is not None:
+        raise ConfigError(
+            f"{key('sigma')} = {run.sigma!r} is not allowed with init 'glorot'; "
+            "allowed: null (sigma is the stddev of the paper's normal init; scale Glorot kernels with init_scale)"
+        )
+    if run.init == "normal" and run.init_scale != 1.0:
+        raise ConfigError(
+            f"{key('init_scale')} = {run.init_scale!r} is not allowed with init 'normal'; "
+            "allowed: 1.0 (with init normal the scale is sigma)"
+        )
+    return run
+
+
+def parse(raw: Any) -> Params:
+    """Validate the whole of params.yaml (already parsed from YAML)."""
+    if not isinstance(raw, dict):
+        raise ConfigError("params.yaml must be a mapping with sections data, defaults and experiment groups")
+    for section in SECTIONS:
+        if section not in raw:
+            raise ConfigError(f"params.yaml has no section '{section}'; add it (see README)")
+    d = _check_keys("data", raw["data"], DATA_FIELDS, required=True)
+    tfds_dir = d["tfds_data_dir"]
+    if tfds_dir is not None and not isinstance(tfds_dir, str):
+        raise ConfigError(f"data.tfds_data_dir = {tfds_dir!r} is not allowed; allowed: a path or null")
+    if not isinstance(d["npz_path"], str) or not d["npz_path"]:
+        raise ConfigError(f"data.npz_path = {d['npz_path']!r} is not allowed; allowed: a path to an .npz file")
+    data = DataConfig(
+        digits_test_fraction=_fraction("data.digits_test_fraction", d["digits_test_fraction"]),
+        split_seed=_int("data.split_seed", d["split_seed"], 0),
+        tfds_data_dir=tfds_dir,
+        npz_path=d["npz_path"],
+        download_timeout=_positive("data.download_timeout", d["download_timeout"]),
+    )
+    shared = [k for k in RUN_FIELDS if k not in AXES]
+    defaults = _check_keys("defaults", raw["defaults"], shared, required=True)
+
+    groups = {}
+    for name, body in raw.items():
+        if name in SECTIONS:
+            continue
+        body = _check_keys(name, body, ["run", "sweep"], required=False)
+        run = body.get("run") or {}
+        for key in run if isinstance(run, dict) else []:
+            if key in AXES:
+                raise ConfigError(f"{name}.run.{key} is an axis of the run; list it in {name}.sweep.{key} instead")
+        run = _check_keys(f"{name}.run", run, shared, required=False)
+        sweep = _check_keys(f"{name}.sweep", body.get("sweep"), list(AXES), required=True)
+        for key, values in sweep.items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{name}.sweep.{key} = {values!r} is not allowed; allowed: a non-empty list")
+            if len({str(x) for x in values}) != len(values):
+                raise ConfigError(f"{name}.sweep.{key} = {values!r} repeats a value; allowed: distinct values")
+        group = GroupConfig(name, dict(run), {k: list(sweep[k]) for k in AXES})
+        group.runs(defaults)  # every combination must be valid, not only each value
+        groups[name] = group
+    return Params(data=data, defaults=dict(defaults), groups=groups)
+
+
+def load(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path} not found; run from the repository root or pass --params")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    return parse(raw)

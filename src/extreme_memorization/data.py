@@ -1,0 +1,307 @@
+"""Datasets: a name in, train/test arrays, number of classes and input shape out.
+
+The prepare stage turns each source into one compact cache file,
+``data/prepared/<name>.npz`` (raw images, uint8 where the source is, plus
+integer labels), so training never touches scikit-learn, tfds or the user's
+file again. Training then applies the paper's per-image standardization.
+
+Sources:
+- ``digits``: scikit-learn's 8x8 handwritten digits (ships with the package,
+  no network), split into train/test by a fixed stratified split.
+- ``cifar10``, ``cifar100``, ``svhn_cropped``: tensorflow-datasets (train and
+  test splits; SVHN's "extra" split is not used, as in the paper).
+- ``npz``: the user's own file with ``x_train, y_train, x_test, y_test``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from .config import DataConfig
+
+TFDS_DATASETS = {
+    # name: (number of classes, host the tfds download comes from)
+    "cifar10": (10, "www.cs.toronto.edu"),
+    "cifar100": (100, "www.cs.toronto.edu"),
+    "svhn_cropped": (10, "ufldl.stanford.edu"),
+}
+PREPARED_DIR = Path("data/prepared")
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+class DataError(RuntimeError):
+    """A dataset that cannot be prepared or loaded; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    name: str
+    x_train: np.ndarray  # (n, *input_shape)
+    y_train: np.ndarray  # (n,) int64 in [0, num_classes)
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+def prepared_path(name: str) -> Path:
+    return PREPARED_DIR / f"{name}.npz"
+
+
+# --- sources -----------------------------------------------------------------
+
+
+def digits(test_fraction: float, split_seed: int) -> Dataset:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = bunch.images.astype(np.uint8)[..., None]  # (1797, 8, 8, 1), values 0..16
+    labels = bunch.target.astype(np.int64)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        images, labels, test_size=test_fraction, stratify=labels, random_state=split_seed
+    )
+    return Dataset("digits", x_tr, y_tr, x_te, y_te, 10)
+
+
+def _reachable(host: str, timeout: float) -> bool:
+    """Whether a TCP connection to host:443 opens within ``timeout`` seconds.
+
+    Name resolution can hang far longer than any socket timeout, so the whole
+    probe runs in a daemon thread that is abandoned when time is up.
+    """
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, 443), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
+def _remove_partial_downloads(data_dir: Path, name: str) -> None:
+    """tfds leaves incomplete.* and *.tmp.* folders behind when a download fails."""
+    for root in (data_dir / name, data_dir / "downloads"):
+        if not root.exists():
+            continue
+        for path in list(root.rglob("*")):
+            if path.name.startswith("incomplete.") or ".tmp." in path.name or path.name.endswith(".incomplete"):
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def tfds_data_dir(config: DataConfig) -> Path:
+    """params.yaml's data.tfds_data_dir, else $TFDS_DATA_DIR, else tfds' default."""
+    chosen = config.tfds_data_dir or os.environ.get("TFDS_DATA_DIR")
+    return Path(chosen).expanduser() if chosen else Path("~/tensorflow_datasets").expanduser()
+
+
+def from_tfds(name: str, config: DataConfig) -> Dataset:
+    import tensorflow_datasets as tfds
+
+    num_classes, host = TFDS_DATASETS[name]
+    data_dir = tfds_data_dir(config)
+
+    def load(download: bool):
+        return tfds.load(
+            name,
+            split=["train", "test"],
+            data_dir=str(data_dir),
+            as_supervised=True,
+            download=download,
+        )
+
+    try:
+        splits = load(download=False)
+    except AssertionError:
+        # Not prepared yet. tfds alone retries an unreachable download for
+        # minutes; probe the source host first and fail fast instead.
+        if not _reachable(host, config.download_timeout):
+            raise DataError(
+                f"dataset {name!r} is not prepared in {data_dir} and {host} cannot be reached "
+                f"(no network within {config.download_timeout:g} s). Either run "
+                f"`make data DATASETS={name}` on a machine with network and copy its tfds data "
+                f"directory here, then point TFDS_DATA_DIR (or data.tfds_data_dir in params.yaml) "
+                f"at it; or place an already prepared tfds data directory there."
+            ) from None
+        try:
+            splits = load(download=True)
+        except BaseException:
+            _remove_partial_downloads(data_dir, name)
+            raise
+    arrays = []
+    for split in splits:
+        # Batches of a fixed size: batch_size=-1 needs a known split size,
+        # which tfds' mock data (the tests) does not have.
+        batches = list(tfds.as_numpy(split.batch(4096)))
+        arrays.append(np.concatenate([b[0] for b in batches]).astype(np.uint8))
+        arrays.append(np.concatenate([b[1] for b in batches]).astype(np.int64))
+    return Dataset(name, *arrays, num_classes)
+
+
+def from_npz(path: str | Path) -> Dataset:
+    """The user's own data: an .npz with x_train, y_train, x_test, y_test.
+
+    Images are (n, H, W, C), (n, H, W) or flat (n, D); uint8 or float.
+    Labels are integers 0..k-1; k is one more than the largest training label.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"local dataset file {path} not found; set data.npz_path in params.yaml to your .npz file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in NPZ_KEYS if k not in f.files]
+            if missing:
+                raise DataError(
+                    f"{path} lacks array(s) {', '.join(missing)}; it needs {', '.join(NPZ_KEYS)} (has: {', '.join(f.files)})"
+                )
+            arrays = {k: f[k] for k in NPZ_KEYS}
+    except DataError:
+        raise
+    except ValueError as exc:  # object arrays need pickle, which we refuse
+        raise DataError(f"{path} cannot be read without pickle ({exc}); save plain numeric arrays") from None
+    except Exception as exc:  # zip/format errors of a corrupt file
+        raise DataError(f"{path} is not a readable .npz file ({type(exc).__name__}: {exc})") from None
+
+    x = {}
+    for split in ("train", "test"):
+        images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if images.ndim == 3:
+            images = images[..., None]
+        if images.ndim not in (2, 4):
+            raise DataError(f"{path}: x_{split} has shape {images.shape}; expected (n, H, W, C), (n, H, W) or (n, D)")
+        if images.dtype != np.uint8 and not np.issubdtype(images.dtype, np.floating):
+            raise DataError(f"{path}: x_{split} has dtype {images.dtype}; expected uint8 or a float type")
+        if np.issubdtype(images.dtype, np.floating):
+            images = images.astype(np.float32)
+            if not np.all(np.isfinite(images)):
+                raise DataError(f"{path}: x_{split} contains NaN or infinite values")
+        if labels.ndim != 1 or len(labels) != len(images):
+            raise DataError(
+                f"{path}: y_{split} has shape {labels.shape}; expected ({len(images)},), one label per row of x_{split}"
+            )
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(f"{path}: y_{split} has dtype {labels.dtype}; expected integer class labels")
+        if len(labels) and labels.min() < 0:
+            raise DataError(f"{path}: y_{split} has negative label {labels.min()}; labels must be 0..k-1")
+        x[split] = (images, labels.astype(np.int64))
+    if x["train"][0].shape[1:] != x["test"][0].shape[1:]:
+        raise DataError(
+            f"{path}: x_train rows have shape {x['train'][0].shape[1:]} but x_test rows {x['test'][0].shape[1:]}"
+        )
+    if len(x["train"][1]) < 2:
+        raise DataError(f"{path}: x_train needs at least 2 examples")
+    num_classes = int(x["train"][1].max()) + 1
+    if num_classes < 2:
+        raise DataError(f"{path}: labels cover {num_classes} class; at least 2 are needed")
+    if x["test"][1].size and x["test"][1].max() >= num_classes:
+        raise DataError(
+            f"{path}: y_test has label {x['test'][1].max()}, not seen in y_train (labels 0..{num_classes - 1})"
+        )
+    return Dataset("npz", *x["train"], *x["test"], num_classes)
+
+
+def build(name: str, config: DataConfig) -> Dataset:
+    """The raw dataset from its source (what the prepare stage caches)."""
+    if name == "digits":
+        return digits(config.digits_test_fraction, config.split_seed)
+    if name in TFDS_DATASETS:
+        return from_tfds(name, config)
+    if name == "npz":
+        return from_npz(config.npz_path)
+    raise DataError(f"unknown dataset {name!r}; allowed: digits, npz, {', '.join(TFDS_DATASETS)}")
+
+
+# --- the prepared cache ------------------------------------------------------
+
+
+def save(dataset: Dataset, path: str | Path) -> None:
+    """Write atomically: a crash leaves the old file or none, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+    os.close(fd)
+    try:
+        np.savez(
+            tmp,
+            x_train=dataset.x_train,
+            y_train=dataset.y_train,
+            x_test=dataset.x_test,
+            y_test=dataset.y_test,
+            num_classes=np.int64(dataset.num_classes),
+        )
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load(path: str | Path, name: str | None = None) -> Dataset:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"prepared data {path} not found; run `dvc repro` (or `make data`) to prepare it")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in (*NPZ_KEYS, "num_classes")}
+    except Exception as exc:
+        raise DataError(f"prepared data {path} is corrupt ({type(exc).__name__}: {exc}); delete it and run `dvc repro`") from None
+    return Dataset(
+        name or path.stem,
+        arrays["x_train"],
+        arrays["y_train"],
+        arrays["x_test"],
+        arrays["y_test"],
+        int(arrays["num_classes"]),
+    )
+
+
+# --- what training sees ------------------------------------------------------
+
+
+def standardize(images: np.ndarray) -> np.ndarray:
+    """Per-image standardization of the paper (and tf.image.per_image_standardization):
+    ``(x - mean) / max(std, 1/sqrt(D))`` over all D pixels and channels of one image."""
+    x = images.reshape(len(images), -1).astype(np.float64)
+    d = x.shape[1]
+    mean = x.mean(axis=1, keepdims=True)
+    std = x.std(axis=1, keepdims=True)
+    x = (x - mean) / np.maximum(std, 1.0 / np.sqrt(d))
+    return x.reshape(images.shape).astype(np.float32)
+
+
+def shuffle_labels(labels: np.ndarray, seed: int) -> np.ndarray:
+    """A fixed random permutation of the label vector: each example gets the
+    label of another, class frequencies kept (the paper's shuffled labels)."""
+    rng = np.random.default_rng(seed)
+    return labels[rng.permutation(len(labels))]
+
+
+def for_training(dataset: Dataset, labels: str = "true", seed: int = 0) -> Dataset:
+    """Standardized float32 images; labels shuffled if asked (train and test)."""
+    y_train, y_test = dataset.y_train, dataset.y_test
+    if labels == "shuffled":
+        y_train = shuffle_labels(y_train, seed)
+        y_test = shuffle_labels(y_test, seed + 1)
+    return dataclasses.replace(
+        dataset,
+        x_train=standardize(dataset.x_train),
+        y_train=y_train,
+        x_test=standardize(dataset.x_test),
+        y_test=y_test,
+    )

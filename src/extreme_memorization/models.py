@@ -1,0 +1,168 @@
+"""The paper's models, in plain Keras 3.
+
+Every model names two layers that the measures read:
+- ``representation``: the features the last layer sees (MLP: phi(W1 x);
+  ConvNet: the 1024-unit dense layer after ReLU; ResNet/DenseNet: the pooled
+  features);
+- ``logits``: the last dense layer, no activation.
+The MLP also names its first layer ``hidden`` (W1, no activation: the
+activation is the separate ``representation`` layer).
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from .config import ConfigError, RunConfig
+
+ACTIVATIONS = {
+    "sin": ops.sin,
+    "relu": ops.relu,
+    "sigmoid": ops.sigmoid,
+    "tanh": ops.tanh,
+    "linear": lambda x: x,
+}
+
+
+def activation_derivative(name: str, pre_activation):
+    """phi'(u) for the closed-form W1 gradients (alignment.py)."""
+    if name == "sin":
+        return ops.cos(pre_activation)
+    if name == "relu":
+        return ops.cast(pre_activation > 0, pre_activation.dtype)
+    if name == "sigmoid":
+        s = ops.sigmoid(pre_activation)
+        return s * (1 - s)
+    if name == "tanh":
+        t = ops.tanh(pre_activation)
+        return 1 - t * t
+    if name == "linear":
+        return ops.ones_like(pre_activation)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def mlp(input_shape, num_classes: int, width: int, activation: str, init: str, sigma: float) -> keras.Model:
+    """``z(x) = W2 phi(W1 x)``, no biases.
+
+    init 'normal' (Sections 3-4): W1 ~ N(0, sigma^2) with an *absolute* stddev,
+    not fan-in scaled and not truncated; W2 Glorot-uniform and not rescaled.
+    init 'glorot' (Section 5): both layers Glorot-uniform.
+    """
+    if init == "normal":
+        w1_init = keras.initializers.RandomNormal(mean=0.0, stddev=sigma)
+    else:
+        w1_init = keras.initializers.GlorotUniform()
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = layers.Flatten(name="flatten")(inputs)
+    x = layers.Dense(width, use_bias=False, kernel_initializer=w1_init, name="hidden")(x)
+    r = layers.Activation(ACTIVATIONS[activation], name="representation")(x)
+    z = layers.Dense(num_classes, use_bias=False, kernel_initializer="glorot_uniform", name="logits")(r)
+    return keras.Model(inputs, z, name=f"mlp_{activation}")
+
+
+def convnet(input_shape, num_classes: int) -> keras.Model:
+    """The released code's ConvNet (Section 5), biases on, Glorot init."""
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = layers.Conv2D(32, 5, padding="same", activation="relu", name="conv1")(inputs)
+    x = layers.MaxPooling2D(3, strides=2, padding="valid", name="pool1")(x)
+    x = layers.Conv2D(64, 5, padding="valid", activation="relu", name="conv2")(x)
+    x = layers.MaxPooling2D(3, strides=2, padding="valid", name="pool2")(x)
+    x = layers.Flatten(name="flatten")(x)
+    r = layers.Dense(1024, activation="relu", name="representation")(x)
+    z = layers.Dense(num_classes, name="logits")(r)
+    return keras.Model(inputs, z, name="convnet")
+
+
+def application(name: str, input_shape, num_classes: int) -> keras.Model:
+    """ResNet-50 / DenseNet-121 from keras.applications, untrained, with our head."""
+    builder = {"resnet50": keras.applications.ResNet50, "densenet121": keras.applications.DenseNet121}[name]
+    base = builder(include_top=False, weights=None, input_shape=tuple(input_shape), pooling="avg")
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    r = layers.Identity(name="representation")(base(inputs))
+    z = layers.Dense(num_classes, name="logits")(r)
+    return keras.Model(inputs, z, name=name)
+
+
+def scale_kernels(model: keras.Model, factor: float) -> None:
+    """Our extension for non-paper inits: multiply every kernel by ``factor``."""
+    if factor == 1.0:
+        return
+    for weight in model.weights:
+        if weight.path.endswith("kernel"):
+            weight.assign(weight * factor)
+
+
+def build(run: RunConfig, input_shape, num_classes: int) -> keras.Model:
+    if run.model == "mlp":
+        model = mlp(input_shape, num_classes, run.width, run.activation, run.init, run.sigma)
+    else:
+        if len(input_shape) != 3:
+            raise ConfigError(
+                f"model {run.model!r} needs images (H, W, C); dataset rows have shape {tuple(input_shape)}. "
+                "Use model: mlp for flat vectors."
+            )
+        if run.model == "convnet":
+            if min(input_shape[:2]) < 15:
+                raise ConfigError(f"model 'convnet' needs images of at least 15x15; got {tuple(input_shape)}")
+            model = convnet(input_shape, num_classes)
+        else:
+            if min(input_shape[:2]) < 32:
+                raise ConfigError(f"model {run.model!r} needs images of at least 32x32; got {tuple(input_shape)}")
+            model = application(run.model, input_shape, num_classes)
+    if run.init == "glorot":
+        scale_kernels(model, run.init_scale)
+    return model
+
+
+def logits(model: keras.Model, x, batch_size: int = 2048) -> np.ndarray:
+    """The model's logits for ``x``, in chunks (no tf.data pipeline per call:
+    this runs after every epoch)."""
+    return np.concatenate([np.asarray(model.predict_on_batch(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
+
+
+_PROBES: "weakref.WeakKeyDictionary[keras.Model, keras.Model]" = weakref.WeakKeyDictionary()
+
+
+def forward_parts(model: keras.Model, x, batch_size: int = 1024) -> dict:
+    """Arrays the measures read, for inputs ``x``: ``representation`` and
+    ``logits`` for every model, plus ``pre_activation`` (W1 x) for the MLP."""
+    names = ["representation", "logits"]
+    if is_mlp(model):
+        names.insert(0, "hidden")
+    if model not in _PROBES:  # one probe per model: no retracing at every measurement
+        _PROBES[model] = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+    probe = _PROBES[model]
+    chunks = [probe.predict_on_batch(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    parts = {name: np.concatenate([c[k] for c in chunks]) for k, name in enumerate(names)}
+    if "hidden" in parts:
+        parts["pre_activation"] = parts.pop("hidden")
+    return parts
+
+
+def is_mlp(model: keras.Model) -> bool:
+    return model.name.startswith("mlp_")
+
+
+def mlp_activation(model: keras.Model) -> str:
+    return model.name.removeprefix("mlp_")
+
+
+def forward_flops(model: keras.Model) -> int:
+    """Multiply-adds x 2 of one forward pass of one example through the dense
+    and convolution layers (the rest: pooling, normalization, activations, is
+    a few percent and left out). Used for compute estimates."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += forward_flops(layer)
+        elif isinstance(layer, layers.Dense):
+            total += 2 * int(layer.kernel.shape[0]) * int(layer.kernel.shape[1])
+        elif isinstance(layer, layers.Conv2D):
+            kh, kw, cin, cout = (int(d) for d in layer.kernel.shape)
+            _, ho, wo, _ = layer.output.shape
+            total += 2 * int(ho) * int(wo) * kh * kw * cin * cout
+    return total

@@ -1,0 +1,93 @@
+"""Compute plan: how many runs each experiment group has and what they cost.
+
+The cost of a run is counted, not timed: the forward FLOPs of its model
+(:func:`models.forward_flops`) times the examples it touches. One SGD step
+costs about three forward passes (forward + backward); every epoch also
+evaluates the whole training and test sets once (one forward each); each
+alignment measurement is one more forward pass over the training set plus
+closed forms of the same order. Time = FLOPs / a sustained rate plus a fixed
+cost per step (kernel launches and framework overhead, which dominate small
+MLP steps on a GPU); both depend on the machine, so the user states them
+(``--tflops``, ``--step-ms``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from .config import Params, RunConfig
+
+# Train/test sizes and image shapes of the datasets (tfds and scikit-learn).
+SIZES = {
+    "digits": (1437, 360, (8, 8, 1), 10),
+    "cifar10": (50_000, 10_000, (32, 32, 3), 10),
+    "cifar100": (50_000, 10_000, (32, 32, 3), 100),
+    "svhn_cropped": (73_257, 26_032, (32, 32, 3), 10),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupCost:
+    group: str
+    runs: int
+    epochs: str
+    flops: float  # all runs of the group together
+    steps: int  # training steps and evaluation batches of all runs
+
+    def hours(self, tflops: float, step_ms: float) -> float:
+        return (self.flops / (tflops * 1e12) + self.steps * step_ms / 1000) / 3600
+
+
+def run_flops(run: RunConfig, forward: int) -> float:
+    n_train, n_test, _, _ = SIZES[run.dataset]
+    per_epoch = 3 * forward * n_train + forward * (n_train + n_test)
+    measurements = run.alignment_points * 2 * forward * n_train
+    return run.epochs * per_epoch + measurements
+
+
+def run_steps(run: RunConfig, eval_batch: int = 2048) -> int:
+    n_train, n_test, _, _ = SIZES[run.dataset]
+    per_epoch = math.ceil(n_train / run.batch_size) + math.ceil(n_train / eval_batch) + math.ceil(n_test / eval_batch)
+    return run.epochs * per_epoch
+
+
+def group_costs(params: Params) -> list[GroupCost]:
+    import keras
+
+    from . import models
+
+    forward_cache: dict[tuple, int] = {}
+    costs = []
+    for name, group in params.groups.items():
+        runs = group.runs(params.defaults)
+        total, steps = 0.0, 0
+        for run in runs:
+            if run.dataset not in SIZES:
+                raise ValueError(f"no size known for dataset {run.dataset!r}; the plan covers {', '.join(SIZES)}")
+            _, _, shape, k = SIZES[run.dataset]
+            key = (run.model, run.width, shape, k)
+            if key not in forward_cache:
+                forward_cache[key] = models.forward_flops(models.build(run, shape, k))
+                keras.backend.clear_session()
+            total += run_flops(run, forward_cache[key])
+            steps += run_steps(run)
+        epochs = sorted({r.epochs for r in runs})
+        costs.append(GroupCost(name, len(runs), "/".join(map(str, epochs)), total, steps))
+    return costs
+
+
+def table(costs: list[GroupCost], tflops: float, step_ms: float) -> str:
+    lines = [
+        f"| group | runs | epochs | PFLOP | steps (millions) | hours at {tflops:g} TFLOP/s + {step_ms:g} ms/step |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in costs:
+        lines.append(
+            f"| {c.group} | {c.runs} | {c.epochs} | {c.flops / 1e15:,.1f} | {c.steps / 1e6:,.2f} | {c.hours(tflops, step_ms):,.1f} |"
+        )
+    total = GroupCost("all", sum(c.runs for c in costs), "", sum(c.flops for c in costs), sum(c.steps for c in costs))
+    lines.append(
+        f"| all | {total.runs} | | {total.flops / 1e15:,.1f} | {total.steps / 1e6:,.2f} | {total.hours(tflops, step_ms):,.1f} |"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,93 @@
+"""The alignment measure of the paper, on hand-made vectors."""
+
+import numpy as np
+import pytest
+
+from extreme_memorization import alignment as al
+
+rng = np.random.default_rng(0)
+
+
+def brute_force(v):
+    n = len(v)
+    m = np.mean(np.linalg.norm(v, axis=1))
+    pairs = sum(v[i] @ v[j] for i in range(n) for j in range(n) if i != j)
+    return pairs / (n * (n - 1) * m**2)
+
+
+def test_identical_vectors_have_alignment_one():
+    v = np.tile(rng.normal(size=(1, 7)), (5, 1))
+    assert al.alignment(v) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_mutually_orthogonal_vectors_have_alignment_zero():
+    assert al.alignment(np.eye(6) * 3.0) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_alignment_is_invariant_to_a_common_rescaling():
+    v = rng.normal(size=(9, 4)) + 1.0
+    assert al.alignment(1e3 * v) == pytest.approx(al.alignment(v), rel=1e-5)
+    assert al.alignment(1e-3 * v) == pytest.approx(al.alignment(v), rel=1e-5)
+
+
+def test_alignment_divides_by_the_squared_mean_norm_not_the_mean_cosine():
+    v = np.array([[1.0, 0.0], [4.0, 0.0]])  # parallel: cosine 1, norms differ
+    assert al.alignment(v) == pytest.approx(2 * 4.0 / (2 * 1 * 2.5**2))
+    assert al.alignment(v) < 1.0
+
+
+def test_opposite_vectors_have_negative_alignment():
+    assert al.alignment(np.array([[1.0, 2.0], [-1.0, -2.0]])) == pytest.approx(-1.0)
+
+
+def test_alignment_matches_the_pairwise_definition():
+    v = rng.normal(size=(11, 5)) + 0.3
+    assert al.alignment(v) == pytest.approx(brute_force(v), rel=1e-5)
+
+
+def test_fewer_than_two_vectors_raise_and_zero_vectors_give_nan():
+    with pytest.raises(ValueError, match="at least 2"):
+        al.alignment(np.ones((1, 3)))
+    assert np.isnan(al.alignment(np.zeros((3, 2))))
+
+
+def test_in_class_alignment_averages_classes_and_skips_singletons():
+    v = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [5.0, 5.0]])
+    labels = np.array([0, 0, 1, 1, 2])  # class 0: identical (1); class 1: orthogonal (0); class 2: one vector
+    assert al.in_class(labels, al.alignment, v) == pytest.approx(0.5)
+
+
+def test_minibatch_scope_groups_each_class_within_each_batch():
+    labels = np.array([0, 0, 0, 0])
+    v = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    groups = np.array([0, 0, 1, 1])  # each batch holds two identical vectors
+    assert al.in_class(labels, al.alignment, v, groups=groups) == pytest.approx(1.0)
+    assert al.in_class(labels, al.alignment, v) == pytest.approx(1 / 3)
+    batches = al.minibatches(10, 4, seed=0)
+    assert sorted(np.bincount(batches)) == [2, 4, 4]
+
+
+@pytest.mark.parametrize("n", [3, 50])  # Gram form (small n) and A^T B form (large n)
+def test_outer_product_alignment_equals_alignment_of_the_explicit_gradients(n):
+    a = rng.normal(size=(n, 6)) + 0.5
+    b = rng.normal(size=(n, 4)) - 0.2
+    explicit = np.einsum("ni,nj->nij", a, b).reshape(n, -1)
+    assert al.outer_alignment(a, b) == pytest.approx(al.alignment(explicit), rel=1e-5)
+    assert al.outer_sum_sq(a, b) == pytest.approx(np.sum(explicit.sum(0) ** 2), rel=1e-5)
+    np.testing.assert_allclose(al.outer_gram(a, b), explicit @ explicit.T, rtol=1e-5)
+
+
+def test_comparison_measures_match_their_definitions_on_concatenated_gradients():
+    n = 8
+    a1, b1 = rng.normal(size=(n, 5)), rng.normal(size=(n, 3))
+    a2, b2 = rng.normal(size=(n, 4)), rng.normal(size=(n, 2))
+    g = np.concatenate(
+        [np.einsum("ni,nj->nij", a1, b1).reshape(n, -1), np.einsum("ni,nj->nij", a2, b2).reshape(n, -1)], axis=1
+    )
+    parts = [(a1, b1), (a2, b2)]
+    norms = np.linalg.norm(g, axis=1)
+    assert al.gradient_diversity(parts) == pytest.approx(np.sum(norms**2) / np.sum(g.sum(0) ** 2), rel=1e-5)
+    cos = (g @ g.T) / np.outer(norms, norms)
+    off = ~np.eye(n, dtype=bool)
+    assert al.cosine_stiffness(parts) == pytest.approx(cos[off].mean(), rel=1e-5, abs=1e-7)
+    assert al.gradient_confusion(parts) == pytest.approx((g @ g.T)[off].min(), rel=1e-5)

@@ -1,0 +1,125 @@
+"""params.yaml is validated before any training, with one-line errors."""
+
+import copy
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from conftest import ROOT, python_cmd
+from extreme_memorization import config
+
+
+@pytest.fixture
+def raw():
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def error_of(raw):
+    with pytest.raises(config.ConfigError) as info:
+        config.parse(raw)
+    return str(info.value)
+
+
+def test_the_shipped_params_are_valid_and_the_demo_has_ten_runs(params):
+    runs = params.group("digits").runs(params.defaults)
+    assert len(runs) == 10
+    assert {r.activation for r in runs} == {"sin", "relu"}
+    assert sorted({r.sigma for r in runs}) == [0.001, 0.01, 0.1, 1.0, 10.0]
+    assert all(r.learning_rate == 0.01 and r.batch_size == 256 and r.dataset == "digits" for r in runs)
+
+
+def test_unknown_activation_names_key_value_and_allowed(raw):
+    raw["digits"]["sweep"]["activation"] = ["sin", "swish"]
+    message = error_of(raw)
+    assert "activation" in message and "'swish'" in message and "sin, relu" in message
+    assert "\n" not in message
+
+
+def test_unknown_dataset(raw):
+    raw["digits"]["sweep"]["dataset"] = ["mnist"]
+    assert "digits.sweep.dataset = 'mnist'" in error_of(raw) and "cifar10" in error_of(raw)
+
+
+@pytest.mark.parametrize("sigma", [0, -1.0, "big"])
+def test_sigma_must_be_positive(raw, sigma):
+    raw["digits"]["sweep"]["sigma"] = [0.1, sigma]
+    assert "sigma" in error_of(raw) and "> 0" in error_of(raw)
+
+
+@pytest.mark.parametrize("epochs", [2.5, "300", 0, True])
+def test_epochs_must_be_a_positive_integer(raw, epochs):
+    raw["digits"]["run"]["epochs"] = epochs
+    assert "epochs" in error_of(raw) and "integer" in error_of(raw)
+
+
+def test_missing_key(raw):
+    del raw["defaults"]["learning_rate"]
+    assert error_of(raw) == "defaults.learning_rate is missing; add it (see the comments in params.yaml)"
+
+
+def test_unknown_key_is_an_error_not_a_silent_default(raw):
+    raw["digits"]["run"]["learnig_rate"] = 0.1
+    assert "digits.run.learnig_rate is not a known key" in error_of(raw)
+
+
+def test_combinations_that_make_no_sense(raw):
+    bad = copy.deepcopy(raw)
+    bad["digits"]["sweep"]["model"] = ["convnet"]
+    assert "digits.sweep.activation = 'sin' is not allowed with model 'convnet'" in error_of(bad)
+    bad["digits"]["run"]["init"] = "glorot"
+    bad["digits"]["sweep"]["activation"] = ["relu"]
+    assert "digits.sweep.sigma = 0.001 is not allowed with init 'glorot'" in error_of(bad)
+    bad["digits"]["sweep"]["sigma"] = [None]
+    assert config.parse(bad).group("digits").runs(config.parse(bad).defaults)[0].sigma is None
+    bad = copy.deepcopy(raw)
+    bad["digits"]["run"]["init_scale"] = 2.0
+    assert "init_scale" in error_of(bad)
+
+
+def test_every_group_lists_every_axis_and_keeps_axes_out_of_run(raw):
+    bad = copy.deepcopy(raw)
+    del bad["digits"]["sweep"]["loss"]
+    assert error_of(bad).startswith("digits.sweep.loss is missing")
+    bad = copy.deepcopy(raw)
+    bad["digits"]["run"]["seed"] = 1
+    assert "digits.run.seed is an axis" in error_of(bad)
+
+
+def test_a_run_must_be_one_point_of_its_groups_sweep(params):
+    point = {"dataset": "digits", "model": "mlp", "activation": "sin", "loss": "cross_entropy", "labels": "true",
+             "seed": 0}  # fmt: skip
+    with pytest.raises(config.ConfigError, match="no value 0.5"):
+        params.run("digits", {**point, "sigma": 0.5})
+    with pytest.raises(config.ConfigError, match="needs a value"):
+        params.run("digits", {"activation": "sin"})
+    assert params.run("digits", {**point, "activation": "relu", "sigma": 10}).sigma == 10.0
+
+
+def test_every_group_has_its_train_and_report_stages_in_dvc_yaml(params):
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert stages["report"]["matrix"]["group"] == list(params.groups)
+    for name in params.groups:
+        matrix = stages[f"train-{name}"]["matrix"]
+        assert matrix["group"] == [name]
+        assert {k: v for k, v in matrix.items() if k != "group"} == {k: f"${{{name}.sweep.{k}}}" for k in config.AXES}
+    assert {k.removeprefix("train-") for k in stages if k.startswith("train-")} == set(params.groups)
+
+
+def test_bad_params_stop_the_cli_before_training_with_one_line_and_exit_code(tmp_path, raw):
+    raw["digits"]["sweep"]["activation"] = ["sin", "swish"]
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    start = time.perf_counter()
+    result = subprocess.run(
+        [*python_cmd(), "--params", str(path), "train", "digits", "--set", "activation=sin", "--set", "dataset=digits",
+         "--set", "sigma=0.1", "--set", "seed=0", "--out", str(out)],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "activation = 'swish'" in result.stderr
+    assert not out.exists()
+    assert time.perf_counter() - start < 20  # no TensorFlow import, no training

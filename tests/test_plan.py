@@ -1,0 +1,32 @@
+"""The compute plan counts FLOPs from the models themselves."""
+
+import pytest
+
+from extreme_memorization import models, plan
+from extreme_memorization.config import make_run
+
+
+def test_mlp_forward_flops_are_two_per_weight(run_settings):
+    model = models.build(make_run({**run_settings, "width": 1024}), (32, 32, 3), 10)
+    assert models.forward_flops(model) == 2 * (3072 * 1024 + 1024 * 10)
+
+
+def test_convnet_forward_flops_by_hand(run_settings):
+    run = make_run({**run_settings, "model": "convnet", "activation": "relu", "init": "glorot", "sigma": None})
+    conv1 = 2 * 32 * 32 * 5 * 5 * 3 * 32  # same padding: 32x32 out
+    conv2 = 2 * 11 * 11 * 5 * 5 * 32 * 64  # 32 -> pool 15 -> valid conv 11
+    dense = 2 * (1600 * 1024 + 1024 * 10)
+    assert models.forward_flops(models.build(run, (32, 32, 3), 10)) == conv1 + conv2 + dense
+
+
+def test_run_cost_is_three_forwards_per_training_example_plus_evaluation(run_settings):
+    run = make_run({**run_settings, "dataset": "cifar10", "epochs": 2, "alignment_points": 0})
+    assert plan.run_flops(run, forward=10) == 2 * (3 * 10 * 50_000 + 10 * 60_000)
+    assert plan.run_steps(run) == 2 * (196 + 25 + 5)
+
+
+def test_the_plan_covers_every_group(params):
+    costs = plan.group_costs(params)
+    assert [c.group for c in costs] == list(params.groups)
+    assert all(c.runs == len(params.group(c.group).runs(params.defaults)) for c in costs)
+    assert costs[0].hours(25, 2) == pytest.approx(costs[0].flops / 25e12 / 3600 + costs[0].steps * 0.002 / 3600)
