@@ -23,7 +23,7 @@ DOCKER_RUN = docker run --rm $(GPU_FLAG) --user $$(id -u):$$(id -g) \
 	-v "$(CURDIR)":/work -v "$(TFDS_DIR)":/data/tfds -e TFDS_DATA_DIR=/data/tfds
 
 # Keep tool caches inside the project; run the pipeline with the venv's tools.
-export PATH := $(CURDIR)/$(BIN):$(PATH)
+export PATH := $(abspath $(BIN)):$(PATH)
 export KERAS_HOME := $(CURDIR)/.cache/keras
 export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export TF_CPP_MIN_LOG_LEVEL ?= 3
@@ -57,7 +57,7 @@ demo: validate ## the offline digits sweep through dvc repro, then its table
 test: $(STAMP) ## the test suite (a few minutes)
 	$(BIN)/python -m pytest
 
-test-slow: $(STAMP) ## only the slow checks
+test-slow: $(STAMP) ## the slow checks: the full digits sweep against the paper's claims (about 5 minutes)
 	$(BIN)/python -m pytest -m slow
 
 reproduce: validate ## every experiment group of params.yaml (needs the datasets: GPU box)

@@ -73,7 +73,6 @@ def test_init_scale_multiplies_every_glorot_kernel(run_settings):
         np.testing.assert_allclose(b.numpy(), factor * a.numpy(), rtol=1e-6)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name, count", [("resnet50", 23_608_202), ("densenet121", 7_047_754)])
 def test_keras_applications_build_untrained_on_32x32(run_settings, name, count):
     model = build(run_settings, model=name, activation="relu", init="glorot", sigma=None)

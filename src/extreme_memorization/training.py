@@ -46,12 +46,15 @@ EVAL_BATCH = 2048
 
 
 def seed_everything(seed: int) -> None:
-    """One global seed: same seed, same numbers (on the CPU)."""
+    """One global seed: same seed, same numbers on the CPU. On a GPU runs are
+    seeded but not bit-exact: TensorFlow's deterministic mode would refuse
+    ops without deterministic GPU kernels and slow the convolutions."""
     keras.utils.set_random_seed(seed)
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        tf.config.experimental.enable_op_determinism()
+        if not tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.enable_op_determinism()
         # Evaluation calls the model on two split sizes; TensorFlow's notice
         # about the resulting retrace is noise in the progress log.
         tf.get_logger().setLevel("ERROR")
@@ -79,36 +82,38 @@ def measure(model: keras.Model, loss: losses_mod.PaperLoss, x, y, batch_size: in
     suffixed ``_batch``, within the classes of fixed minibatches (the released
     code's scope)."""
     parts = models.forward_parts(model, x)
-    rep, logits = parts["representation"], parts["logits"]
-    delta = ops.convert_to_numpy(loss.logit_gradient(y, logits))
-    w2 = ops.convert_to_numpy(model.get_layer("logits").kernel)
-    layers = [(rep, delta)]  # per-example gradient of W2: rep_i delta_i^T
+    rep = parts["representation"]
+    delta = ops.convert_to_numpy(loss.logit_gradient(y, parts["logits"]))
+    # Per-example gradient of a dense layer: g_i = a_i b_i^T, kept as (A, B).
+    layers = {"w2": (rep, delta)}
     if models.is_mlp(model):
-        pre = parts["pre_activation"]
-        dphi = ops.convert_to_numpy(models.activation_derivative(models.mlp_activation(model), pre))
-        e = (delta @ w2.T) * dphi  # dl_i / d(W1 x_i)
-        flat = np.reshape(x, (len(x), -1))
-        layers.insert(0, (flat, e))  # per-example gradient of W1: x_i e_i^T
-    groups = al.minibatches(len(y), batch_size, seed)
+        w2 = model.get_layer("logits").kernel
+        dphi = models.activation_derivative(models.mlp_activation(model), parts["pre_activation"])
+        e = ops.convert_to_numpy(ops.matmul(delta, ops.transpose(w2)) * dphi)  # dl_i / d(W1 x_i)
+        layers = {"w1": (np.reshape(x, (len(x), -1)), e), **layers}
+    nan = float("nan")
     out = {}
-    for suffix, g in (("", None), ("_batch", groups)):
-        out["rep_alignment" + suffix] = al.in_class(y, al.alignment, rep, groups=g)
-        out["grad_alignment_logits" + suffix] = al.in_class(y, al.alignment, delta, groups=g)
-        out["grad_alignment_w2" + suffix] = al.in_class(y, al.outer_alignment, rep, delta, groups=g)
-        out["grad_alignment_w1" + suffix] = (
-            al.in_class(y, al.outer_alignment, *layers[0], groups=g) if len(layers) == 2 else float("nan")
-        )
-    flat_parts = [a for pair in layers for a in pair]
-    pairs = lambda *arrs: [(arrs[i], arrs[i + 1]) for i in range(0, len(arrs), 2)]  # noqa: E731
-    out["gradient_diversity"] = al.in_class(y, lambda *a: al.gradient_diversity(pairs(*a)), *flat_parts)
-    out["cosine_stiffness"] = al.in_class(y, lambda *a: al.cosine_stiffness(pairs(*a)), *flat_parts)
-    if len(layers) == 2:
-        flat, e = layers[0]
-        grad_w1 = flat.T @ e / len(y)  # gradient of the mean loss over the set
-        w1 = ops.convert_to_numpy(model.get_layer("hidden").kernel)
-        out["grad_norm_ratio_w1"] = float(np.linalg.norm(grad_w1) / np.linalg.norm(w1))
-    else:
-        out["grad_norm_ratio_w1"] = float("nan")
+    for suffix, groups in (("", None), ("_batch", al.minibatches(len(y), batch_size, seed))):
+        out["rep_alignment" + suffix] = al.in_class(y, al.alignment, rep, groups=groups)
+        out["grad_alignment_logits" + suffix] = al.in_class(y, al.alignment, delta, groups=groups)
+        for name in ("w1", "w2"):
+            value = al.in_class(y, al.outer_alignment, *layers[name], groups=groups) if name in layers else nan
+            out[f"grad_alignment_{name}{suffix}"] = value
+
+    # The whole gradient (every dense layer) for the paper's comparison measures.
+    arrays = [a for pair in layers.values() for a in pair]
+
+    def whole(measure_fn):
+        return lambda *rows: measure_fn(list(zip(rows[::2], rows[1::2])))
+
+    out["gradient_diversity"] = al.in_class(y, whole(al.gradient_diversity), *arrays)
+    out["cosine_stiffness"] = al.in_class(y, whole(al.cosine_stiffness), *arrays)
+    out["grad_norm_ratio_w1"] = nan
+    if "w1" in layers:
+        flat, e = layers["w1"]
+        grad_w1 = ops.matmul(ops.transpose(flat), e) / len(y)  # gradient of the mean loss over the set
+        w1 = model.get_layer("hidden").kernel
+        out["grad_norm_ratio_w1"] = float(ops.convert_to_numpy(ops.norm(grad_w1) / ops.norm(w1)))
     return out
 
 
