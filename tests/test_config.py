@@ -92,9 +92,10 @@ def test_a_run_must_be_one_point_of_its_groups_sweep(params):
              "seed": 0}  # fmt: skip
     with pytest.raises(config.ConfigError, match="no value 0.5"):
         params.run("digits", {**point, "sigma": 0.5})
-    with pytest.raises(config.ConfigError, match="needs a value"):
+    with pytest.raises(config.ConfigError, match="needs a value for axis .*sigma"):
         params.run("digits", {"activation": "sin"})
     assert params.run("digits", {**point, "activation": "relu", "sigma": 10}).sigma == 10.0
+    assert params.run("digits", {"activation": "relu", "sigma": 10}).dataset == "digits"  # single-valued axes
 
 
 def test_every_group_has_its_train_and_report_stages_in_dvc_yaml(params):

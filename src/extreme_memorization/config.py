@@ -111,15 +111,17 @@ class Params:
         return self.groups[name]
 
     def run(self, group: str, overrides: dict[str, Any] | None = None) -> RunConfig:
-        """The run of ``group`` with its swept settings set to ``overrides``."""
+        """The run of ``group`` with its axes set to ``overrides`` (an axis
+        with a single value in the sweep may be left out)."""
         g = self.group(group)
         overrides = dict(overrides or {})
         for key in overrides:
             if key not in g.sweep:
-                raise ConfigError(f"{group}.sweep has no key '{key}'; swept keys: {', '.join(g.sweep) or '(none)'}")
-        missing = [k for k in g.sweep if k not in overrides]
+                raise ConfigError(f"{group}.sweep has no key '{key}'; axes: {', '.join(g.sweep)}")
+        missing = [k for k in g.sweep if k not in overrides and len(g.sweep[k]) > 1]
         if missing:
-            raise ConfigError(f"run of group '{group}' needs a value for swept key(s): {', '.join(missing)}")
+            raise ConfigError(f"run of group '{group}' needs a value for axis (axes) {', '.join(missing)}")
+        overrides = {**{k: v[0] for k, v in g.sweep.items() if len(v) == 1}, **overrides}
         for key, value in overrides.items():
             if not any(_same(value, v) for v in g.sweep[key]):
                 raise ConfigError(f"{group}.sweep.{key} has no value {value!r}; values: {g.sweep[key]}")

@@ -102,8 +102,12 @@ def _remove_partial_downloads(data_dir: Path, name: str) -> None:
         if not root.exists():
             continue
         for path in list(root.rglob("*")):
-            if path.name.startswith("incomplete.") or ".tmp." in path.name or path.name.endswith(".incomplete"):
-                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            if not (path.name.startswith("incomplete.") or ".tmp." in path.name or path.name.endswith(".incomplete")):
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def tfds_data_dir(config: DataConfig) -> Path:
