@@ -22,26 +22,14 @@ import keras
 import numpy as np
 from keras import ops
 
-from . import alignment as al
 from . import data as data_mod
 from . import losses as losses_mod
+from . import measures
 from . import models
 from .config import RunConfig
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "best_test_acc"]
-MEASURES = [
-    "rep_alignment",
-    "grad_alignment_w1",
-    "grad_alignment_w2",
-    "grad_alignment_logits",
-    "rep_alignment_batch",
-    "grad_alignment_w1_batch",
-    "grad_alignment_w2_batch",
-    "grad_alignment_logits_batch",
-    "gradient_diversity",
-    "cosine_stiffness",
-    "grad_norm_ratio_w1",
-]
+MEASURES = measures.MEASURES
 EVAL_BATCH = 2048
 
 
@@ -78,43 +66,18 @@ def evaluate(model: keras.Model, loss: losses_mod.PaperLoss, x, y) -> tuple[floa
 
 
 def measure(model: keras.Model, loss: losses_mod.PaperLoss, x, y, batch_size: int, seed: int) -> dict:
-    """The in-class measures on the whole set (the paper's definition) and,
-    suffixed ``_batch``, within the classes of fixed minibatches (the released
-    code's scope)."""
+    """The measures (measures.py) of a Keras model on ``x``, ``y``."""
     parts = models.forward_parts(model, x)
-    rep = parts["representation"]
-    delta = ops.convert_to_numpy(loss.logit_gradient(y, parts["logits"]))
-    # Per-example gradient of a dense layer: g_i = a_i b_i^T, kept as (A, B).
-    layers = {"w2": (rep, delta)}
+    first = None
     if models.is_mlp(model):
-        w2 = model.get_layer("logits").kernel
-        dphi = models.activation_derivative(models.mlp_activation(model), parts["pre_activation"])
-        e = ops.convert_to_numpy(ops.matmul(delta, ops.transpose(w2)) * dphi)  # dl_i / d(W1 x_i)
-        layers = {"w1": (np.reshape(x, (len(x), -1)), e), **layers}
-    nan = float("nan")
-    out = {}
-    for suffix, groups in (("", None), ("_batch", al.minibatches(len(y), batch_size, seed))):
-        out["rep_alignment" + suffix] = al.in_class(y, al.alignment, rep, groups=groups)
-        out["grad_alignment_logits" + suffix] = al.in_class(y, al.alignment, delta, groups=groups)
-        for name in ("w1", "w2"):
-            value = al.in_class(y, al.outer_alignment, *layers[name], groups=groups) if name in layers else nan
-            out[f"grad_alignment_{name}{suffix}"] = value
-
-    # The whole gradient (every dense layer) for the paper's comparison measures.
-    arrays = [a for pair in layers.values() for a in pair]
-
-    def whole(measure_fn):
-        return lambda *rows: measure_fn(list(zip(rows[::2], rows[1::2])))
-
-    out["gradient_diversity"] = al.in_class(y, whole(al.gradient_diversity), *arrays)
-    out["cosine_stiffness"] = al.in_class(y, whole(al.cosine_stiffness), *arrays)
-    out["grad_norm_ratio_w1"] = nan
-    if "w1" in layers:
-        flat, e = layers["w1"]
-        grad_w1 = ops.matmul(ops.transpose(flat), e) / len(y)  # gradient of the mean loss over the set
-        w1 = model.get_layer("hidden").kernel
-        out["grad_norm_ratio_w1"] = float(ops.convert_to_numpy(ops.norm(grad_w1) / ops.norm(w1)))
-    return out
+        first = measures.FirstLayer(
+            np.reshape(x, (len(x), -1)),
+            parts["pre_activation"],
+            ops.convert_to_numpy(model.get_layer("hidden").kernel),
+            ops.convert_to_numpy(model.get_layer("logits").kernel),
+            models.mlp_activation(model),
+        )
+    return measures.measure(y, loss, parts["representation"], parts["logits"], batch_size, seed, first)
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -227,16 +190,16 @@ def train(run: RunConfig, group: str, dataset_path: str | Path, out_dir: str | P
     seconds = time.perf_counter() - start
     final = log.rows[-1]
     if log.alignment_rows and log.alignment_rows[-1]["epoch"] == final["epoch"]:
-        measures = {k: log.alignment_rows[-1][k] for k in MEASURES}
+        final_measures = {k: log.alignment_rows[-1][k] for k in MEASURES}
     else:
-        measures = measure(model, loss, ds.x_train, ds.y_train, run.alignment_batch_size, run.seed)
+        final_measures = measure(model, loss, ds.x_train, ds.y_train, run.alignment_batch_size, run.seed)
     metrics = {
         "train_acc": final["train_acc"],
         "test_acc": final["test_acc"],
         "best_test_acc": log.best,
         "train_loss": final["train_loss"],
         "test_loss": final["test_loss"],
-        **measures,
+        **final_measures,
         "epochs_run": final["epoch"],
         "diverged": int(log.diverged_at is not None),
     }
@@ -263,7 +226,7 @@ def train(run: RunConfig, group: str, dataset_path: str | Path, out_dir: str | P
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(
         f"{label} done in {seconds:.1f} s: train acc {metrics['train_acc']:.3f}, test acc {metrics['test_acc']:.3f}, "
-        f"best test acc {metrics['best_test_acc']:.3f}, gradient alignment W1 {measures['grad_alignment_w1']:.3g}",
+        f"best test acc {metrics['best_test_acc']:.3f}, gradient alignment W1 {final_measures['grad_alignment_w1']:.3g}",
         flush=True,
     )
     return metrics
