@@ -30,6 +30,7 @@ INITS = ("normal", "glorot")
 LABELS = ("true", "shuffled")
 SQUARED_REDUCTIONS = ("class_mean", "half_sum")
 LOSS_SCALINGS = ("none", "output")
+MATMUL_PRECISIONS = ("float32", "tf32")
 SECTIONS = ("data", "defaults")
 # What tells the runs of a group apart: every group's sweep lists each of them.
 AXES = ("dataset", "model", "activation", "loss", "labels", "sigma", "seed")
@@ -74,6 +75,9 @@ class RunConfig:
     seed: int
     alignment_points: int  # training-time alignment measurements (log-spaced)
     alignment_batch_size: int  # minibatch scope of the released code
+    matmul_precision: str  # float32 (true float32 matmuls) or tf32 (faster on Ampere/Hopper GPUs)
+    checkpoint_every: int  # epochs between checkpoints (0: only on a signal and on the time basis)
+    checkpoint_minutes: float  # also checkpoint when this much time has passed since the last one
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -206,6 +210,9 @@ def make_run(values: dict[str, Any], locate: Callable[[str], str] | None = None)
         seed=_int(key("seed"), v["seed"], 0),
         alignment_points=_int(key("alignment_points"), v["alignment_points"], 0),
         alignment_batch_size=_int(key("alignment_batch_size"), v["alignment_batch_size"], 2),
+        matmul_precision=_choice(key("matmul_precision"), v["matmul_precision"], MATMUL_PRECISIONS),
+        checkpoint_every=_int(key("checkpoint_every"), v["checkpoint_every"], 0),
+        checkpoint_minutes=_positive(key("checkpoint_minutes"), v["checkpoint_minutes"]),
     )
     # Combinations that make no sense fail here, before any training.
     if run.model != "mlp":
