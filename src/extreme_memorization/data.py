@@ -19,12 +19,12 @@ import dataclasses
 import os
 import shutil
 import socket
-import tempfile
 import threading
 from pathlib import Path
 
 import numpy as np
 
+from . import files
 from .config import DataConfig
 
 TFDS_DATASETS = {
@@ -237,11 +237,7 @@ def build(name: str, config: DataConfig) -> Dataset:
 
 def save(dataset: Dataset, path: str | Path) -> None:
     """Write atomically: a crash leaves the old file or none, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    os.close(fd)
-    try:
+    with files.atomic_path(path) as tmp:
         np.savez(
             tmp,
             x_train=dataset.x_train,
@@ -250,10 +246,6 @@ def save(dataset: Dataset, path: str | Path) -> None:
             y_test=dataset.y_test,
             num_classes=np.int64(dataset.num_classes),
         )
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load(path: str | Path, name: str | None = None) -> Dataset:

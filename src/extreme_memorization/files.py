@@ -1,0 +1,49 @@
+"""Atomic file writes: a kill at any moment leaves the old file or the new
+one, never half of one that DVC could record.
+
+Every output of the pipeline (run files, checkpoints, report files, prepared
+data) is written through :func:`atomic_path`: the writer fills a temporary
+file in the same folder, which is flushed to disk and renamed over the
+target only once it is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it replaces ``path``.
+
+    On an exception the temporary file is removed and ``path`` is untouched.
+    The temporary name keeps the target's suffix, so writers that pick a
+    format by suffix (h5, npz, png) still work.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | Path, value) -> None:
+    write_text(path, json.dumps(value, indent=2) + "\n")
