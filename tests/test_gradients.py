@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from extreme_memorization import alignment as al
-from extreme_memorization import losses, models, training
+from extreme_memorization import losses, measures, models
 from extreme_memorization.config import make_run
 
 
@@ -79,7 +79,7 @@ def test_training_measures_match_explicit_per_example_gradients(float64, run_set
     x = rng.normal(size=(12, 3, 2, 2))
     y = np.array([0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4])
     g1, g2, gz = per_example_gradients(model, loss, x, y)
-    out = training.measure(model, loss, x, y, batch_size=4, seed=0)
+    out = measures.of_keras_model(model, loss, x, y, batch_size=4, seed=0)
     assert out["grad_alignment_w1"] == pytest.approx(al.in_class(y, al.alignment, g1), rel=1e-5)
     assert out["grad_alignment_w2"] == pytest.approx(al.in_class(y, al.alignment, g2), rel=1e-5)
     assert out["grad_alignment_logits"] == pytest.approx(al.in_class(y, al.alignment, gz), rel=1e-5)

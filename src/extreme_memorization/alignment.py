@@ -28,7 +28,7 @@ from keras import ops
 
 
 def _np(x) -> np.ndarray:
-    return np.asarray(ops.convert_to_numpy(x))
+    return x if isinstance(x, np.ndarray) else np.asarray(ops.convert_to_numpy(x))
 
 
 def _from_sums(sum_sq: float, norms: np.ndarray) -> float:
@@ -43,16 +43,17 @@ def _from_sums(sum_sq: float, norms: np.ndarray) -> float:
 
 
 def _row_norms(a) -> np.ndarray:
-    a = ops.reshape(ops.convert_to_tensor(a), (ops.shape(a)[0], -1))
-    return _np(ops.sqrt(ops.sum(a * a, axis=1))).astype(np.float64)
+    a = _np(a)
+    a = a.reshape(len(a), -1).astype(np.float64)
+    return np.sqrt(np.einsum("ij,ij->i", a, a))
 
 
 def alignment(v) -> float:
     """A(v) for an (n, d) array of n vectors (rows). Raises ValueError for n < 2."""
-    v = ops.convert_to_tensor(v)
-    v = ops.reshape(v, (ops.shape(v)[0], -1))
-    total = ops.sum(v, axis=0)
-    return _from_sums(_np(ops.sum(total * total)), _row_norms(v))
+    v = _np(v)
+    v = v.reshape(len(v), -1)
+    total = v.sum(axis=0, dtype=np.float64)
+    return _from_sums(float(total @ total), _row_norms(v))
 
 
 def outer_sum_sq(a, b) -> float:
@@ -61,14 +62,14 @@ def outer_sum_sq(a, b) -> float:
     Uses the n x n Gram form for small n (minibatches) and ``A^T B`` for large
     n (whole classes), whichever does fewer multiplications.
     """
-    a = ops.convert_to_tensor(a)
-    b = ops.cast(ops.convert_to_tensor(b), a.dtype)
+    a = _np(a)
+    b = _np(b).astype(a.dtype, copy=False)
     n, p, q = a.shape[0], a.shape[1], b.shape[1]
     if n * (p + q) < p * q:
-        gram = ops.matmul(a, ops.transpose(a)) * ops.matmul(b, ops.transpose(b))
-        return float(_np(ops.sum(gram)))
-    s = ops.matmul(ops.transpose(a), b)
-    return float(_np(ops.sum(s * s)))
+        gram = (a @ a.T) * (b @ b.T)
+        return float(gram.sum(dtype=np.float64))
+    s = a.T @ b
+    return float(np.einsum("ij,ij->", s, s, dtype=np.float64))
 
 
 def outer_alignment(a, b) -> float:
@@ -78,9 +79,9 @@ def outer_alignment(a, b) -> float:
 
 def outer_gram(a, b) -> np.ndarray:
     """The n x n matrix <g_i, g_j> of g_i = a_i b_i^T (small n only)."""
-    a = ops.convert_to_tensor(a)
-    b = ops.cast(ops.convert_to_tensor(b), a.dtype)
-    return _np(ops.matmul(a, ops.transpose(a)) * ops.matmul(b, ops.transpose(b)))
+    a = _np(a)
+    b = _np(b).astype(a.dtype, copy=False)
+    return (a @ a.T) * (b @ b.T)
 
 
 def _normalize_rows(a):

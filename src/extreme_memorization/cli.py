@@ -2,7 +2,7 @@
 
     python -m extreme_memorization validate
     python -m extreme_memorization prepare DATASET [--out PATH]
-    python -m extreme_memorization train GROUP --set KEY=VALUE ... --out DIR
+    python -m extreme_memorization train GROUP --set KEY=VALUE ... --out PACK_DIR
     python -m extreme_memorization report GROUP --runs DIR --out DIR
     python -m extreme_memorization table GROUP
     python -m extreme_memorization plan [--tflops R] [--step-ms T]
@@ -65,12 +65,22 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_train(args) -> int:
-    params = config.load(args.params)
-    run = params.run(args.group, _overrides(args.set))
-    from . import data, training
+    from . import packs
 
-    dataset_path = args.data or data.prepared_path(run.dataset)
-    training.train(run, args.group, dataset_path, args.out)
+    params = config.load(args.params)
+    runs = packs.members(params, args.group, _overrides(args.set))
+    from . import data, training
+    from .progress import Interrupted
+
+    dataset_path = args.data or data.prepared_path(runs[0].dataset)
+    index, count = packs.position(params, args.group, runs[0])
+    stage = packs.stage_name(args.group, runs[0])
+    title = f"[{stage}, stage {index}/{count} of group {args.group}]"
+    try:
+        training.train_pack(runs, args.group, dataset_path, args.out, packs.pack_name(runs[0]), title)
+    except Interrupted as exc:
+        print(f"{title} {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
     return 0
 
 
@@ -153,11 +163,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="output .npz (default data/prepared/DATASET.npz)")
     s.set_defaults(func=cmd_prepare)
 
-    s = sub.add_parser("train", help="train one run of an experiment group")
+    s = sub.add_parser("train", help="train one pack of an experiment group (its runs that differ in sigma and seed)")
     s.add_argument("group")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a swept setting of the group")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="the pack's value of a swept axis")
     s.add_argument("--data", help="prepared .npz (default data/prepared/<dataset>.npz)")
-    s.add_argument("--out", required=True, help="run directory")
+    s.add_argument("--out", required=True, help="pack directory (one folder per run inside)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("report", help="summary table, figures and report of a group")

@@ -15,13 +15,27 @@ scale at the start whatever sigma is. This is our reading of the proposal.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 from .config import RunConfig
 
 
-def _onehot(y, num_classes: int, dtype):
-    return ops.one_hot(ops.cast(ops.reshape(y, (-1,)), "int32"), num_classes, dtype=dtype)
+def _onehot(y, z):
+    """one_hot(y) shaped like the logits z: y (..., B) or (..., B, 1), z (..., B, K)
+    (a pack of runs adds a leading run axis to both)."""
+    y = ops.cast(y, "int32")
+    if len(y.shape) == len(z.shape):
+        y = ops.squeeze(y, axis=-1)
+    return ops.one_hot(y, z.shape[-1], dtype=z.dtype)
+
+
+def _parameter(value):
+    """A float, or one value per member of a pack shaped (R, 1, 1) so that it
+    broadcasts against (R, B, K) logits (loss_scaling: output differs by sigma)."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    return np.asarray(value, dtype=np.float32)
 
 
 class PaperLoss(keras.losses.Loss):
@@ -46,17 +60,17 @@ class CrossEntropy(PaperLoss):
 
     def __init__(self, temperature: float = 1.0, **kwargs):
         super().__init__(name="cross_entropy", **kwargs)
-        self.temperature = float(temperature)
+        self.temperature = _parameter(temperature)
 
     def per_example(self, y, z):
         z = ops.convert_to_tensor(z)
-        y1 = _onehot(y, z.shape[-1], z.dtype)
+        y1 = _onehot(y, z)
         logp = ops.log_softmax(z / self.temperature, axis=-1)
         return -ops.sum(y1 * logp, axis=-1)
 
     def logit_gradient(self, y, z):
         z = ops.convert_to_tensor(z)
-        y1 = _onehot(y, z.shape[-1], z.dtype)
+        y1 = _onehot(y, z)
         return (ops.softmax(z / self.temperature, axis=-1) - y1) / self.temperature
 
 
@@ -67,11 +81,11 @@ class Hinge(PaperLoss):
 
     def __init__(self, margin: float = 1.0, **kwargs):
         super().__init__(name="hinge", **kwargs)
-        self.margin = float(margin)
+        self.margin = _parameter(margin)
 
     def _violations(self, y, z):
         z = ops.convert_to_tensor(z)
-        y1 = _onehot(y, z.shape[-1], z.dtype)
+        y1 = _onehot(y, z)
         z_y = ops.sum(y1 * z, axis=-1, keepdims=True)
         return y1, (self.margin + z - z_y) * (1 - y1)
 
@@ -96,12 +110,12 @@ class Squared(PaperLoss):
 
     def __init__(self, target_scale: float = 1.0, reduction_over_classes: str = "class_mean", **kwargs):
         super().__init__(name="squared", **kwargs)
-        self.target_scale = float(target_scale)
+        self.target_scale = _parameter(target_scale)
         self.reduction_over_classes = reduction_over_classes
 
     def _residual(self, y, z):
         z = ops.convert_to_tensor(z)
-        return z - self.target_scale * _onehot(y, z.shape[-1], z.dtype)
+        return z - self.target_scale * _onehot(y, z)
 
     def per_example(self, y, z):
         r = self._residual(y, z)
@@ -118,7 +132,8 @@ class Squared(PaperLoss):
 
 def build(run: RunConfig, output_scale: float = 1.0) -> PaperLoss:
     """The run's loss; ``output_scale`` multiplies its scale parameter when
-    ``run.loss_scaling == 'output'`` (pass the initial logits' RMS)."""
+    ``run.loss_scaling == 'output'`` (pass the initial logits' RMS: a float, or
+    an (R, 1, 1) array for a pack)."""
     s = output_scale if run.loss_scaling == "output" else 1.0
     if run.loss == "cross_entropy":
         return CrossEntropy(run.temperature * s)

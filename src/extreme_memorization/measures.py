@@ -81,3 +81,18 @@ def measure(y, loss, representation, logits, batch_size: int, seed: int, first: 
         grad_w1 = ops.matmul(ops.transpose(x), e) / len(y)  # gradient of the mean loss over the set
         out["grad_norm_ratio_w1"] = float(ops.convert_to_numpy(ops.norm(grad_w1) / ops.norm(first.w1)))
     return out
+
+
+def of_keras_model(model, loss, x, y, batch_size: int, seed: int) -> dict:
+    """The measures of a Keras model built by models.build on ``x``, ``y``."""
+    parts = models.forward_parts(model, x)
+    first = None
+    if models.is_mlp(model):
+        first = FirstLayer(
+            np.reshape(x, (len(x), -1)),
+            parts["pre_activation"],
+            ops.convert_to_numpy(model.get_layer("hidden").kernel),
+            ops.convert_to_numpy(model.get_layer("logits").kernel),
+            models.mlp_activation(model),
+        )
+    return measure(y, loss, parts["representation"], parts["logits"], batch_size, seed, first)

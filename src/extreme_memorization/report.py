@@ -57,7 +57,7 @@ def collect(params: Params, group: str, runs_dir: str | Path) -> tuple[pd.DataFr
     """One row per run of the group's current sweep, and each run's curves."""
     expected = {_key(r.as_dict()): r for r in params.group(group).runs(params.defaults)}
     rows, curves = [], {}
-    for run_json in sorted(Path(runs_dir).glob("*/run.json")):
+    for run_json in sorted(Path(runs_dir).rglob("run.json")):
         run_dir = run_json.parent
         info = json.loads(run_json.read_text())
         settings = {k: info[k] for k in next(iter(expected.values())).as_dict()} if expected else {}

@@ -1,18 +1,24 @@
-"""Training one run: plain SGD with ``model.fit``, per-epoch evaluation on the
-whole training and test sets, and the alignment measures at a few points.
+"""Training a pack of runs (or one run): the epoch loop, its records, its
+checkpoints and the run outputs.
 
-Outputs of a run (the DVC stage's outs), in ``out_dir``:
-- ``metrics.json``: final accuracies and measures (``dvc metrics show``);
-- ``history.csv``: one row per epoch (``dvc plots``);
-- ``alignment.csv``: the measures at each measurement point (``dvc plots``);
+The arithmetic runs in compiled chunks (loops.py); this module touches it
+once per chunk: evaluates the whole training and test sets after every epoch,
+keeps the best test accuracy, measures alignment at a few epochs, freezes a
+member that diverges, prints progress with an ETA, writes checkpoints and, on
+SIGTERM or SIGINT, stops cleanly after the current chunk.
+
+Outputs of each run, in its folder (the pack's DVC output holds them all):
+- ``metrics.json``: final accuracies and measures;
+- ``history.csv``: one row per epoch;
+- ``alignment.csv``: the measures at each measurement point;
 - ``run.json``: every setting of the run, its status and versions;
-- ``model.weights.h5``: the final weights.
+- ``model.weights.h5``: the final weights (loadable into models.build's model).
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
 import sys
 import time
@@ -20,32 +26,17 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from keras import ops
 
+from . import backend, checkpoints, files, loops, measures, models
 from . import data as data_mod
 from . import losses as losses_mod
-from . import measures
-from . import models
 from .config import RunConfig
+from .progress import Interrupt, Interrupted, Progress
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "best_test_acc"]
 MEASURES = measures.MEASURES
-EVAL_BATCH = 2048
-
-
-def seed_everything(seed: int) -> None:
-    """One global seed: same seed, same numbers on the CPU. On a GPU runs are
-    seeded but not bit-exact: TensorFlow's deterministic mode would refuse
-    ops without deterministic GPU kernels and slow the convolutions."""
-    keras.utils.set_random_seed(seed)
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        if not tf.config.list_physical_devices("GPU"):
-            tf.config.experimental.enable_op_determinism()
-        # Evaluation calls the model on two split sizes; TensorFlow's notice
-        # about the resulting retrace is noise in the progress log.
-        tf.get_logger().setLevel("ERROR")
+# A finite loss this many times its initial value has blown up (recorded like a divergence).
+BLOWUP_FACTOR = 1e3
 
 
 def measurement_epochs(epochs: int, points: int) -> list[int]:
@@ -58,175 +49,274 @@ def measurement_epochs(epochs: int, points: int) -> list[int]:
     return [0, *[int(e) for e in later]]
 
 
-def evaluate(model: keras.Model, loss: losses_mod.PaperLoss, x, y) -> tuple[float, float]:
-    """Mean loss and accuracy over a whole split."""
-    z = models.logits(model, x, EVAL_BATCH)
-    value = float(np.mean(ops.convert_to_numpy(loss.per_example(y, z))))
-    return value, float(np.mean(np.argmax(z, axis=1) == y))
+class Member:
+    """The record of one run of a pack."""
 
-
-def measure(model: keras.Model, loss: losses_mod.PaperLoss, x, y, batch_size: int, seed: int) -> dict:
-    """The measures (measures.py) of a Keras model on ``x``, ``y``."""
-    parts = models.forward_parts(model, x)
-    first = None
-    if models.is_mlp(model):
-        first = measures.FirstLayer(
-            np.reshape(x, (len(x), -1)),
-            parts["pre_activation"],
-            ops.convert_to_numpy(model.get_layer("hidden").kernel),
-            ops.convert_to_numpy(model.get_layer("logits").kernel),
-            models.mlp_activation(model),
-        )
-    return measures.measure(y, loss, parts["representation"], parts["logits"], batch_size, seed, first)
-
-
-class EpochLog(keras.callbacks.Callback):
-    """Per-epoch train/test loss and accuracy on the whole splits, best test
-    accuracy so far, progress lines, divergence stop, alignment schedule."""
-
-    def __init__(self, run, loss, ds, label, measure_at):
-        super().__init__()
-        self.run, self.loss, self.ds, self.label = run, loss, ds, label
-        self.measure_at = set(measure_at)
+    def __init__(self, run: RunConfig, out_dir: Path):
+        self.run, self.out_dir = run, Path(out_dir)
         self.rows: list[dict] = []
         self.alignment_rows: list[dict] = []
         self.best = 0.0
         self.diverged_at: int | None = None
-        self.every = max(1, run.epochs // 20)
-        self._t0 = time.perf_counter()
+        self.diverged_reason = ""
+        self.initial_loss = float("nan")
 
-    def _measure(self, epoch: int) -> None:
-        row = measure(self.model, self.loss, self.ds.x_train, self.ds.y_train, self.run.alignment_batch_size, self.run.seed)
-        self.alignment_rows.append({"epoch": epoch, **row})
+    def record(self) -> dict:
+        return {k: v for k, v in vars(self).items() if k not in ("run", "out_dir")}
 
-    def on_train_begin(self, logs=None):
-        if 0 in self.measure_at:
-            self._measure(0)
-        self._t0 = time.perf_counter()
+    def restore(self, record: dict) -> None:
+        vars(self).update(record)
 
-    def on_epoch_end(self, epoch, logs=None):
-        epoch += 1
-        train_loss, train_acc = evaluate(self.model, self.loss, self.ds.x_train, self.ds.y_train)
-        test_loss, test_acc = evaluate(self.model, self.loss, self.ds.x_test, self.ds.y_test)
-        if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
-            self.diverged_at = epoch
-            self.model.stop_training = True
-            print(
-                f"{self.label} diverged at epoch {epoch}: the loss is not finite. The run stops here and is "
-                "recorded as diverged (status in run.json); lower learning_rate or sigma to train it.",
-                file=sys.stderr,
-                flush=True,
-            )
-        self.best = max(self.best, test_acc)
-        now = time.perf_counter()
-        self.rows.append(
-            dict(
-                epoch=epoch,
-                train_loss=train_loss,
-                train_acc=train_acc,
-                test_loss=test_loss,
-                test_acc=test_acc,
-                best_test_acc=self.best,
-            )
-        )
-        if epoch in self.measure_at and self.diverged_at is None:
-            self._measure(epoch)
-        if epoch % self.every == 0 or epoch == self.run.epochs or self.diverged_at:
-            per_epoch = (now - self._t0) / epoch
-            print(
-                f"{self.label} epoch {epoch}/{self.run.epochs}  train loss {train_loss:.4f} acc {train_acc:.3f}  "
-                f"test loss {test_loss:.4f} acc {test_acc:.3f}  best {self.best:.3f}  ({per_epoch:.2f} s/epoch)",
-                flush=True,
-            )
+    @property
+    def label(self) -> str:
+        scale = f"sigma={self.run.sigma:g}" if self.run.sigma is not None else f"glorot x{self.run.init_scale:g}"
+        return f"{scale} seed={self.run.seed}"
+
+
+def _labels(raw: data_mod.Dataset, runs: list[RunConfig]):
+    """Standardized images once; labels per member ((R, N): shuffled labels
+    depend on the member's seed)."""
+    base = data_mod.for_training(raw, "true", 0)
+    train, test = [], []
+    for run in runs:
+        d = base if run.labels == "true" else data_mod.for_training(raw, run.labels, run.seed)
+        train.append(d.y_train)
+        test.append(d.y_test)
+    return base, np.stack(train), np.stack(test)
+
+
+def _trainer(runs: list[RunConfig], base, y_train, y_test) -> loops.Trainer:
+    if all(r.model == "mlp" for r in runs):
+        return loops.PackedMLP(runs, base.num_classes, base.x_train, y_train, base.x_test, y_test)
+    if len(runs) != 1:
+        raise ValueError("only MLP runs train as a pack; train other models one run at a time")
+    backend.seed_everything(runs[0].seed)
+    model = models.build(runs[0], base.input_shape, base.num_classes)
+    return loops.SoloModel(model, runs[0], base.x_train, y_train, base.x_test, y_test)
+
+
+def _measure(trainer: loops.Trainer, member: int, loss, x, y, run: RunConfig) -> dict:
+    if isinstance(trainer, loops.PackedMLP):
+        p = trainer.member_parts(member, x)
+        first = measures.FirstLayer(p["x"], p["pre_activation"], p["w1"], p["w2"], trainer.activation)
+        return measures.measure(y, loss, p["representation"], p["logits"], run.alignment_batch_size, run.seed, first)
+    return measures.of_keras_model(trainer.keras_model(member), loss, x, y, run.alignment_batch_size, run.seed)
+
+
+def _check(member: Member, epoch: int, train_loss: float, test_loss: float, alive: float) -> str:
+    """Why the member must stop at this epoch ('' if it goes on)."""
+    if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
+        return "the loss is not finite"
+    if member.initial_loss > 0 and train_loss > BLOWUP_FACTOR * member.initial_loss:
+        return f"the loss blew up to {train_loss:.3g}, over {BLOWUP_FACTOR:g} times its initial {member.initial_loss:.3g}"
+    if alive == 0:
+        return "every hidden unit is dead (zero on every training example)"
+    return ""
 
 
 def _finite(value):
     return value if isinstance(value, (int, str)) or (value is not None and math.isfinite(value)) else None
 
 
-def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if _finite(row.get(k)) is None else row[k]) for k in columns})
+def _csv(rows: list[dict], columns: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if _finite(row.get(k)) is None else row[k]) for k in columns})
+    return buffer.getvalue()
 
 
-def train(run: RunConfig, group: str, dataset_path: str | Path, out_dir: str | Path) -> dict:
-    """Train one run and write its outputs; returns the final metrics."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(run.seed)
-    ds = data_mod.for_training(data_mod.load(dataset_path, run.dataset), run.labels, run.seed)
-    model = models.build(run, ds.input_shape, ds.num_classes)
+def train_unit(runs: list[RunConfig], group: str, dataset_path, out_dirs: list[Path], checkpoint: Path | None = None,
+               title: str = "") -> list[dict]:  # fmt: skip
+    """Train ``runs`` together (a pack of MLPs, or one run of any model), write
+    each run's outputs into its folder of ``out_dirs``, return their metrics.
+    With ``checkpoint``, resume from it when it matches and keep it current."""
+    first = runs[0]
+    backend.set_matmul_precision(first.matmul_precision)
+    backend.seed_everything(first.seed)
+    raw = data_mod.load(dataset_path, first.dataset)
+    base, y_train, y_test = _labels(raw, runs)
+    trainer = _trainer(runs, base, y_train, y_test)
+    members = [Member(r, d) for r, d in zip(runs, out_dirs)]
+    title = title or f"[{group} {first.dataset} {first.model}/{first.activation} {first.loss}]"
 
-    initial_logits = models.logits(model, ds.x_train, EVAL_BATCH)
-    output_scale = float(np.sqrt(np.mean(np.square(initial_logits, dtype=np.float64))))
-    loss = losses_mod.build(run, output_scale)
-    model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=run.learning_rate, momentum=0.0),
-        loss=loss,
-        # XLA was slower than TensorFlow's own kernels on the CPU; JAX always compiles.
-        jit_compile=False if keras.backend.backend() == "tensorflow" else "auto",
-    )
-    sigma = f"sigma={run.sigma:g}" if run.init == "normal" else f"glorot x{run.init_scale:g}"
-    label = f"[{group} {run.dataset} {run.model}/{run.activation} {run.loss} {sigma} seed={run.seed}]"
+    # The loss of each member (loss_scaling: output scales its parameter by
+    # the member's initial logit RMS), and one for the pack, shaped (R, 1, 1).
+    scales = trainer.logit_rms()
+    member_loss = [losses_mod.build(r, float(s)) for r, s in zip(runs, scales)]
+    trainer.loss = losses_mod.build(first, scales.reshape(-1, 1, 1).astype(np.float32))
+    measure_at = measurement_epochs(first.epochs, first.alignment_points)
     print(
-        f"{label} {len(ds.y_train)} train / {len(ds.y_test)} test examples, {ds.num_classes} classes, "
-        f"{model.count_params()} parameters, initial logit RMS {output_scale:.3g}",
+        f"{title} {len(runs)} run(s), {len(base.y_train)} train / {len(base.y_test)} test examples, "
+        f"{base.num_classes} classes, {first.epochs} epochs, {backend.name()} on {backend.device_name()}, "
+        f"matmul {backend.matmul_precision()}",
         flush=True,
     )
-    log = EpochLog(run, loss, ds, label, measurement_epochs(run.epochs, run.alignment_points))
-    start = time.perf_counter()
-    model.fit(
-        ds.x_train,
-        ds.y_train,
-        batch_size=run.batch_size,
-        epochs=run.epochs,
-        shuffle=True,
-        verbose=0,
-        callbacks=[log],
-    )
-    seconds = time.perf_counter() - start
-    final = log.rows[-1]
-    if log.alignment_rows and log.alignment_rows[-1]["epoch"] == final["epoch"]:
-        final_measures = {k: log.alignment_rows[-1][k] for k in MEASURES}
+
+    def measure(i: int, epoch: int) -> None:
+        row = _measure(trainer, i, member_loss[i], base.x_train, y_train[i], runs[i])
+        members[i].alignment_rows.append({"epoch": epoch, **row})
+
+    fingerprint = checkpoints.fingerprint(runs, dataset_path, backend.name())
+    saved = checkpoints.load(checkpoint, fingerprint) if checkpoint else None
+    epoch, step, resumed_from, seconds = 0, 0, None, 0.0
+    if saved:
+        arrays, meta = saved
+        trainer.set_state(arrays)
+        for m, record in zip(members, meta["members"]):
+            m.restore(record)
+        epoch, step, seconds = meta["epoch"], meta["step"], meta["seconds"]
+        resumed_from = epoch
+        print(f"{title} resuming from checkpoint at epoch {epoch}" + (f", minibatch {step}" if step else ""), flush=True)
     else:
-        final_measures = measure(model, loss, ds.x_train, ds.y_train, run.alignment_batch_size, run.seed)
+        loss0, _, _ = trainer.evaluate("train")
+        for i, m in enumerate(members):
+            m.initial_loss = float(loss0[i])
+            if 0 in measure_at:
+                measure(i, 0)
+
+    def save(at_epoch: int, at_step: int) -> None:
+        meta = {"fingerprint": fingerprint, "epoch": at_epoch, "step": at_step, "seconds": seconds,
+                "members": [m.record() for m in members]}  # fmt: skip
+        try:
+            checkpoints.save(checkpoint, trainer.get_state(), meta)
+        except checkpoints.CheckpointError as exc:
+            print(f"warning: {exc}; training goes on and the previous checkpoint is kept", file=sys.stderr, flush=True)
+            return
+        progress.saved(at_epoch)
+
+    progress = Progress(title, [m.label for m in members], first.epochs, epoch)
+    steps = trainer.steps_per_epoch
+    with Interrupt() as interrupt:
+        while epoch < first.epochs and any(m.diverged_at is None for m in members):
+            active = np.array([m.diverged_at is None for m in members])
+            order = np.stack([loops.epoch_order(r.seed, epoch + 1, trainer.n) for r in runs])
+            while step < steps:
+                stop = min(step + progress.chunk(steps), steps)
+                start_time = time.perf_counter()
+                trainer.run_steps(order, active, step, stop)
+                progress.timed(stop - step, time.perf_counter() - start_time)
+                seconds += time.perf_counter() - start_time
+                step = stop
+                if interrupt.signum and step < steps and checkpoint:
+                    save(epoch, step)
+                    raise Interrupted(interrupt.signum, epoch, first.epochs)
+            epoch, step = epoch + 1, 0
+            start_time = time.perf_counter()
+            train_loss, train_acc, alive = trainer.evaluate("train")
+            test_loss, test_acc, _ = trainer.evaluate("test")
+            for i, m in enumerate(members):
+                if not active[i]:
+                    continue
+                m.best = max(m.best, float(test_acc[i]))
+                m.rows.append(dict(epoch=epoch, train_loss=float(train_loss[i]), train_acc=float(train_acc[i]),
+                                   test_loss=float(test_loss[i]), test_acc=float(test_acc[i]), best_test_acc=m.best))  # fmt: skip
+                reason = _check(m, epoch, float(train_loss[i]), float(test_loss[i]), float(alive[i]))
+                if reason:
+                    m.diverged_at, m.diverged_reason = epoch, reason
+                    print(
+                        f"{title} run {m.label} diverged at epoch {epoch}: {reason}. The run stops here and is "
+                        "recorded as diverged (status in run.json); the other runs go on. Lower learning_rate "
+                        "or sigma to train it.",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                elif epoch in measure_at:
+                    measure(i, epoch)
+            seconds += time.perf_counter() - start_time
+            progress.epoch_done(epoch, [m.rows[-1] if m.rows else None for m in members])
+            if checkpoint and epoch < first.epochs and (interrupt.signum or progress.checkpoint_due(epoch, first)):
+                save(epoch, 0)
+            if interrupt.signum:
+                raise Interrupted(interrupt.signum, epoch, first.epochs)
+    if checkpoint:
+        save(epoch, 0)  # a finished unit of a pack is not trained again if a later one is killed
+
+    results = []
+    for i, m in enumerate(members):
+        results.append(_finish(trainer, i, m, member_loss[i], base, y_train[i], group, seconds, resumed_from, scales[i]))
+    return results
+
+
+def _finish(trainer, i, m: Member, loss, base, y, group, seconds, resumed_from, scale) -> dict:
+    run = m.run
+    final = m.rows[-1] if m.rows else dict.fromkeys(HISTORY_COLUMNS[1:], float("nan")) | {"epoch": 0}
+    if m.alignment_rows and m.alignment_rows[-1]["epoch"] == final["epoch"]:
+        final_measures = {k: m.alignment_rows[-1][k] for k in MEASURES}
+    else:
+        final_measures = _measure(trainer, i, loss, base.x_train, y, run)
     metrics = {
         "train_acc": final["train_acc"],
         "test_acc": final["test_acc"],
-        "best_test_acc": log.best,
+        "best_test_acc": m.best,
         "train_loss": final["train_loss"],
         "test_loss": final["test_loss"],
         **final_measures,
         "epochs_run": final["epoch"],
-        "diverged": int(log.diverged_at is not None),
+        "diverged": int(m.diverged_at is not None),
     }
     metrics = {k: _finite(v) for k, v in metrics.items()}
+    model = trainer.keras_model(i)
     info = {
         "group": group,
         **run.as_dict(),
-        "status": "diverged" if log.diverged_at else "completed",
-        "diverged_at_epoch": log.diverged_at,
-        "initial_logit_rms": output_scale,
+        "status": "diverged" if m.diverged_at else "completed",
+        "diverged_at_epoch": m.diverged_at,
+        "diverged_reason": m.diverged_reason or None,
+        "initial_logit_rms": float(scale),
         "loss_parameter": losses_mod.effective_parameter(loss),
         "parameters": int(model.count_params()),
-        "train_examples": int(len(ds.y_train)),
-        "test_examples": int(len(ds.y_test)),
-        "num_classes": ds.num_classes,
+        "train_examples": int(len(base.y_train)),
+        "test_examples": int(len(base.y_test)),
+        "num_classes": base.num_classes,
+        "pack_size": trainer.members,
+        "resumed_from_epoch": resumed_from,
         "train_seconds": round(seconds, 2),
+        "matmul_precision_applied": backend.matmul_precision(),
+        "device": backend.device_name(),
         "keras": keras.__version__,
-        "backend": keras.backend.backend(),
+        "backend": backend.name(),
     }
-    _write_csv(out_dir / "history.csv", log.rows, HISTORY_COLUMNS)
-    _write_csv(out_dir / "alignment.csv", log.alignment_rows, ["epoch", *MEASURES])
-    model.save_weights(out_dir / "model.weights.h5")
-    (out_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n")
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    out = m.out_dir
+    files.write_text(out / "history.csv", _csv(m.rows, HISTORY_COLUMNS))
+    files.write_text(out / "alignment.csv", _csv(m.alignment_rows, ["epoch", *MEASURES]))
+    with files.atomic_path(out / "model.weights.h5") as tmp:
+        model.save_weights(str(tmp))
+    files.write_json(out / "run.json", info)
+    files.write_json(out / "metrics.json", metrics)
+    w1 = final_measures.get("grad_alignment_w1")
     print(
-        f"{label} done in {seconds:.1f} s: train acc {metrics['train_acc']:.3f}, test acc {metrics['test_acc']:.3f}, "
-        f"best test acc {metrics['best_test_acc']:.3f}, gradient alignment W1 {final_measures['grad_alignment_w1']:.3g}",
+        f"run {m.label} done: train acc {metrics['train_acc']}, test acc {metrics['test_acc']}, "
+        f"best test acc {metrics['best_test_acc']:.3f}, gradient alignment W1 {w1 if w1 is None else f'{w1:.3g}'}",
         flush=True,
     )
     return metrics
+
+
+def train(run: RunConfig, group: str, dataset_path, out_dir, checkpoint: Path | None = None) -> dict:
+    """Train one run and write its outputs into ``out_dir``; returns its metrics."""
+    return train_unit([run], group, dataset_path, [Path(out_dir)], checkpoint)[0]
+
+
+def train_pack(runs: list[RunConfig], group: str, dataset_path, out_dir, pack: str, title: str = "") -> list[dict]:
+    """Train the runs of one pack into ``out_dir/<run>/``, with checkpoints in
+    ``checkpoints/<group>/<pack>/`` that are removed once the pack is done.
+    MLP runs train together; other models one after the other (each keeps its
+    final checkpoint until the whole pack is done, so a rerun after a kill
+    does not train a finished run again)."""
+    from .packs import run_name
+
+    folder = checkpoints.folder(group, pack)
+    out_dir = Path(out_dir)
+    if all(r.model == "mlp" for r in runs):
+        units = [runs]
+    else:
+        units = [[r] for r in runs]
+    results = []
+    for unit in units:
+        name = "pack" if len(units) == 1 else run_name(unit[0])
+        dirs = [out_dir / run_name(r) for r in unit]
+        results += train_unit(unit, group, dataset_path, dirs, folder / f"{name}.npz", title)
+    checkpoints.remove(group, pack)
+    return results
