@@ -13,7 +13,7 @@ from extreme_memorization import config
 
 @pytest.fixture
 def raw():
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
+    return config.read_yaml(ROOT / "params.yaml")
 
 
 def error_of(raw):
@@ -99,7 +99,7 @@ def test_a_run_must_be_one_point_of_its_groups_sweep(params):
 
 
 def test_every_group_has_its_train_and_report_stages_in_dvc_yaml(params):
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    stages = config.read_yaml(ROOT / "dvc.yaml")["stages"]
     assert stages["report"]["matrix"]["group"] == list(params.groups)
     for name in params.groups:
         matrix = stages[f"train-{name}"]["matrix"]
@@ -124,3 +124,107 @@ def test_bad_params_stop_the_cli_before_training_with_one_line_and_exit_code(tmp
     assert "activation = 'swish'" in result.stderr
     assert not out.exists()
     assert time.perf_counter() - start < 20  # no TensorFlow import, no training
+
+
+# --- params.yaml as a new user writes it ------------------------------------
+
+
+def params_text(**replace):
+    """The shipped params.yaml with some lines' text replaced."""
+    text = (ROOT / "params.yaml").read_text()
+    for old, new in replace.values():
+        assert old in text
+        text = text.replace(old, new)
+    return text
+
+
+def dvc_reads(tmp_path, text, dvc_yaml=None):
+    """params.yaml as DVC itself reads it (a DVC repository without git)."""
+    from dvc.repo import Repo
+
+    (tmp_path / "params.yaml").write_text(text)
+    if dvc_yaml:
+        (tmp_path / "dvc.yaml").write_text(dvc_yaml)
+    Repo.init(str(tmp_path), no_scm=True)
+    return Repo(str(tmp_path))
+
+
+def test_params_are_read_by_yaml_1_2_rules_so_dvc_and_training_see_the_same_values(tmp_path):
+    import dvc.api
+
+    # Under YAML 1.1 (PyYAML) 1e-3 is the string '1e-3' and would be refused.
+    text = params_text(
+        lr=("learning_rate: 0.01 ", "learning_rate: 1e-3 "),
+        sigma=("sigma: [0.001, 0.01, 0.1, 1, 10]", "sigma: [1E-3, 1.e-2, .1, 1, 1e+1]"),
+    )
+    dvc_reads(tmp_path, text)
+    assert config.read_yaml(tmp_path / "params.yaml") == dvc.api.params_show(repo=str(tmp_path))
+    params = config.load(tmp_path / "params.yaml")
+    runs = params.group("digits").runs(params.defaults)
+    assert {r.learning_rate for r in runs} == {0.001}
+    assert sorted({r.sigma for r in runs}) == [0.001, 0.01, 0.1, 1.0, 10.0]
+
+
+def test_set_values_written_by_dvc_are_read_by_the_same_rules(tmp_path):
+    from extreme_memorization import cli
+
+    text = params_text(sigma=("sigma: [0.001, 0.01, 0.1, 1, 10]", "sigma: [1e-5, 2.5e+3, 0.1, 1]"))
+    stage = "stages:\n  train:\n    matrix:\n      sigma: ${digits.sweep.sigma}\n" \
+            "    cmd: train digits --set activation=sin --set sigma=${item.sigma} --set labels=true\n"  # fmt: skip
+    repo = dvc_reads(tmp_path, text, stage)
+    commands = [s.cmd for s in repo.index.stages]
+    assert "train digits --set activation=sin --set sigma=1e-05 --set labels=true" in commands  # PyYAML: a string
+    params = config.load(tmp_path / "params.yaml")
+    sigmas = []
+    for command in commands:
+        overrides = cli._overrides(command.split(" --set ")[1:])
+        assert overrides["labels"] == "true"  # text fields stay text
+        sigmas.append(params.run("digits", overrides).sigma)
+    assert sigmas == [1e-5, 2500.0, 0.1, 1.0]
+    assert cli._overrides(["sigma=None"]) == {"sigma": None}  # how DVC writes null
+    with pytest.raises(config.ConfigError, match=r"^--set sigma = '\[1' is not a valid YAML value"):
+        cli._overrides(["sigma=[1"])
+
+
+@pytest.mark.parametrize(
+    "old, new, at, column, fix",
+    [
+        ("sigma: [0.001, 0.01, 0.1, 1, 10]", "sigma: [0.001, 0.01", "seed: [0]", 9,
+         "(in the list begun at line {}); close the list with ']'"),
+        ("  learning_rate: 0.01 ", "\tlearning_rate: 0.01 ", "\tlearning_rate", 1, "indent with spaces, not tabs"),
+        ("  batch_size: 256", "  batch_size: 256\n  batch_size: 128", "batch_size: 128", 3, "keep one of the two keys"),
+        ("    epochs: 300", "    epochs: 300\n   width: 8", "width: 8", 4, "indent the key by as many spaces"),
+    ],
+)  # fmt: skip
+def test_a_yaml_syntax_error_names_file_line_and_column_in_one_line(tmp_path, old, new, at, column, fix):
+    path = tmp_path / "params.yaml"
+    text = params_text(edit=(old, new))
+    path.write_text(text)
+    line = next(i for i, text in enumerate(text.splitlines(), 1) if at in text)
+    with pytest.raises(config.ConfigError) as info:
+        config.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:{line}:{column}: not valid YAML: ")
+    assert fix.format(line - 1) in message and "\n" not in message
+
+
+def test_an_unquoted_true_label_is_a_boolean_and_the_error_says_to_quote_it(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(params_text(labels=('labels: ["true"]', "labels: [true]")))
+    with pytest.raises(config.ConfigError) as info:
+        config.load(path)
+    assert str(info.value) == (
+        "digits.sweep.labels = True is a YAML boolean, not the word 'true'; quote it: labels: [\"true\"]"
+    )
+
+
+@pytest.mark.parametrize("written, shown", [("[1, 1.0]", "1 and 1.0"), ("[0.1, 1e-1]", "0.1 twice"),
+                                            ("[0.1, 1, 10, 1e0]", "1 and 1.0")])  # fmt: skip
+def test_a_sigma_listed_twice_as_equal_numbers_is_refused_not_trained_twice(tmp_path, written, shown):
+    path = tmp_path / "params.yaml"
+    path.write_text(params_text(sigma=("sigma: [0.001, 0.01, 0.1, 1, 10]", f"sigma: {written}")))
+    with pytest.raises(config.ConfigError) as info:
+        config.load(path)
+    message = str(info.value)
+    assert message.startswith("digits.sweep.sigma = [") and f"lists {shown}, one run trained twice" in message
+    assert message.endswith("list each value once")

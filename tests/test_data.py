@@ -1,9 +1,13 @@
 """Datasets: digits split, per-image standardization, the prepared cache and local .npz files."""
 
+import json
+import subprocess
+
 import numpy as np
 import pytest
 
-from extreme_memorization import data
+from conftest import ROOT, python_cmd
+from extreme_memorization import config, data
 
 
 def test_digits_is_a_fixed_stratified_split_of_1797_real_images(digits_raw):
@@ -118,7 +122,84 @@ def test_local_npz_refuses_pickled_objects_and_missing_files(tmp_path):
     arrays = good_arrays()
     arrays["y_train"] = np.array([object()] * 20)
     np.savez(tmp_path / "d.npz", **arrays)
-    with pytest.raises(data.DataError, match="without pickle"):
+    with pytest.raises(data.DataError, match="array y_train holds Python objects.*save plain numeric arrays") as info:
         data.from_npz(tmp_path / "d.npz")
+    assert "allow_pickle" not in str(info.value)
     with pytest.raises(data.DataError, match="data.npz_path"):
         data.from_npz(tmp_path / "missing.npz")
+
+
+# --- a user's .npz, as a new user gets it wrong -------------------------------
+
+
+def npz_error(path):
+    with pytest.raises(data.DataError) as info:
+        data.from_npz(path)
+    message = str(info.value)
+    assert "\n" not in message and "allow_pickle" not in message  # never suggest unpickling
+    return message
+
+
+@pytest.mark.parametrize("content", [b"x_train,y_train\n1,2\n", np.random.default_rng(0).bytes(4096), b""])
+def test_a_file_that_is_not_an_npz_is_called_that_not_blamed_on_pickle(tmp_path, content):
+    path = tmp_path / "local.npz"
+    path.write_bytes(content)
+    message = npz_error(path)
+    assert message.startswith(f"{path} is not a valid .npz file (not a zip archive of arrays); save your data with")
+    assert "pickle" not in message
+
+
+def test_a_single_npy_array_or_a_truncated_npz_says_what_it_is(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros(3))
+    assert "is a single .npy array, not an .npz of named arrays" in npz_error(tmp_path / "x.npy")
+    whole = write_npz(tmp_path / "whole.npz", **good_arrays()).read_bytes()
+    (tmp_path / "cut.npz").write_bytes(whole[: len(whole) // 2])
+    assert "cut.npz is not a valid .npz file (BadZipFile" in npz_error(tmp_path / "cut.npz")
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_split_with_no_rows_fails_at_prepare_not_in_training(tmp_path, split):
+    arrays = good_arrays()
+    arrays[f"x_{split}"], arrays[f"y_{split}"] = arrays[f"x_{split}"][:0], arrays[f"y_{split}"][:0]
+    assert f"x_{split} has 0 examples" in npz_error(write_npz(tmp_path / "e.npz", **arrays))
+
+
+def test_labels_must_be_0_to_k_minus_1_all_present_not_silently_six_classes(tmp_path):
+    arrays = good_arrays()
+    arrays["y_train"] = np.where(arrays["y_train"] % 2, 5, 0)
+    arrays["y_test"] = np.where(arrays["y_test"] % 2, 5, 0)
+    message = npz_error(write_npz(tmp_path / "gap.npz", **arrays))
+    assert "y_train has labels {0, 5}; labels must be 0..k-1, every class present in y_train" in message
+    assert "(2 labels found: use 0..1); renumber them" in message
+    arrays["y_train"] = np.arange(20) % 3  # test label 3 never seen in training
+    arrays["y_test"] = np.arange(8) % 4
+    assert "y_test has label 3, not seen in y_train" in npz_error(write_npz(tmp_path / "unseen.npz", **arrays))
+
+
+def test_classes_with_one_training_example_are_named_once_at_prepare(tmp_path, capsys):
+    arrays = good_arrays()
+    arrays["y_train"] = np.r_[0, 1, np.full(17, 2), 3]  # classes 0, 1 and 3 once each
+    ds = data.from_npz(write_npz(tmp_path / "few.npz", **arrays))
+    assert ds.num_classes == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("warning: ")
+    assert "class(es) 0, 1, 3 have fewer than 2 training examples; alignment is undefined for such a class" in err
+
+
+def test_prepare_of_a_bad_npz_stops_with_one_line_and_of_a_thin_one_warns_once(tmp_path):
+    raw = config.read_yaml(ROOT / "params.yaml")
+    raw["data"]["npz_path"] = str(tmp_path / "local.npz")
+    params = tmp_path / "params.yaml"
+    params.write_text(json.dumps(raw))  # JSON is YAML 1.2
+    prepare = [*python_cmd(), "--params", str(params), "prepare", "npz", "--out", str(tmp_path / "npz.npz")]
+    (tmp_path / "local.npz").write_text("not an npz\n")
+    result = subprocess.run(prepare, capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 1 and not (tmp_path / "npz.npz").exists()
+    assert result.stderr == f"error: {tmp_path / 'local.npz'} is not a valid .npz file " \
+        f"(not a zip archive of arrays); save your data with {data.NPZ_SAVE}\n"  # fmt: skip
+    arrays = good_arrays()
+    arrays["x_train"], arrays["y_train"] = arrays["x_train"][:4], arrays["y_train"][:4]  # one example per class
+    write_npz(tmp_path / "local.npz", **arrays)
+    result = subprocess.run(prepare, capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0 and (tmp_path / "npz.npz").exists()
+    assert result.stderr.count("warning: ") == 1 and "every class has fewer than 2 training examples" in result.stderr

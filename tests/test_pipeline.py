@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from extreme_memorization import config
 
 TRAIN = "train-digits@digits-digits-mlp-sin-cross_entropy-true"
 
@@ -32,7 +33,7 @@ def repo(tmp_path_factory):
             shutil.copytree(source, path / name, ignore=shutil.ignore_patterns("cache", "tmp", "__pycache__"))
         else:
             shutil.copy(source, path / name)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = config.read_yaml(ROOT / "params.yaml")
     params["digits"]["run"] = {"epochs": 2, "width": 16, "alignment_points": 2}
     params["digits"]["sweep"].update(activation=["sin"], sigma=[0.1, 10])
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -82,7 +83,7 @@ def test_a_second_repro_reruns_nothing_and_a_new_sigma_runs_only_its_stage(repo)
     path, env = repo
     sh(["git", "add", "-A"], path, env)
     sh(["git", "commit", "-qm", "results"], path, env)
-    params = yaml.safe_load((path / "params.yaml").read_text())
+    params = config.read_yaml(path / "params.yaml")
     params["digits"]["sweep"]["sigma"] = [0.1, 1, 10]
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = dvc(repo, "repro", "report@digits")

@@ -19,8 +19,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 from . import config
 
 
@@ -33,8 +31,9 @@ def _overrides(pairs: list[str]) -> dict:
         if key in config.TEXT_FIELDS:
             out[key] = value  # labels=true is the text 'true', not a boolean
         else:
-            # DVC writes a null from params.yaml as None.
-            out[key] = None if value == "None" else yaml.safe_load(value)
+            # DVC writes a null from params.yaml as None, and numbers as
+            # Python prints them (1e-05): read by params.yaml's YAML 1.2 rules.
+            out[key] = None if value == "None" else config.yaml_value(value, f"--set {key}")
     return out
 
 

@@ -8,6 +8,12 @@ identity, the :data:`AXES` (``sweep``: a list per axis, one value where it
 does not vary); each combination is one run, one DVC stage of the group's
 matrix and one folder ``runs/<group>/<dataset>-<model>-...-seed<seed>``.
 
+The file is read by YAML 1.2 rules with ruamel.yaml's safe loader, exactly
+as DVC reads it, so the values DVC interpolates into a stage's command and
+the values training validates are the same (under PyYAML's YAML 1.1,
+``1e-3`` is a string and ``no`` a boolean; under 1.2 they are 0.001 and the
+text 'no').
+
 Every error is a :class:`ConfigError` whose message is one line naming the
 key, the offending value and what is allowed.
 """
@@ -20,7 +26,8 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 DATASETS = ("digits", "cifar10", "cifar100", "svhn_cropped", "npz")
 MODELS = ("mlp", "convnet", "resnet50", "densenet121")
@@ -138,12 +145,26 @@ def _same(a: Any, b: Any) -> bool:
     return str(a) == str(b)
 
 
+def _normalized(value: Any) -> Any:
+    """What identifies a sweep value: 1, 1.0 and 1e0 are one number."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return ("number", float(value))
+    return (type(value).__name__, repr(value))
+
+
 RUN_FIELDS = [f.name for f in dataclasses.fields(RunConfig)]
 TEXT_FIELDS = {f.name for f in dataclasses.fields(RunConfig) if f.type == "str"}
 DATA_FIELDS = [f.name for f in dataclasses.fields(DataConfig)]
 
 
 def _choice(where: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if isinstance(value, bool) and str(value).lower() in allowed:
+        # YAML reads an unquoted true as a boolean; the setting is the word.
+        word = str(value).lower()
+        quoted = f'["{word}"]' if ".sweep." in where else f'"{word}"'
+        raise ConfigError(
+            f"{where} = {value!r} is a YAML boolean, not the word {word!r}; quote it: {where.rsplit('.', 1)[-1]}: {quoted}"
+        )
     if not isinstance(value, str) or value not in allowed:
         raise ConfigError(f"{where} = {value!r} is not allowed; allowed: {', '.join(allowed)}")
     return value
@@ -276,20 +297,75 @@ def parse(raw: Any) -> Params:
         for key, values in sweep.items():
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"{name}.sweep.{key} = {values!r} is not allowed; allowed: a non-empty list")
-            if len({str(x) for x in values}) != len(values):
-                raise ConfigError(f"{name}.sweep.{key} = {values!r} repeats a value; allowed: distinct values")
+            seen: dict[Any, Any] = {}
+            for value in values:
+                if _normalized(value) in seen:
+                    first = seen[_normalized(value)]
+                    twice = f"{value!r} twice" if repr(first) == repr(value) else f"{first!r} and {value!r}"
+                    raise ConfigError(
+                        f"{name}.sweep.{key} = {values!r} lists {twice}, one run trained twice (numbers are "
+                        "compared by value: 1, 1.0 and 1e0 are one); list each value once"
+                    )
+                seen[_normalized(value)] = value
         group = GroupConfig(name, dict(run), {k: list(sweep[k]) for k in AXES})
         group.runs(defaults)  # every combination must be valid, not only each value
         groups[name] = group
     return Params(data=data, defaults=dict(defaults), groups=groups)
 
 
+# Hints for YAML mistakes, by a word of the parser's complaint.
+_YAML_FIXES = {
+    "'\\t'": "indent with spaces, not tabs",
+    "duplicate key": "keep one of the two keys",
+    "mapping values are not allowed": "quote a value that contains ': '",
+    "flow sequence": "close the list with ']' and separate its items with ', '",
+    "flow mapping": "close the mapping with '}' and separate its items with ', '",
+    "quoted scalar": "close the quote",
+    "<block mapping start>": "indent the key by as many spaces as the keys beside it",
+}
+
+# Unclosed brackets and quotes fail where the parser gives up, often a line
+# later: also name where they begin.
+_YAML_OPENERS = {"flow sequence": "list", "flow mapping": "mapping", "quoted scalar": "quoted text"}
+
+
+def _yaml() -> YAML:
+    # typ="safe" with ruamel's default YAML 1.2 is what DVC uses for
+    # params.yaml and dvc.yaml (dvc.utils.serialize.parse_yaml).
+    return YAML(typ="safe")
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file as DVC reads it; a syntax error is one line with file, line and column."""
+    path = Path(path)
+    try:
+        return _yaml().load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = " ".join(str(exc.problem or exc.context or "").split())
+        opened = next((what for word, what in _YAML_OPENERS.items() if word in str(exc.context)), None)
+        if opened and exc.context_mark and mark is not exc.context_mark:
+            problem += f" (in the {opened} begun at line {exc.context_mark.line + 1})"
+        fix = next((f for word, f in _YAML_FIXES.items() if word in f"{exc.problem} {exc.context}"), None)
+        raise ConfigError(f"{where}: not valid YAML: {problem}; {fix or 'fix the YAML syntax there'}") from None
+    except YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+
+
+def yaml_value(text: str, where: str) -> Any:
+    """One value written on a command line (``--set sigma=1e-05``), read by the
+    same rules as params.yaml: DVC writes these from params.yaml's values."""
+    try:
+        return _yaml().load(text)
+    except YAMLError:
+        raise ConfigError(f"{where} = {text!r} is not a valid YAML value; write a number, a word or null") from None
+
+
 def load(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path} not found; run from the repository root or pass --params")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    return parse(raw)
+    return parse(read_yaml(path))

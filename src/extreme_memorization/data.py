@@ -19,6 +19,7 @@ import dataclasses
 import os
 import shutil
 import socket
+import sys
 import threading
 from pathlib import Path
 
@@ -159,15 +160,24 @@ def from_tfds(name: str, config: DataConfig) -> Dataset:
     return Dataset(name, *arrays, num_classes)
 
 
-def from_npz(path: str | Path) -> Dataset:
-    """The user's own data: an .npz with x_train, y_train, x_test, y_test.
+NPZ_SAVE = "numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)"
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip archive of .npy files
+NPY_MAGIC = b"\x93NUMPY"
 
-    Images are (n, H, W, C), (n, H, W) or flat (n, D); uint8 or float.
-    Labels are integers 0..k-1; k is one more than the largest training label.
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The four arrays of the user's .npz, never unpickling anything.
+
+    numpy's loader treats any file that is neither a zip nor an .npy as a
+    pickle, and its error then suggests loading it unsafely; look at the
+    file's first bytes instead and say what it is not.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"local dataset file {path} not found; set data.npz_path in params.yaml to your .npz file")
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head.startswith(NPY_MAGIC):
+        raise DataError(f"{path} is a single .npy array, not an .npz of named arrays; save your data with {NPZ_SAVE}")
+    if not head.startswith(ZIP_MAGIC):
+        raise DataError(f"{path} is not a valid .npz file (not a zip archive of arrays); save your data with {NPZ_SAVE}")
     try:
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in NPZ_KEYS if k not in f.files]
@@ -175,14 +185,67 @@ def from_npz(path: str | Path) -> Dataset:
                 raise DataError(
                     f"{path} lacks array(s) {', '.join(missing)}; it needs {', '.join(NPZ_KEYS)} (has: {', '.join(f.files)})"
                 )
-            arrays = {k: f[k] for k in NPZ_KEYS}
+            arrays = {}
+            for key in NPZ_KEYS:
+                try:
+                    arrays[key] = f[key]
+                except ValueError:  # object arrays are pickles, which are never loaded
+                    raise DataError(
+                        f"{path}: array {key} holds Python objects (dtype object), which are not loaded "
+                        "because unpickling can run code; save plain numeric arrays (e.g. y.astype(np.int64))"
+                    ) from None
     except DataError:
         raise
-    except ValueError as exc:  # object arrays need pickle, which we refuse
-        raise DataError(f"{path} cannot be read without pickle ({exc}); save plain numeric arrays") from None
-    except Exception as exc:  # zip/format errors of a corrupt file
-        raise DataError(f"{path} is not a readable .npz file ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # zip/format errors of a truncated or corrupt file
+        raise DataError(
+            f"{path} is not a valid .npz file ({type(exc).__name__}: {exc}); save it again with {NPZ_SAVE}"
+        ) from None
+    return arrays
 
+
+def _check_classes(path: Path, y_train: np.ndarray, y_test: np.ndarray) -> int:
+    """The number of classes k; labels must be 0..k-1, each present in y_train.
+
+    Labels are not renumbered: {0, 5} is refused rather than silently turned
+    into 6 classes (four of them empty) or silently mapped to {0, 1}.
+    """
+    found = np.unique(y_train)
+    if len(found) < 2:
+        raise DataError(f"{path}: y_train has only label(s) {found.tolist()}; at least 2 classes are needed")
+    k = len(found)
+    if found[-1] != k - 1:
+        shown = ", ".join(str(c) for c in found[:12]) + (", ..." if k > 12 else "")
+        raise DataError(
+            f"{path}: y_train has labels {{{shown}}}; labels must be 0..k-1, every class present in y_train "
+            f"({k} labels found: use 0..{k - 1}); renumber them, e.g. y = np.searchsorted(np.unique(y_train), y)"
+        )
+    if y_test.max() >= k:
+        raise DataError(f"{path}: y_test has label {y_test.max()}, not seen in y_train (labels 0..{k - 1})")
+    counts = np.bincount(y_train, minlength=k)
+    few = np.flatnonzero(counts < 2)
+    if len(few):
+        # Alignment is a mean over pairs of examples of one class: undefined
+        # for a class of one. Say it once here rather than as NaNs in training.
+        scope = "every class" if len(few) == k else f"class(es) {', '.join(str(c) for c in few[:12])}"
+        print(
+            f"warning: {path}: {scope} {'have' if 1 < len(few) < k else 'has'} fewer than 2 training examples; "
+            f"alignment is undefined for such a class and it is skipped in the alignment means"
+            + (" (all alignments will be NaN)" if len(few) == k else ""),
+            file=sys.stderr,
+        )
+    return k
+
+
+def from_npz(path: str | Path) -> Dataset:
+    """The user's own data: an .npz with x_train, y_train, x_test, y_test.
+
+    Images are (n, H, W, C), (n, H, W) or flat (n, D); uint8 or float.
+    Labels are integers 0..k-1, every class present in y_train.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"local dataset file {path} not found; set data.npz_path in params.yaml to your .npz file")
+    arrays = _read_npz(path)
     x = {}
     for split in ("train", "test"):
         images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
@@ -190,6 +253,9 @@ def from_npz(path: str | Path) -> Dataset:
             images = images[..., None]
         if images.ndim not in (2, 4):
             raise DataError(f"{path}: x_{split} has shape {images.shape}; expected (n, H, W, C), (n, H, W) or (n, D)")
+        if len(images) == 0:
+            use = "learns from" if split == "train" else "measures test accuracy on"
+            raise DataError(f"{path}: x_{split} has 0 examples; training {use} it, so put examples in it")
         if images.dtype != np.uint8 and not np.issubdtype(images.dtype, np.floating):
             raise DataError(f"{path}: x_{split} has dtype {images.dtype}; expected uint8 or a float type")
         if np.issubdtype(images.dtype, np.floating):
@@ -202,22 +268,14 @@ def from_npz(path: str | Path) -> Dataset:
             )
         if not np.issubdtype(labels.dtype, np.integer):
             raise DataError(f"{path}: y_{split} has dtype {labels.dtype}; expected integer class labels")
-        if len(labels) and labels.min() < 0:
+        if labels.min() < 0:
             raise DataError(f"{path}: y_{split} has negative label {labels.min()}; labels must be 0..k-1")
         x[split] = (images, labels.astype(np.int64))
     if x["train"][0].shape[1:] != x["test"][0].shape[1:]:
         raise DataError(
             f"{path}: x_train rows have shape {x['train'][0].shape[1:]} but x_test rows {x['test'][0].shape[1:]}"
         )
-    if len(x["train"][1]) < 2:
-        raise DataError(f"{path}: x_train needs at least 2 examples")
-    num_classes = int(x["train"][1].max()) + 1
-    if num_classes < 2:
-        raise DataError(f"{path}: labels cover {num_classes} class; at least 2 are needed")
-    if x["test"][1].size and x["test"][1].max() >= num_classes:
-        raise DataError(
-            f"{path}: y_test has label {x['test'][1].max()}, not seen in y_train (labels 0..{num_classes - 1})"
-        )
+    num_classes = _check_classes(path, x["train"][1], x["test"][1])
     return Dataset("npz", *x["train"], *x["test"], num_classes)
 
 
