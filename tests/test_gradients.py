@@ -3,10 +3,10 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
 from extreme_memorization import alignment as al
-from extreme_memorization import losses, measures, models
+from extreme_memorization import backend, losses, measures, models
 from extreme_memorization.config import make_run
 
 
@@ -14,7 +14,9 @@ from extreme_memorization.config import make_run
 def float64():
     old = keras.config.floatx()
     keras.config.set_floatx("float64")
+    backend.allow_float64(True)
     yield
+    backend.allow_float64(False)
     keras.config.set_floatx(old)
 
 
@@ -26,15 +28,24 @@ def small_model(run_settings, activation, sigma=0.3):
 
 def per_example_gradients(model, loss, x, y):
     """Flattened (n, |W1|), (n, |W2|) and (n, k) gradients, one autodiff pass each."""
-    w1, w2 = model.get_layer("hidden").kernel, model.get_layer("logits").kernel
+    kernels = [model.get_layer("hidden").kernel, model.get_layer("logits").kernel]
+    assert [v.path for v in model.trainable_variables] == [k.path for k in kernels]
+
+    def of_weights(params, xi, yi):
+        z, _ = model.stateless_call(params, [], xi)
+        return ops.sum(loss.per_example(yi, z)), None
+
+    def of_logits(params, yi):
+        return ops.sum(loss.per_example(yi, params[0])), None
+
+    by_weights, by_logits = backend.value_and_grad(of_weights), backend.value_and_grad(of_logits)
+    params = [ops.convert_to_tensor(k.value) for k in kernels]
     g1, g2, gz = [], [], []
     for i in range(len(x)):
-        with tf.GradientTape(persistent=True) as tape:
-            z = model(x[i : i + 1])
-            value = tf.reduce_sum(loss.per_example(y[i : i + 1], z))
-        g1.append(tf.reshape(tape.gradient(value, w1.value), [-1]).numpy())
-        g2.append(tf.reshape(tape.gradient(value, w2.value), [-1]).numpy())
-        gz.append(tf.reshape(tape.gradient(value, z), [-1]).numpy())
+        _, _, (a, b) = by_weights(params, x[i : i + 1], y[i : i + 1])
+        _, _, (c,) = by_logits([model(x[i : i + 1])], y[i : i + 1])
+        for out, g in ((g1, a), (g2, b), (gz, c)):
+            out.append(np.ravel(ops.convert_to_numpy(g)))
     return np.array(g1), np.array(g2), np.array(gz)
 
 
@@ -58,7 +69,7 @@ def test_closed_form_gradient_inner_products_equal_autodiff(float64, run_setting
 
     parts = models.forward_parts(model, x)
     delta = np.asarray(loss.logit_gradient(y, parts["logits"]))
-    w2 = model.get_layer("logits").kernel.numpy()
+    w2 = ops.convert_to_numpy(model.get_layer("logits").kernel)
     e = (delta @ w2.T) * np.asarray(models.activation_derivative(activation, parts["pre_activation"]))
     flat = x.reshape(len(x), -1)
 
@@ -85,5 +96,5 @@ def test_training_measures_match_explicit_per_example_gradients(float64, run_set
     assert out["grad_alignment_logits"] == pytest.approx(al.in_class(y, al.alignment, gz), rel=1e-5)
     groups = al.minibatches(len(y), 4, 0)
     assert out["grad_alignment_w1_batch"] == pytest.approx(al.in_class(y, al.alignment, g1, groups=groups), rel=1e-5)
-    w1 = model.get_layer("hidden").kernel.numpy()
+    w1 = ops.convert_to_numpy(model.get_layer("hidden").kernel)
     assert out["grad_norm_ratio_w1"] == pytest.approx(np.linalg.norm(g1.mean(0)) / np.linalg.norm(w1), rel=1e-5)

@@ -14,7 +14,7 @@ import yaml
 from conftest import ROOT
 from extreme_memorization import config
 
-TRAIN = "train-digits@digits-digits-mlp-sin-cross_entropy-true"
+TRAIN = "train-digits@digits-digits-mlp-{}-cross_entropy-true"  # one stage per pack
 
 
 def sh(args, cwd, env, stdout_only=False):
@@ -27,7 +27,7 @@ def sh(args, cwd, env, stdout_only=False):
 def repo(tmp_path_factory):
     """A copy of the repo with a tiny digits group, under git and DVC."""
     path = tmp_path_factory.mktemp("repo")
-    for name in ("dvc.yaml", "src", ".dvc", ".dvcignore"):
+    for name in ("dvc.yaml", "src", ".dvc", ".dvcignore", ".gitignore"):
         source = ROOT / name
         if source.is_dir():
             shutil.copytree(source, path / name, ignore=shutil.ignore_patterns("cache", "tmp", "__pycache__"))
@@ -56,7 +56,7 @@ def dvc(repo, *args, stdout_only=False):
 
 def test_dvc_repro_runs_prepare_train_and_report(repo):
     out = dvc(repo, "repro", "report@digits")
-    for stage in ("prepare-digits", f"{TRAIN}-0.1-0", f"{TRAIN}-10-0", "report@digits"):
+    for stage in ("prepare-digits", TRAIN.format("sin"), "report@digits"):
         assert f"Running stage '{stage}'" in out
     path = repo[0]
     summary = pd.read_csv(path / "reports/digits/summary.csv")
@@ -71,23 +71,42 @@ def test_dvc_repro_runs_prepare_train_and_report(repo):
     assert (path / "dvc.lock").exists()
 
 
-def test_metrics_are_listed_per_run(repo):
-    shown = json.loads(dvc(repo, "metrics", "show", "--json", stdout_only=True))
-    files = next(iter(shown.values()))["data"]
-    accs = {k: v["data"]["test_acc"] for k, v in files.items() if "data" in v}  # not-yet-run groups: "error"
-    assert len(accs) == 2 and all(k.startswith("runs/digits/") for k in accs)
+def test_a_pack_stage_writes_one_folder_per_run_and_keeps_weights_out_of_git(repo):
+    path = repo[0]
+    pack = path / "runs/digits/digits-mlp-sin-cross_entropy-true"
+    assert sorted(p.name for p in pack.iterdir()) == ["sigma0.1-seed0", "sigma10-seed0"]
+    for run in pack.iterdir():
+        assert {p.name for p in run.iterdir()} == {"metrics.json", "history.csv", "alignment.csv", "run.json",
+                                                   "model.weights.h5"}  # fmt: skip
+    ignored = subprocess.run(["git", "check-ignore", str(pack / "sigma10-seed0/model.weights.h5")], cwd=path)
+    assert ignored.returncode == 0
+    tracked = subprocess.run(["git", "check-ignore", str(pack / "sigma10-seed0/metrics.json")], cwd=path)
+    assert tracked.returncode == 1
 
 
-def test_a_second_repro_reruns_nothing_and_a_new_sigma_runs_only_its_stage(repo):
+def test_a_second_repro_reruns_nothing_and_a_new_pack_runs_only_its_stage(repo):
     assert "Running stage" not in dvc(repo, "repro", "report@digits")
     path, env = repo
     sh(["git", "add", "-A"], path, env)
     sh(["git", "commit", "-qm", "results"], path, env)
-    params = config.read_yaml(path / "params.yaml")
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    params["digits"]["sweep"]["activation"] = ["sin", "relu"]
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = dvc(repo, "repro", "report@digits")
+    ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
+    assert ran == ["report@digits", TRAIN.format("relu")]
+    assert len(pd.read_csv(path / "reports/digits/summary.csv")) == 4
+    assert "digits.sweep.activation" in dvc(repo, "params", "diff")
+
+
+def test_a_new_sigma_reruns_the_packs_that_hold_it(repo):
+    path, env = repo
+    sh(["git", "add", "-A"], path, env)
+    sh(["git", "commit", "-qm", "two packs"], path, env)
+    params = yaml.safe_load((path / "params.yaml").read_text())
     params["digits"]["sweep"]["sigma"] = [0.1, 1, 10]
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = dvc(repo, "repro", "report@digits")
     ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
-    assert ran == ["report@digits", f"{TRAIN}-1-0"]
-    assert len(pd.read_csv(path / "reports/digits/summary.csv")) == 3
-    assert "digits.sweep.sigma" in dvc(repo, "params", "diff")
+    assert ran == ["report@digits", TRAIN.format("relu"), TRAIN.format("sin")]
+    assert len(pd.read_csv(path / "reports/digits/summary.csv")) == 6

@@ -120,3 +120,12 @@ def device_name() -> str:
     import platform
 
     return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def allow_float64(enabled: bool = True) -> None:
+    """Let float64 arrays stay float64 (JAX truncates them to float32 unless
+    x64 is on; TensorFlow always allows them). The gradient tests use it."""
+    if name() == "jax":
+        import jax
+
+        jax.config.update("jax_enable_x64", enabled)

@@ -131,7 +131,13 @@ def train_unit(runs: list[RunConfig], group: str, dataset_path, out_dirs: list[P
                title: str = "") -> list[dict]:  # fmt: skip
     """Train ``runs`` together (a pack of MLPs, or one run of any model), write
     each run's outputs into its folder of ``out_dirs``, return their metrics.
-    With ``checkpoint``, resume from it when it matches and keep it current."""
+    With ``checkpoint``, resume from it when it matches and keep it current;
+    SIGTERM or SIGINT stop it cleanly (progress.py)."""
+    with Interrupt() as interrupt:
+        return _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrupt)
+
+
+def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrupt) -> list[dict]:
     first = runs[0]
     backend.set_matmul_precision(first.matmul_precision)
     backend.seed_everything(first.seed)
@@ -188,48 +194,47 @@ def train_unit(runs: list[RunConfig], group: str, dataset_path, out_dirs: list[P
 
     progress = Progress(title, [m.label for m in members], first.epochs, epoch)
     steps = trainer.steps_per_epoch
-    with Interrupt() as interrupt:
-        while epoch < first.epochs and any(m.diverged_at is None for m in members):
-            active = np.array([m.diverged_at is None for m in members])
-            order = np.stack([loops.epoch_order(r.seed, epoch + 1, trainer.n) for r in runs])
-            while step < steps:
-                stop = min(step + progress.chunk(steps), steps)
-                start_time = time.perf_counter()
-                trainer.run_steps(order, active, step, stop)
-                progress.timed(stop - step, time.perf_counter() - start_time)
-                seconds += time.perf_counter() - start_time
-                step = stop
-                if interrupt.signum and step < steps and checkpoint:
-                    save(epoch, step)
-                    raise Interrupted(interrupt.signum, epoch, first.epochs)
-            epoch, step = epoch + 1, 0
+    while epoch < first.epochs and any(m.diverged_at is None for m in members):
+        active = np.array([m.diverged_at is None for m in members])
+        order = np.stack([loops.epoch_order(r.seed, epoch + 1, trainer.n) for r in runs])
+        while step < steps:
+            stop = min(step + progress.chunk(steps), steps)
             start_time = time.perf_counter()
-            train_loss, train_acc, alive = trainer.evaluate("train")
-            test_loss, test_acc, _ = trainer.evaluate("test")
-            for i, m in enumerate(members):
-                if not active[i]:
-                    continue
-                m.best = max(m.best, float(test_acc[i]))
-                m.rows.append(dict(epoch=epoch, train_loss=float(train_loss[i]), train_acc=float(train_acc[i]),
-                                   test_loss=float(test_loss[i]), test_acc=float(test_acc[i]), best_test_acc=m.best))  # fmt: skip
-                reason = _check(m, epoch, float(train_loss[i]), float(test_loss[i]), float(alive[i]))
-                if reason:
-                    m.diverged_at, m.diverged_reason = epoch, reason
-                    print(
-                        f"{title} run {m.label} diverged at epoch {epoch}: {reason}. The run stops here and is "
-                        "recorded as diverged (status in run.json); the other runs go on. Lower learning_rate "
-                        "or sigma to train it.",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                elif epoch in measure_at:
-                    measure(i, epoch)
+            trainer.run_steps(order, active, step, stop)
+            progress.timed(stop - step, time.perf_counter() - start_time)
             seconds += time.perf_counter() - start_time
-            progress.epoch_done(epoch, [m.rows[-1] if m.rows else None for m in members])
-            if checkpoint and epoch < first.epochs and (interrupt.signum or progress.checkpoint_due(epoch, first)):
-                save(epoch, 0)
-            if interrupt.signum:
+            step = stop
+            if interrupt.signum and step < steps and checkpoint:
+                save(epoch, step)
                 raise Interrupted(interrupt.signum, epoch, first.epochs)
+        epoch, step = epoch + 1, 0
+        start_time = time.perf_counter()
+        train_loss, train_acc, alive = trainer.evaluate("train")
+        test_loss, test_acc, _ = trainer.evaluate("test")
+        for i, m in enumerate(members):
+            if not active[i]:
+                continue
+            m.best = max(m.best, float(test_acc[i]))
+            m.rows.append(dict(epoch=epoch, train_loss=float(train_loss[i]), train_acc=float(train_acc[i]),
+                               test_loss=float(test_loss[i]), test_acc=float(test_acc[i]), best_test_acc=m.best))  # fmt: skip
+            reason = _check(m, epoch, float(train_loss[i]), float(test_loss[i]), float(alive[i]))
+            if reason:
+                m.diverged_at, m.diverged_reason = epoch, reason
+                print(
+                    f"{title} run {m.label} diverged at epoch {epoch}: {reason}. The run stops here and is "
+                    "recorded as diverged (status in run.json); the other runs go on. Lower learning_rate "
+                    "or sigma to train it.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            elif epoch in measure_at:
+                measure(i, epoch)
+        seconds += time.perf_counter() - start_time
+        progress.epoch_done(epoch, [m.rows[-1] if m.rows else None for m in members])
+        if checkpoint and epoch < first.epochs and (interrupt.signum or progress.checkpoint_due(epoch, first)):
+            save(epoch, 0)
+        if interrupt.signum:
+            raise Interrupted(interrupt.signum, epoch, first.epochs)
     if checkpoint:
         save(epoch, 0)  # a finished unit of a pack is not trained again if a later one is killed
 

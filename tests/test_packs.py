@@ -1,0 +1,125 @@
+"""Run packs: runs that differ only in sigma and seed train together as one
+model with a leading run axis, and each member ends exactly where it would
+have ended alone."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from extreme_memorization import backend, config, loops, losses, packs, training
+from extreme_memorization.config import make_run
+
+RTOL = 1e-5
+
+
+def member_runs(run_settings, sigmas_seeds, **changes):
+    return [make_run({**run_settings, **changes, "sigma": s, "seed": seed}) for s, seed in sigmas_seeds]
+
+
+def weights(path: Path) -> list[np.ndarray]:
+    import h5py
+
+    out = []
+    with h5py.File(path) as f:
+        f.visititems(lambda name, obj: out.append(np.asarray(obj)) if hasattr(obj, "shape") else None)
+    return out
+
+
+def assert_same_run(a: Path, b: Path):
+    ma, mb = json.loads((a / "metrics.json").read_text()), json.loads((b / "metrics.json").read_text())
+    assert ma.keys() == mb.keys()
+    for key in ma:
+        if ma[key] is None or mb[key] is None:
+            assert ma[key] == mb[key], key
+        else:
+            assert ma[key] == pytest.approx(mb[key], rel=RTOL, abs=1e-7), key
+    for name in ("history.csv", "alignment.csv"):
+        ta = np.genfromtxt(a / name, delimiter=",", skip_header=1)
+        tb = np.genfromtxt(b / name, delimiter=",", skip_header=1)
+        np.testing.assert_allclose(ta, tb, rtol=RTOL, atol=1e-7, err_msg=name)
+    for wa, wb in zip(weights(a / "model.weights.h5"), weights(b / "model.weights.h5"), strict=True):
+        np.testing.assert_allclose(wa, wb, rtol=RTOL, atol=1e-6)
+
+
+def test_a_pack_of_three_ends_where_each_run_ends_alone(tmp_path, run_settings, digits_npz):
+    runs = member_runs(run_settings, [(0.01, 0), (1.0, 1), (10.0, 2)], epochs=3, width=32, alignment_points=3)
+    pack_dirs = [tmp_path / "pack" / packs.run_name(r) for r in runs]
+    training.train_unit(runs, "test", digits_npz, pack_dirs)
+    for run, packed in zip(runs, pack_dirs):
+        training.train(run, "test", digits_npz, tmp_path / "solo" / packs.run_name(run))
+        assert_same_run(packed, tmp_path / "solo" / packs.run_name(run))
+    info = json.loads((pack_dirs[0] / "run.json").read_text())
+    assert info["pack_size"] == 3 and info["status"] == "completed"
+
+
+def test_a_diverging_member_is_frozen_and_does_not_change_the_others(tmp_path, run_settings, digits_npz, capsys):
+    settings = dict(epochs=4, width=32, activation="linear", loss="squared", learning_rate=0.1, alignment_points=2)
+    runs = member_runs(run_settings, [(0.01, 0), (1.0, 0)], **settings)  # sigma = 1 blows up at this rate
+    dirs = [tmp_path / "pack" / packs.run_name(r) for r in runs]
+    healthy, diverged = training.train_unit(runs, "test", digits_npz, dirs)
+    assert diverged["diverged"] == 1 and diverged["epochs_run"] < 4
+    assert healthy["diverged"] == 0 and healthy["epochs_run"] == 4
+    info = json.loads((dirs[1] / "run.json").read_text())
+    assert info["status"] == "diverged" and info["diverged_reason"]
+    assert "the other runs go on" in capsys.readouterr().err
+    training.train(runs[0], "test", digits_npz, tmp_path / "alone")
+    assert_same_run(dirs[0], tmp_path / "alone")
+
+
+def test_a_loss_that_blows_up_or_kills_every_unit_is_recorded_as_diverged(tmp_path, run_settings, digits_npz):
+    """learning_rate 100, relu, sigma 10: the loss explodes, then every ReLU is
+    dead and the loss sits at a finite value; recorded, not 'completed'."""
+    run = make_run({**run_settings, "epochs": 5, "width": 32, "activation": "relu", "sigma": 10.0,
+                    "learning_rate": 100.0, "alignment_points": 0})  # fmt: skip
+    metrics = training.train(run, "test", digits_npz, tmp_path)
+    info = json.loads((tmp_path / "run.json").read_text())
+    assert metrics["diverged"] == 1 and info["status"] == "diverged"
+    assert "blew up" in info["diverged_reason"] or "dead" in info["diverged_reason"]
+
+
+def test_the_packed_step_is_plain_sgd_on_each_members_mean_loss(run_settings):
+    """The closed-form update of the pack equals autodiff of the summed mean
+    losses, member by member (sin, hinge: a loss with kinks)."""
+    from keras import ops
+
+    runs = member_runs(run_settings, [(0.5, 0), (2.0, 1)], width=6, activation="sin", loss="hinge")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(20, 5)).astype(np.float32), rng.integers(0, 4, size=(2, 20)).astype(np.int32)
+    trainer = loops.PackedMLP(runs, 4, x, y, x, y)
+    trainer.loss = losses.build(runs[0])
+    w1, w2 = trainer.get_state()
+    idx = np.stack([rng.permutation(20)[:8], rng.permutation(20)[:8]]).astype(np.int32)
+    lr = np.array([0.1, 0.1], dtype=np.float32)
+    new = trainer.step([ops.convert_to_tensor(w) for w in (w1, w2)], ops.convert_to_tensor(x),
+                       ops.convert_to_tensor(y), ops.convert_to_tensor(idx), ops.convert_to_tensor(lr))  # fmt: skip
+
+    def total_loss(params, xs, ys):
+        a, b = params
+        total = 0.0
+        for r in range(2):
+            z = ops.matmul(ops.sin(ops.matmul(xs[r], a[r])), b[r])
+            total = total + ops.mean(trainer.loss.per_example(ys[r], z))
+        return total, None
+
+    grad = backend.value_and_grad(total_loss)
+    _, _, (g1, g2) = grad([ops.convert_to_tensor(w1), ops.convert_to_tensor(w2)], x[idx], np.take_along_axis(y, idx, 1))
+    np.testing.assert_allclose(ops.convert_to_numpy(new[0]), w1 - 0.1 * ops.convert_to_numpy(g1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(new[1]), w2 - 0.1 * ops.convert_to_numpy(g2), rtol=1e-5, atol=1e-6)
+
+
+def test_the_cli_trains_every_sigma_and_seed_of_a_pack(params):
+    members = packs.members(params, "digits", {"activation": "sin"})
+    assert [packs.run_name(r) for r in members] == [f"sigma{s:g}-seed0" for s in params.group("digits").sweep["sigma"]]
+    assert packs.stage_name("digits", members[0]) == "train-digits@digits-digits-mlp-sin-cross_entropy-true"
+    assert packs.position(params, "digits", members[0]) == (1, 2)
+    with pytest.raises(config.ConfigError, match="needs a value for axis"):
+        packs.members(params, "digits", {})
+
+
+def test_epoch_order_depends_only_on_seed_and_epoch():
+    a = loops.epoch_order(3, 7, 100)
+    assert np.array_equal(a, loops.epoch_order(3, 7, 100)) and sorted(a) == list(range(100))
+    assert not np.array_equal(a, loops.epoch_order(3, 8, 100))
+    assert not np.array_equal(a, loops.epoch_order(4, 7, 100))

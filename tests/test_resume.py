@@ -1,0 +1,129 @@
+"""Long runs survive interruption: a killed training stage, rerun, ends with
+exactly the numbers of an uninterrupted one (same backend, same machine)."""
+
+import errno
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import ROOT, python_cmd
+from extreme_memorization import backend, checkpoints, training
+from extreme_memorization.config import make_run
+
+OUTPUTS = ("metrics.json", "history.csv", "alignment.csv")
+PACK = "digits-mlp-sin-cross_entropy-true"
+
+
+def write_params(path, **run):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["digits"]["run"] = {"epochs": 400, "width": 128, "checkpoint_every": 5, "alignment_points": 4, **run}
+    params["digits"]["sweep"].update(activation=["sin"], sigma=[0.1, 10])
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def train_cmd(workdir, digits_npz):
+    return [*python_cmd(), "--params", str(workdir / "params.yaml"), "train", "digits", "--set", "activation=sin",
+            "--data", str(digits_npz), "--out", str(workdir / "runs" / PACK)]  # fmt: skip
+
+
+def start(workdir, digits_npz):
+    env = {**os.environ, "EM_CHECKPOINT_DIR": str(workdir / "checkpoints")}
+    return subprocess.Popen(train_cmd(workdir, digits_npz), cwd=workdir, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+
+def finish(workdir, digits_npz) -> str:
+    proc = start(workdir, digits_npz)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def checkpoint_file(workdir):
+    return workdir / "checkpoints" / "digits" / PACK / "pack.npz"
+
+
+def interrupt_after_first_checkpoint(workdir, digits_npz, signum) -> tuple[int, str]:
+    proc = start(workdir, digits_npz)
+    deadline = time.time() + 300
+    while not checkpoint_file(workdir).exists():
+        assert proc.poll() is None and time.time() < deadline, "no checkpoint was written"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signum)
+    out, _ = proc.communicate(timeout=120)
+    return proc.returncode, out
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, digits_npz):
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    write_params(workdir / "params.yaml")
+    finish(workdir, digits_npz)
+    assert not (workdir / "checkpoints" / "digits").exists(), "a completed stage removes its checkpoints"
+    return workdir
+
+
+def assert_identical(a, b):
+    for run in ("sigma0.1-seed0", "sigma10-seed0"):
+        for name in OUTPUTS:
+            assert (a / "runs" / PACK / run / name).read_bytes() == (b / "runs" / PACK / run / name).read_bytes(), name
+
+
+def test_sigterm_checkpoints_exits_cleanly_and_the_rerun_resumes_exactly(tmp_path, digits_npz, uninterrupted):
+    write_params(tmp_path / "params.yaml")
+    code, out = interrupt_after_first_checkpoint(tmp_path, digits_npz, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, out[-2000:]
+    assert "rerun to resume" in out and "interrupted at epoch" in out
+    assert checkpoint_file(tmp_path).exists()
+    resumed = finish(tmp_path, digits_npz)
+    assert "resuming from checkpoint at epoch" in resumed
+    assert_identical(tmp_path, uninterrupted)
+
+
+@pytest.mark.slow
+def test_sigkill_after_a_checkpoint_loses_only_the_epochs_since(tmp_path, digits_npz, uninterrupted):
+    write_params(tmp_path / "params.yaml")
+    code, _ = interrupt_after_first_checkpoint(tmp_path, digits_npz, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    resumed = finish(tmp_path, digits_npz)
+    assert "resuming from checkpoint at epoch" in resumed
+    assert_identical(tmp_path, uninterrupted)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path, digits_npz):
+    write_params(tmp_path / "params.yaml")
+    code, _ = interrupt_after_first_checkpoint(tmp_path, digits_npz, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM
+    write_params(tmp_path / "params.yaml", learning_rate=0.02, epochs=6)
+    out = finish(tmp_path, digits_npz)
+    assert "was written for other settings" in out and "resuming" not in out
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, run_settings, digits_npz, monkeypatch, capsys):
+    run = make_run({**run_settings, "epochs": 6, "width": 16, "alignment_points": 0, "checkpoint_every": 2})
+    path = tmp_path / "ckpt.npz"
+    real_savez = np.savez
+    writes = []
+
+    def savez_until_the_disk_fills(file, **arrays):
+        writes.append(file)
+        if len(writes) > 1:
+            real_savez(file, **arrays)  # half a file on disk, then the error
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_savez(file, **arrays)
+
+    monkeypatch.setattr(checkpoints.np, "savez", savez_until_the_disk_fills)
+    training.train(run, "test", digits_npz, tmp_path / "out", checkpoint=path)
+    assert len(writes) >= 3
+    assert "No space left on device" in capsys.readouterr().err
+    arrays, meta = checkpoints.load(path, checkpoints.fingerprint([run], digits_npz, backend.name()))
+    assert meta["epoch"] == 2 and len(arrays) == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ckpt")], "no temporary file is left"
+    assert (tmp_path / "out" / "metrics.json").exists(), "training went on"
