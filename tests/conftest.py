@@ -7,7 +7,6 @@ os.environ.setdefault("KERAS_HOME", str(ROOT / ".cache" / "keras"))
 os.environ.setdefault("MPLCONFIGDIR", str(ROOT / ".cache" / "matplotlib"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from extreme_memorization import config  # noqa: E402
@@ -44,3 +43,45 @@ def digits_npz(tmp_path_factory, digits_raw):
 
 def python_cmd():
     return [sys.executable, "-m", "extreme_memorization"]
+
+
+def sh(args, cwd, env, stdout_only=False):
+    """Run a command; fail the test with its output when it fails."""
+    import subprocess
+
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(map(str, args))} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout if stdout_only else result.stdout + result.stderr
+
+
+def repo_copy(path: Path, digits_run: dict, digits_sweep: dict) -> dict:
+    """A copy of the repository at ``path`` under git and DVC, with the digits
+    group's ``run`` and ``sweep`` changed; returns the environment to run in."""
+    import shutil
+
+    import yaml
+
+    for name in ("dvc.yaml", "src", ".dvc", ".dvcignore", ".gitignore"):
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, path / name, ignore=shutil.ignore_patterns("cache", "tmp", "__pycache__"))
+        else:
+            shutil.copy(source, path / name)
+    params = config.read_yaml(ROOT / "params.yaml")
+    params["digits"]["run"] = digits_run
+    params["digits"]["sweep"].update(digits_sweep)
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(path / "src"),
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+    }  # fmt: skip
+    sh(["git", "init", "-q"], path, env)
+    sh(["git", "add", "-A"], path, env)
+    sh(["git", "commit", "-qm", "tiny"], path, env)
+    return env
+
+
+def dvc_cmd() -> str:
+    return str(Path(sys.executable).parent / "dvc")

@@ -1,57 +1,27 @@
 """`dvc repro` of a tiny configuration in a temporary copy of the repository."""
 
-import json
-import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT
-from extreme_memorization import config
+from conftest import dvc_cmd, repo_copy, sh
 
 TRAIN = "train-digits@digits-digits-mlp-{}-cross_entropy-true"  # one stage per pack
-
-
-def sh(args, cwd, env, stdout_only=False):
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout if stdout_only else result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     """A copy of the repo with a tiny digits group, under git and DVC."""
     path = tmp_path_factory.mktemp("repo")
-    for name in ("dvc.yaml", "src", ".dvc", ".dvcignore", ".gitignore"):
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, path / name, ignore=shutil.ignore_patterns("cache", "tmp", "__pycache__"))
-        else:
-            shutil.copy(source, path / name)
-    params = config.read_yaml(ROOT / "params.yaml")
-    params["digits"]["run"] = {"epochs": 2, "width": 16, "alignment_points": 2}
-    params["digits"]["sweep"].update(activation=["sin"], sigma=[0.1, 10])
-    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "PYTHONPATH": str(path / "src"),
-        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-    }  # fmt: skip
-    sh(["git", "init", "-q"], path, env)
-    sh(["git", "add", "-A"], path, env)
-    sh(["git", "commit", "-qm", "tiny"], path, env)
+    env = repo_copy(path, {"epochs": 2, "width": 16, "alignment_points": 2}, {"activation": ["sin"], "sigma": [0.1, 10]})
     return path, env
 
 
 def dvc(repo, *args, stdout_only=False):
     path, env = repo
-    return sh([str(Path(sys.executable).parent / "dvc"), *args], path, env, stdout_only)
+    return sh([dvc_cmd(), *args], path, env, stdout_only)
 
 
 def test_dvc_repro_runs_prepare_train_and_report(repo):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, python_cmd
+from conftest import ROOT, dvc_cmd, python_cmd, repo_copy, sh
 from extreme_memorization import backend, checkpoints, training
 from extreme_memorization.config import make_run
 
@@ -70,9 +70,10 @@ def uninterrupted(tmp_path_factory, digits_npz):
 
 
 def assert_identical(a, b):
+    """The runs of pack folders ``a`` and ``b`` have byte-identical outputs."""
     for run in ("sigma0.1-seed0", "sigma10-seed0"):
         for name in OUTPUTS:
-            assert (a / "runs" / PACK / run / name).read_bytes() == (b / "runs" / PACK / run / name).read_bytes(), name
+            assert (a / run / name).read_bytes() == (b / run / name).read_bytes(), name
 
 
 def test_sigterm_checkpoints_exits_cleanly_and_the_rerun_resumes_exactly(tmp_path, digits_npz, uninterrupted):
@@ -83,7 +84,7 @@ def test_sigterm_checkpoints_exits_cleanly_and_the_rerun_resumes_exactly(tmp_pat
     assert checkpoint_file(tmp_path).exists()
     resumed = finish(tmp_path, digits_npz)
     assert "resuming from checkpoint at epoch" in resumed
-    assert_identical(tmp_path, uninterrupted)
+    assert_identical(tmp_path / "runs" / PACK, uninterrupted / "runs" / PACK)
 
 
 @pytest.mark.slow
@@ -93,7 +94,7 @@ def test_sigkill_after_a_checkpoint_loses_only_the_epochs_since(tmp_path, digits
     assert code == -signal.SIGKILL
     resumed = finish(tmp_path, digits_npz)
     assert "resuming from checkpoint at epoch" in resumed
-    assert_identical(tmp_path, uninterrupted)
+    assert_identical(tmp_path / "runs" / PACK, uninterrupted / "runs" / PACK)
 
 
 @pytest.mark.slow
@@ -127,3 +128,34 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, run_settings
     assert meta["epoch"] == 2 and len(arrays) == 2
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ckpt")], "no temporary file is left"
     assert (tmp_path / "out" / "metrics.json").exists(), "training went on"
+
+
+@pytest.mark.slow
+def test_a_dvc_repro_stopped_mid_stage_resumes_and_loses_nothing_committed(tmp_path, uninterrupted):
+    """Ctrl-C (SIGINT to the process group) during `dvc repro`, then `dvc repro` again."""
+    run = {"epochs": 400, "width": 128, "checkpoint_every": 5, "alignment_points": 4}
+    env = repo_copy(tmp_path, run, {"activation": ["relu", "sin"], "sigma": [0.1, 10]})
+    relu = f"train-digits@digits-{PACK.replace('sin', 'relu')}"
+    sh([dvc_cmd(), "repro", relu], tmp_path, env)
+    sh(["git", "add", "-A"], tmp_path, env)
+    sh(["git", "commit", "-qm", "relu pack"], tmp_path, env)
+    committed = {p: p.read_bytes() for p in (tmp_path / "runs").rglob("*.json")}
+
+    proc = subprocess.Popen([dvc_cmd(), "repro", "report@digits"], cwd=tmp_path, env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    deadline = time.time() + 300
+    while not list((tmp_path / "checkpoints").rglob("pack.npz")):
+        assert proc.poll() is None and time.time() < deadline, "no checkpoint was written"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "rerun to resume" in out, out[-3000:]
+
+    out = sh([dvc_cmd(), "repro", "report@digits"], tmp_path, env)
+    assert "resuming from checkpoint at epoch" in out
+    assert "Running stage 'train-digits@digits-digits-mlp-relu" not in out
+    assert {p: p.read_bytes() for p in committed} == committed
+    assert "up to date" in sh([dvc_cmd(), "status", "report@digits"], tmp_path, env)
+    # the sin pack has the settings of the module's uninterrupted run
+    assert_identical(tmp_path / "runs" / "digits" / PACK, uninterrupted / "runs" / PACK)
