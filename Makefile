@@ -30,7 +30,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-slow reproduce data validate plan lint lock bench clean \
+.PHONY: help venv demo test test-slow reproduce data validate plan lint lock bench device-check device-wheels clean \
         image reproduce-in-container shell gpu-check
 
 help: ## list the targets
@@ -69,8 +69,16 @@ data: validate ## prepare tfds datasets only: make data DATASETS="cifar10 svhn_c
 plan: validate ## runs and compute per group: make plan TFLOPS=25 STEP_MS=2
 	@$(BIN)/python -m extreme_memorization plan --tflops $(or $(TFLOPS),25) --step-ms $(or $(STEP_MS),2)
 
-bench: $(STAMP) ## training FLOP/s against this machine's matmul FLOP/s
-	$(BIN)/python benchmarks/throughput.py
+bench: $(STAMP) ## the training core against the old path and this machine's matmul rate -> reports/bench.json
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+device-check: $(STAMP) ## the GPU check (benchmarks/device_check.sh) run small on this CPU under JAX
+	OUT=$(CURDIR)/.cache benchmarks/device_check.sh --cpu
+
+device-wheels: ## Keras and what a bare JAX GPU machine lacks, as cp312 wheels in .whl/ (for device_check.sh)
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d .whl $$(grep -E '^(keras|namex|optree|ruamel-yaml)==' $(LOCK) | sed 's/ .*//')
 
 lint: $(STAMP) ## hadolint on the Dockerfile
 	$(BIN)/hadolint Dockerfile

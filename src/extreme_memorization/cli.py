@@ -103,6 +103,15 @@ def cmd_plan(args) -> int:
     from . import plan
 
     print(plan.table(plan.group_costs(params), args.tflops, args.step_ms))
+    if args.rates:
+        rates = plan.load_rates(args.rates)
+        hours = plan.measured_hours(params, rates, args.tflops, args.step_ms)
+        print(f"\nProjected from the rates measured on {rates.get('device', '?')} ({args.rates}; MLP packs measured, "
+              f"other models at {args.tflops:g} TFLOP/s + {args.step_ms:g} ms/step):\n")
+        print("| group | hours |\n|---|---|")
+        for name, h in hours.items():
+            print(f"| {name} | {h:,.2f} |")
+        print(f"| all | {sum(hours.values()):,.2f} |")
     return 0
 
 
@@ -183,6 +192,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("plan", help="runs and compute of every group, and hours at a stated FLOP rate")
     s.add_argument("--tflops", type=float, default=25.0, help="sustained rate to assume, TFLOP/s (default 25)")
     s.add_argument("--step-ms", type=float, default=2.0, help="fixed cost per step to assume, ms (default 2)")
+    s.add_argument("--rates", help="measured rates (JSON from benchmarks/device_check.sh) to project MLP packs from")
     s.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("gpu-check", help="fail when the host has a GPU that the backend does not see")

@@ -9,12 +9,20 @@ closed forms of the same order. Time = FLOPs / a sustained rate plus a fixed
 cost per step (kernel launches and framework overhead, which dominate small
 MLP steps on a GPU); both depend on the machine, so the user states them
 (``--tflops``, ``--step-ms``).
+
+With measured rates (``--rates``: the JSON that benchmarks/device_check.py
+writes, seconds per CIFAR-shaped epoch of a pack of R MLP runs, steps and
+evaluation, for a few R), MLP packs are projected from those timings instead:
+an epoch of a pack of R costs the measured time interpolated in R and scaled
+by the dataset's size; other models keep the FLOP-rate estimate.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from pathlib import Path
 
 from .config import Params, RunConfig
 
@@ -91,3 +99,55 @@ def table(costs: list[GroupCost], tflops: float, step_ms: float) -> str:
         f"| all | {total.runs} | | {total.flops / 1e15:,.1f} | {total.steps / 1e6:,.2f} | {total.hours(tflops, step_ms):,.1f} |"
     )
     return "\n".join(lines)
+
+
+def measured_epoch_seconds(rates: dict, members: int) -> float:
+    """Seconds per CIFAR-shaped epoch of a pack of ``members``, interpolated
+    between the measured pack sizes (linearly extrapolated past the largest)."""
+    import numpy as np
+
+    sizes = sorted((int(r), float(s)) for r, s in rates["epoch_seconds"].items())
+    xs, ys = [r for r, _ in sizes], [s for _, s in sizes]
+    if members > xs[-1] and len(xs) > 1:
+        return ys[-1] + (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]) * (members - xs[-1])
+    return float(np.interp(members, xs, ys))
+
+
+def measured_hours(params: Params, rates: dict, tflops: float, step_ms: float) -> dict[str, float]:
+    """Hours per group on the measured machine: MLP packs from ``rates``,
+    other models from their FLOP count at ``tflops`` and ``step_ms``."""
+    from .packs import packs
+
+    cifar_examples = SIZES["cifar10"][0] + SIZES["cifar10"][1]
+    out = {}
+    for name in params.groups:
+        hours = 0.0
+        for runs in packs(params, name).values():
+            run = runs[0]
+            if run.model == "mlp":
+                n_train, n_test, _, _ = SIZES[run.dataset]
+                seconds = measured_epoch_seconds(rates, len(runs)) * (n_train + n_test) / cifar_examples
+                hours += run.epochs * seconds / 3600
+            else:
+                forward = _forward(run)
+                hours += sum(GroupCost(name, 1, "", run_flops(r, forward), run_steps(r)).hours(tflops, step_ms) for r in runs)
+        out[name] = hours
+    return out
+
+
+def _forward(run: RunConfig) -> int:
+    import keras
+
+    from . import models
+
+    _, _, shape, k = SIZES[run.dataset]
+    flops = models.forward_flops(models.build(run, shape, k))
+    keras.backend.clear_session()
+    return flops
+
+
+def load_rates(path: str | Path) -> dict:
+    rates = json.loads(Path(path).read_text())
+    if "epoch_seconds" not in rates:
+        raise ValueError(f"{path} has no 'epoch_seconds'; write it with benchmarks/device_check.sh")
+    return rates

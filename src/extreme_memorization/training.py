@@ -160,19 +160,24 @@ def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrup
         flush=True,
     )
 
+    clock = {"train": 0.0, "measure": 0.0}  # seconds, across resumes
+
     def measure(i: int, epoch: int) -> None:
+        start = time.perf_counter()
         row = _measure(trainer, i, member_loss[i], base.x_train, y_train[i], runs[i])
         members[i].alignment_rows.append({"epoch": epoch, **row})
+        clock["measure"] += time.perf_counter() - start
 
     fingerprint = checkpoints.fingerprint(runs, dataset_path, backend.name())
     saved = checkpoints.load(checkpoint, fingerprint) if checkpoint else None
-    epoch, step, resumed_from, seconds = 0, 0, None, 0.0
+    epoch, step, resumed_from = 0, 0, None
     if saved:
         arrays, meta = saved
         trainer.set_state(arrays)
         for m, record in zip(members, meta["members"]):
             m.restore(record)
-        epoch, step, seconds = meta["epoch"], meta["step"], meta["seconds"]
+        epoch, step = meta["epoch"], meta["step"]
+        clock.update(meta["clock"])
         resumed_from = epoch
         print(f"{title} resuming from checkpoint at epoch {epoch}" + (f", minibatch {step}" if step else ""), flush=True)
     else:
@@ -183,7 +188,7 @@ def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrup
                 measure(i, 0)
 
     def save(at_epoch: int, at_step: int) -> None:
-        meta = {"fingerprint": fingerprint, "epoch": at_epoch, "step": at_step, "seconds": seconds,
+        meta = {"fingerprint": fingerprint, "epoch": at_epoch, "step": at_step, "clock": clock,
                 "members": [m.record() for m in members]}  # fmt: skip
         try:
             checkpoints.save(checkpoint, trainer.get_state(), meta)
@@ -202,13 +207,13 @@ def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrup
             start_time = time.perf_counter()
             trainer.run_steps(order, active, step, stop)
             progress.timed(stop - step, time.perf_counter() - start_time)
-            seconds += time.perf_counter() - start_time
+            clock["train"] += time.perf_counter() - start_time
             step = stop
             if interrupt.signum and step < steps and checkpoint:
                 save(epoch, step)
                 raise Interrupted(interrupt.signum, epoch, first.epochs)
         epoch, step = epoch + 1, 0
-        start_time = time.perf_counter()
+        start_time, measured = time.perf_counter(), clock["measure"]
         train_loss, train_acc, alive = trainer.evaluate("train")
         test_loss, test_acc, _ = trainer.evaluate("test")
         for i, m in enumerate(members):
@@ -229,7 +234,7 @@ def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrup
                 )
             elif epoch in measure_at:
                 measure(i, epoch)
-        seconds += time.perf_counter() - start_time
+        clock["train"] += time.perf_counter() - start_time - (clock["measure"] - measured)
         progress.epoch_done(epoch, [m.rows[-1] if m.rows else None for m in members])
         if checkpoint and epoch < first.epochs and (interrupt.signum or progress.checkpoint_due(epoch, first)):
             save(epoch, 0)
@@ -240,11 +245,11 @@ def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrup
 
     results = []
     for i, m in enumerate(members):
-        results.append(_finish(trainer, i, m, member_loss[i], base, y_train[i], group, seconds, resumed_from, scales[i]))
+        results.append(_finish(trainer, i, m, member_loss[i], base, y_train[i], group, clock, resumed_from, scales[i]))
     return results
 
 
-def _finish(trainer, i, m: Member, loss, base, y, group, seconds, resumed_from, scale) -> dict:
+def _finish(trainer, i, m: Member, loss, base, y, group, clock, resumed_from, scale) -> dict:
     run = m.run
     final = m.rows[-1] if m.rows else dict.fromkeys(HISTORY_COLUMNS[1:], float("nan")) | {"epoch": 0}
     if m.alignment_rows and m.alignment_rows[-1]["epoch"] == final["epoch"]:
@@ -277,7 +282,8 @@ def _finish(trainer, i, m: Member, loss, base, y, group, seconds, resumed_from, 
         "num_classes": base.num_classes,
         "pack_size": trainer.members,
         "resumed_from_epoch": resumed_from,
-        "train_seconds": round(seconds, 2),
+        "train_seconds": round(clock["train"], 2),  # the pack's, steps and evaluation
+        "measure_seconds": round(clock["measure"], 2),  # the pack's, alignment measurements
         "matmul_precision_applied": backend.matmul_precision(),
         "device": backend.device_name(),
         "keras": keras.__version__,

@@ -1,0 +1,269 @@
+"""The training core measured against the path it replaced and against the
+machine's own matmul rate. Every figure is a ratio of two timings taken side
+by side in this one process (absolute times swing 2-3x between runs on
+shared machines). Writes ``reports/bench.json`` and prints Markdown tables.
+
+(a) per-step cost, new compiled loop vs the old ``model.fit`` path, on
+    digits shapes (overhead-bound) and CIFAR shapes (compute-bound);
+(b) a pack of R runs vs R solo runs (new loop) and vs R runs through the old
+    path, R in {1, 5, 15} (digits shapes, training + per-epoch evaluation);
+(c) training FLOP/s (forward + closed-form backward of the 2-layer MLP:
+    4BDH + 6BHK per step) over numpy's float32 2048^3 matmul FLOP/s;
+(d) peak memory of a pack of 5 CIFAR-10-shaped runs (subprocess, one epoch
+    with the alignment measurements);
+(e) seconds per checkpoint for the CIFAR MLP and for ResNet-50, and their
+    share of training time at the default checkpoint interval;
+(f) with --demo: the digits demo (`dvc repro report@digits` in a fresh copy)
+    with a breakdown of its wall time.
+
+Run: make bench (or python benchmarks/bench.py [--quick] [--demo]).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import numpy as np  # noqa: E402
+
+from extreme_memorization import backend, checkpoints, config, loops, losses  # noqa: E402
+from old_path import OldRun  # noqa: E402
+
+
+def best_of(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def matmul_flops(n: int = 2048, repeat: int = 5) -> float:
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+    a @ b
+    return 2 * n**3 / best_of(lambda: a @ b, repeat)
+
+
+def paper_runs(count: int, **changes) -> list:
+    params = config.load(ROOT / "params.yaml")
+    base = {**params.defaults, "dataset": "cifar10", "model": "mlp", "activation": "sin", "loss": "cross_entropy",
+            "labels": "true", "epochs": 1, "alignment_points": 0, **changes}  # fmt: skip
+    sigmas = np.geomspace(0.001, 10, count) if count > 1 else [0.01]
+    return [config.make_run({**base, "sigma": float(s), "seed": i}) for i, s in enumerate(sigmas)]
+
+
+def synthetic(n: int, shape: tuple, k: int = 10, n_test: int | None = None, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    n_test = n_test if n_test is not None else n // 4
+    return (rng.standard_normal((n, *shape), dtype=np.float32), rng.integers(0, k, n),
+            rng.standard_normal((n_test, *shape), dtype=np.float32), rng.integers(0, k, n_test))  # fmt: skip
+
+
+def new_trainer(runs, data, k=10):
+    x, y, xt, yt = data
+    r = len(runs)
+    trainer = loops.PackedMLP(runs, k, x, np.tile(y, (r, 1)), xt, np.tile(yt, (r, 1)))
+    trainer.loss = losses.build(runs[0])
+    return trainer
+
+
+def new_epoch(trainer, epoch: int, evaluate: bool) -> None:
+    order = np.stack([loops.epoch_order(i, epoch, trainer.n) for i in range(trainer.members)])
+    trainer.run_steps(order, np.ones(trainer.members, bool), 0, trainer.steps_per_epoch)
+    if evaluate:
+        trainer.evaluate("train")
+        trainer.evaluate("test")
+    trainer.get_state()  # wait for the device
+
+
+def step_flops(batch: int, d: int, h: int = 1024, k: int = 10) -> float:
+    return 4 * batch * d * h + 6 * batch * h * k
+
+
+def step_cost(name: str, n: int, shape: tuple, repeat: int) -> dict:
+    """(a) seconds per SGD step, training only, one run, new loop vs model.fit."""
+    data = synthetic(n, shape)
+    steps = n // 256
+    trainer = new_trainer(paper_runs(1, batch_size=256), data)
+    new_epoch(trainer, 0, False)
+    new = best_of(lambda: new_epoch(trainer, 1, False), repeat) / steps
+    old_run = OldRun(paper_runs(1)[0], *data, 10)
+    old_run.fit_epoch()
+    old = best_of(old_run.fit_epoch, repeat) / steps
+    d = int(np.prod(shape))
+    return {"shape": name, "examples": n, "new_step_ms": new * 1e3, "old_step_ms": old * 1e3,
+            "speedup": old / new, "new_gflops": step_flops(256, d) / new / 1e9}  # fmt: skip
+
+
+def packs_vs_solo(sizes, epochs: int) -> list[dict]:
+    """(b) digits shapes (1437 train / 360 test, 8x8x1), training + evaluation per epoch."""
+    data = synthetic(1437, (8, 8, 1), n_test=360)
+    rows = []
+    old_run = OldRun(paper_runs(1, dataset="digits")[0], *data, 10)
+    old_run.epoch()
+    old = best_of(lambda: [old_run.epoch() for _ in range(epochs)], 2) / epochs
+    solo = new_trainer(paper_runs(1, dataset="digits"), data)
+    new_epoch(solo, 0, True)
+    one = best_of(lambda: [new_epoch(solo, e, True) for e in range(epochs)], 2) / epochs
+    for r in sizes:
+        pack = new_trainer(paper_runs(r, dataset="digits"), data)
+        new_epoch(pack, 0, True)
+        packed = best_of(lambda: [new_epoch(pack, e, True) for e in range(epochs)], 2) / epochs
+        rows.append({"runs": r, "pack_epoch_s": packed, "solo_new_epoch_s": one * r, "solo_old_epoch_s": old * r,
+                     "vs_solo_new": one * r / packed, "vs_solo_old": old * r / packed})  # fmt: skip
+    return rows
+
+
+def cifar_flops(sizes, n: int, repeat: int, matmul: float) -> list[dict]:
+    """(c) CIFAR shapes, training steps only."""
+    data = synthetic(n, (32, 32, 3))
+    rows = []
+    for r in sizes:
+        trainer = new_trainer(paper_runs(r), data)
+        new_epoch(trainer, 0, False)
+        seconds = best_of(lambda: new_epoch(trainer, 1, False), repeat)
+        flops = r * (n // 256) * step_flops(256, 3072) + r * step_flops(n % 256, 3072)
+        rows.append({"runs": r, "gflops": flops / seconds / 1e9, "over_matmul": flops / seconds / matmul})
+    return rows
+
+
+MEMORY_SCRIPT = """
+import resource, sys, numpy as np
+from pathlib import Path
+from extreme_memorization import config, data, training
+sys.path.insert(0, {bench!r})
+from bench import paper_runs
+rng = np.random.default_rng(0)
+path = Path({tmp!r}) / "cifar.npz"
+data.save(data.Dataset("cifar10", rng.integers(0, 256, (50000, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 50000),
+          rng.integers(0, 256, (10000, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 10000), 10), path)
+runs = paper_runs(5, alignment_points=2)
+training.train_unit(runs, "bench", path, [Path({tmp!r}) / str(i) for i in range(5)])
+print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_memory() -> float:
+    """(d) GB, whole process: data, 5 runs' weights, one epoch, measurements."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script = MEMORY_SCRIPT.format(bench=str(ROOT / "benchmarks"), tmp=tmp)
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    return int(out.split("PEAK_KB")[1].split()[0]) / 1e6
+
+
+def checkpoint_cost(cifar_epoch_s: float) -> dict:
+    """(e) write time of one checkpoint; share of training at the default interval."""
+    import keras
+
+    params = config.load(ROOT / "params.yaml")
+    every = params.defaults["checkpoint_every"]
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        mlp = [np.zeros((1, 3072, 1024), np.float32), np.zeros((1, 1024, 10), np.float32)]
+        resnet = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg")
+        weights = [keras.ops.convert_to_numpy(w.value) for w in resnet.weights]
+        for name, arrays in (("mlp", mlp), ("resnet50", weights)):
+            seconds = best_of(lambda: checkpoints.save(Path(tmp) / f"{name}.npz", arrays, {"epoch": 1}), 3)
+            out[f"{name}_seconds"] = seconds
+            out[f"{name}_megabytes"] = sum(a.nbytes for a in arrays) / 1e6
+    out["mlp_share_at_default_interval"] = out["mlp_seconds"] / (every * cifar_epoch_s)
+    out["checkpoint_every"] = every
+    return out
+
+
+def demo() -> dict:
+    """(f) the digits demo in a fresh copy of the repository, timed by part."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import dvc_cmd, repo_copy
+
+    params = config.read_yaml(ROOT / "params.yaml")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp)
+        env = repo_copy(path, params["digits"]["run"], {})
+        start = time.perf_counter()
+        subprocess.run([dvc_cmd(), "repro", "report@digits"], cwd=path, env=env, check=True, capture_output=True)
+        total = time.perf_counter() - start
+        infos = [json.loads(p.read_text()) for p in path.glob("runs/digits/*/*/run.json")]
+        trained = sum({i["dataset"] + i["activation"]: i["train_seconds"] for i in infos}.values())
+        measured = sum({i["dataset"] + i["activation"]: i.get("measure_seconds", 0) for i in infos}.values())
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import extreme_memorization.training"], env=env, check=True)
+        imports = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "extreme_memorization", "report", "digits", "--runs", "runs/digits",
+                        "--out", str(path / "r")], cwd=path, env=env, check=True, capture_output=True)  # fmt: skip
+        report = time.perf_counter() - t0
+    stages = 2  # train stages of the digits group, each a process that imports the core
+    return {"total_s": total, "training_s": trained, "measuring_s": measured, "imports_s": imports * stages,
+            "report_s": report, "dvc_and_rest_s": total - trained - measured - imports * stages - report}  # fmt: skip
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smaller sizes (the CI smoke run)")
+    p.add_argument("--demo", action="store_true", help="also time the digits demo (about 2 minutes)")
+    p.add_argument("--out", default=str(ROOT / "reports" / "bench.json"))
+    args = p.parse_args()
+    repeat = 1 if args.quick else 3
+    sizes = (1, 5) if args.quick else (1, 5, 15)
+    matmul = max(matmul_flops(), matmul_flops())
+    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "backend": backend.name(),
+              "device": backend.device_name(), "matmul_gflops": matmul / 1e9}  # fmt: skip
+    result["step_cost"] = [step_cost("digits", 1437, (8, 8, 1), repeat),
+                           step_cost("cifar", 1280 if args.quick else 5120, (32, 32, 3), repeat)]  # fmt: skip
+    result["packs"] = packs_vs_solo(sizes, 2 if args.quick else 5)
+    result["cifar_training"] = cifar_flops((1, 5) if args.quick else (1, 5), 1280 if args.quick else 5120, repeat, matmul)
+    cifar_epoch_s = 50000 / 256 * result["step_cost"][1]["new_step_ms"] / 1e3
+    result["checkpoint"] = checkpoint_cost(cifar_epoch_s)
+    if not args.quick:
+        result["peak_memory_gb_pack5_cifar"] = peak_memory()
+    if args.demo:
+        result["demo"] = demo()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown(result))
+    return 0
+
+
+def markdown(r: dict) -> str:
+    lines = [f"Machine: {r['machine']}; {r['backend']} on {r['device']}; numpy float32 matmul {r['matmul_gflops']:.0f} GFLOP/s", "",
+             "| (a) one SGD step, one run | new loop | model.fit | speed-up | new loop GFLOP/s |", "|---|---|---|---|---|"]  # fmt: skip
+    for s in r["step_cost"]:
+        lines.append(f"| {s['shape']} shapes | {s['new_step_ms']:.2f} ms | {s['old_step_ms']:.2f} ms | {s['speedup']:.1f}x | {s['new_gflops']:.0f} |")
+    lines += ["", "| (b) runs, digits shapes, per epoch | pack | R solo, new loop | R solo, model.fit | pack vs new | pack vs model.fit |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for s in r["packs"]:
+        lines.append(f"| {s['runs']} | {s['pack_epoch_s'] * 1e3:.1f} ms | {s['solo_new_epoch_s'] * 1e3:.1f} ms | "
+                     f"{s['solo_old_epoch_s'] * 1e3:.1f} ms | {s['vs_solo_new']:.1f}x | {s['vs_solo_old']:.1f}x |")  # fmt: skip
+    lines += ["", "| (c) CIFAR-shaped training, runs | GFLOP/s | / matmul |", "|---|---|---|"]
+    for s in r["cifar_training"]:
+        lines.append(f"| {s['runs']} | {s['gflops']:.0f} | {s['over_matmul']:.2f} |")
+    c = r["checkpoint"]
+    lines += ["", f"(e) checkpoint: MLP {c['mlp_megabytes']:.0f} MB in {c['mlp_seconds']:.3f} s, ResNet-50 "
+              f"{c['resnet50_megabytes']:.0f} MB in {c['resnet50_seconds']:.3f} s; every {c['checkpoint_every']} CIFAR "
+              f"epochs the MLP's costs {100 * c['mlp_share_at_default_interval']:.3f}% of training"]  # fmt: skip
+    if "peak_memory_gb_pack5_cifar" in r:
+        lines.append(f"(d) peak memory, pack of 5 CIFAR-10-shaped runs: {r['peak_memory_gb_pack5_cifar']:.2f} GB")
+    if "demo" in r:
+        d = r["demo"]
+        lines.append(f"(f) digits demo: {d['total_s']:.0f} s = training {d['training_s']:.0f} + measuring "
+                     f"{d['measuring_s']:.0f} + imports {d['imports_s']:.0f} + report {d['report_s']:.0f} + DVC and the rest "
+                     f"{d['dvc_and_rest_s']:.0f}")  # fmt: skip
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
