@@ -30,3 +30,14 @@ def test_the_plan_covers_every_group(params):
     assert [c.group for c in costs] == list(params.groups)
     assert all(c.runs == len(params.group(c.group).runs(params.defaults)) for c in costs)
     assert costs[0].hours(25, 2) == pytest.approx(costs[0].flops / 25e12 / 3600 + costs[0].steps * 0.002 / 3600)
+
+
+def test_measured_rates_project_each_pack_from_its_size_and_dataset(params):
+    rates = {"epoch_seconds": {"1": 1.0, "5": 3.0}}
+    assert plan.measured_epoch_seconds(rates, 3) == pytest.approx(2.0)
+    assert plan.measured_epoch_seconds(rates, 15) == pytest.approx(8.0)  # linear past the largest measured pack
+    hours = plan.measured_hours(params, rates, tflops=25, step_ms=2)
+    # section3: one pack of 5 sigmas per dataset, 2000 epochs; SVHN has (73,257 + 26,032) / 60,000 of CIFAR's examples
+    expected = 2000 * 3.0 * (1 + 1 + (73_257 + 26_032) / 60_000) / 3600
+    assert hours["section3"] == pytest.approx(expected)
+    assert set(hours) == set(params.groups)
