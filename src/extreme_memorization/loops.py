@@ -255,5 +255,6 @@ class SoloModel(Trainer):
 
     def keras_model(self, member: int = 0) -> keras.Model:
         for variable, value in zip(self._variables(), self.state):
-            variable.assign(value)
+            # a copy: Keras' JAX predict donates variable buffers, which must not be ours
+            variable.assign(np.array(ops.convert_to_numpy(value)))
         return self.model
