@@ -144,13 +144,13 @@ def curves_figure(curves: list[dict], names: list[str], keys: list[tuple], group
     for r, key in enumerate(keys):
         for c, (which, cols, title) in enumerate(panels):
             ax = axes[r][c]
-            for run_curves, color in zip(curves, COLORS):
+            for run_curves, color, width in zip(curves, COLORS, (2.6, 1.2)):  # A wide below B: both show
                 if key not in run_curves:
                     continue
                 table = run_curves[key][which]
                 present = [col for col in cols if col in table and table[col].notna().any()]
                 for col in present if which == 0 else present[:1]:
-                    ax.plot(table["epoch"].clip(lower=0.5), table[col], color=color, lw=1.3,
+                    ax.plot(table["epoch"].clip(lower=0.5), table[col], color=color, lw=width,
                             ls="--" if col == "train_acc" else "-")  # fmt: skip
             ax.set_xscale("log")
             ax.set_title(f"{_label(key)}\n{title}" if c == 0 else title, fontsize=8, loc="left" if c == 0 else "center")
