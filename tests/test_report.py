@@ -199,3 +199,43 @@ def test_defined_measures_agree_with_a_rerun_under_other_float_kernels(tmp_path,
     for key in compared:
         if committed[key] is not None:
             assert rerun[key] == pytest.approx(committed[key], rel=RERUN_TOLERANCE, abs=RERUN_TOLERANCE), key
+
+
+@pytest.fixture(scope="module")
+def several_groups(tmp_path_factory, digits_npz):
+    """Tiny real runs of three groups like section4, section4_fixes and section5, on digits."""
+    from extreme_memorization import config, training
+
+    path = tmp_path_factory.mktemp("groups")
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    tiny = {"epochs": 2, "width": 16, "alignment_points": 2}
+    sweep = {"dataset": ["digits"], "model": ["mlp"], "activation": ["relu"], "loss": ["cross_entropy", "hinge"],
+             "labels": ["true"], "sigma": [0.1, 10], "seed": [0]}  # fmt: skip
+    groups = {
+        "losses": {"run": tiny, "sweep": sweep},
+        "fixes": {"run": {**tiny, "loss_scaling": "output"}, "sweep": sweep},
+        "labels": {"run": {**tiny, "init": "glorot"},
+                   "sweep": {**sweep, "loss": ["cross_entropy"], "labels": ["true", "shuffled"], "sigma": [None]}},
+    }  # fmt: skip
+    raw = {"data": raw["data"], "defaults": raw["defaults"], **groups}
+    (path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    params = config.load(path / "params.yaml")
+    for group in groups:
+        for i, run in enumerate(params.group(group).runs(params.defaults)):
+            training.train(run, group, digits_npz, path / "runs" / group / f"run{i}")
+    frame = report.write(params, list(groups), [path / "runs"], path / "reports" / "together")
+    return frame, path / "reports" / "together"
+
+
+def test_several_groups_in_one_report_draw_the_relu_losses_with_and_without_fixes(several_groups):
+    frame, out = several_groups
+    assert len(frame) == 10
+    text = (out / "report.md").read_text()
+    for name in ("fig4_relu_losses.png", "fig5_architectures.png", "fig1_accuracy_vs_sigma.png"):
+        assert (out.parent / "figures" / "together" / name).stat().st_size > 10_000
+    v = verdicts(out)
+    for start in ("for ReLU the effect", "the proposed loss fixes"):
+        assert v[next(k for k in v if k.startswith(start))] in ("holds", "does not hold")
+    assert "(without fix" in " ".join(pd.read_csv(out / "claims.csv")["evidence"])  # side by side
+    assert v[next(k for k in v if k.startswith("alignment separates"))] == "not run"  # one model only
+    assert "Fig. 4 analog" in text and "Fig. 5 analog" in text

@@ -126,6 +126,11 @@ def _curve(curves: dict, runs: pd.DataFrame, which: int, col: str) -> pd.DataFra
     return joined
 
 
+def _epoch_axis(ax):
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # short runs: no crowded minor labels
+
+
 def _plot_curve(ax, curve, **style):
     ax.plot(curve["epoch"], curve["mean"], lw=1.3, **style)
     if curve["std"].notna().any():
@@ -219,7 +224,7 @@ def fig2_training(frame: pd.DataFrame, curves: dict, out: Path) -> Figure:
                 curve = _curve(curves, seeds, which, col)
                 if curve is not None:
                     _plot_curve(ax, curve, color=plt.cm.viridis(norm(sigma)))
-            ax.set_xscale("log")
+            _epoch_axis(ax)
             if col == "grad_norm_ratio_w1":
                 ax.set_yscale("log")
             if r == 0:
@@ -306,6 +311,8 @@ def fig5_architectures(frame: pd.DataFrame, curves: dict, out: Path) -> Figure |
     if frame["model"].nunique() < 2 and not (frame["labels"] == "shuffled").any():
         return NotRun(title, "needs several models or shuffled labels (group section5)")
     name = "fig5_architectures.png"
+    if (frame["init"] == "glorot").any():  # Section 5's setting; sigma sweeps have their own figures
+        frame = frame[frame["init"] == "glorot"]
     models = sorted(frame["model"].unique())
     fig, axes = _figure(1, 3, 13.0, 3.6)
     axes = axes[0]
@@ -319,7 +326,7 @@ def fig5_architectures(frame: pd.DataFrame, curves: dict, out: Path) -> Figure |
                     _plot_curve(ax, curve, color=f"C{i}", ls=style)
                     handles[f"{model}, {labels} labels"] = plt.Line2D([], [], color=f"C{i}", ls=style)
     for ax, title_ in zip(axes[:2], ("gradient alignment (W2, last layer)", "representation alignment")):
-        ax.set_xscale("log")
+        _epoch_axis(ax)
         ax.set_xlabel("epoch (0 drawn at 0.5)")
         ax.set_title(title_)
     width = 0.38
