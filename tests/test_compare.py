@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, python_cmd
-from extreme_memorization import config, report, training
+from extreme_memorization import config, report
 
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
@@ -22,6 +22,25 @@ def sh(args, cwd):
     return result
 
 
+# Training runs in a child process, as in the pipeline: Keras' global state
+# (seeds, determinism) stays out of the other tests' process.
+TRAIN_GROUPS = """
+import sys
+from pathlib import Path
+from extreme_memorization import config, training
+params = config.load(sys.argv[1])
+for group in sys.argv[4:]:
+    for i, run in enumerate(params.group(group).runs(params.defaults)):
+        name = f"sigma{run.sigma:g}-seed{run.seed}" if run.sigma else f"glorot-{run.labels}-seed{run.seed}"
+        training.train(run, group, sys.argv[2], Path(sys.argv[3]) / group / f"{run.loss}-{run.loss_scaling}" / name)
+"""
+
+
+def train_groups(params_path, digits_npz, runs_root, *groups):
+    subprocess.run([sys.executable, "-c", TRAIN_GROUPS, str(params_path), str(digits_npz), str(runs_root), *groups],
+                   check=True, capture_output=True)  # fmt: skip
+
+
 def commit_results(path: Path, digits_npz, learning_rate: float, message: str) -> None:
     """Train the tiny group (sin, sigma 0.1 and 10, 2 epochs, width 16), write its report, commit."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -30,8 +49,7 @@ def commit_results(path: Path, digits_npz, learning_rate: float, message: str) -
     (path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     params = config.load(path / "params.yaml")
     shutil.rmtree(path / "runs", ignore_errors=True)
-    for run in params.group("digits").runs(params.defaults):
-        training.train(run, "digits", digits_npz, path / "runs" / "digits" / "pack" / f"sigma{run.sigma:g}-seed0")
+    train_groups(path / "params.yaml", digits_npz, path / "runs", "digits")
     report.write(params, ["digits"], [path / "runs" / "digits"], path / "reports" / "digits")
     sh(["git", "add", "-A"], path)
     sh(["git", "commit", "-qm", message], path)

@@ -22,6 +22,25 @@ from extreme_memorization import claims, report, results
 DIGITS_RUNS = ROOT / "runs" / "digits"
 
 
+# Training runs in a child process, as in the pipeline: Keras' global state
+# (seeds, determinism) stays out of the other tests' process.
+TRAIN_GROUPS = """
+import sys
+from pathlib import Path
+from extreme_memorization import config, training
+params = config.load(sys.argv[1])
+for group in sys.argv[4:]:
+    for i, run in enumerate(params.group(group).runs(params.defaults)):
+        name = f"sigma{run.sigma:g}-seed{run.seed}" if run.sigma else f"glorot-{run.labels}-seed{run.seed}"
+        training.train(run, group, sys.argv[2], Path(sys.argv[3]) / group / f"{run.loss}-{run.loss_scaling}" / name)
+"""
+
+
+def train_groups(params_path, digits_npz, runs_root, *groups):
+    subprocess.run([sys.executable, "-c", TRAIN_GROUPS, str(params_path), str(digits_npz), str(runs_root), *groups],
+                   check=True, capture_output=True)  # fmt: skip
+
+
 def dvc_bin():
     return str(Path(sys.executable).parent / "dvc")
 
@@ -204,7 +223,7 @@ def test_defined_measures_agree_with_a_rerun_under_other_float_kernels(tmp_path,
 @pytest.fixture(scope="module")
 def several_groups(tmp_path_factory, digits_npz):
     """Tiny real runs of three groups like section4, section4_fixes and section5, on digits."""
-    from extreme_memorization import config, training
+    from extreme_memorization import config
 
     path = tmp_path_factory.mktemp("groups")
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -220,9 +239,7 @@ def several_groups(tmp_path_factory, digits_npz):
     raw = {"data": raw["data"], "defaults": raw["defaults"], **groups}
     (path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     params = config.load(path / "params.yaml")
-    for group in groups:
-        for i, run in enumerate(params.group(group).runs(params.defaults)):
-            training.train(run, group, digits_npz, path / "runs" / group / f"run{i}")
+    train_groups(path / "params.yaml", digits_npz, path / "runs", *groups)
     frame = report.write(params, list(groups), [path / "runs"], path / "reports" / "together")
     return frame, path / "reports" / "together"
 
