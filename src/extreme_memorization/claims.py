@@ -188,7 +188,8 @@ def markdown(claims: list[Claim]) -> str:
     lines = ["| claim | paper | verdict | deciding numbers |", "|---|---|---|---|"]
     for c in claims:
         verdict = f"**{c.verdict}**" if c.verdict != NOT_RUN else c.verdict
-        lines.append(f"| {c.claim} | {c.source} | {verdict} | {c.evidence} |")
+        evidence = c.evidence.replace("|", "\\|")  # a bar inside a cell would split it on GitHub
+        lines.append(f"| {c.claim} | {c.source} | {verdict} | {evidence} |")
     return "\n".join(lines)
 
 
