@@ -30,7 +30,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-slow reproduce data validate plan lint lock bench device-check device-wheels clean \
+.PHONY: help venv demo test test-slow reproduce data validate plan lint lock bench device-check device-wheels clean compare \
         image reproduce-in-container shell gpu-check
 
 help: ## list the targets
@@ -53,6 +53,10 @@ validate: $(STAMP) ## check params.yaml and list the experiment groups
 demo: validate ## the offline digits sweep through dvc repro, then its table
 	$(BIN)/dvc repro report@digits
 	@echo; echo "Report: reports/digits/report.md"; $(BIN)/python -m extreme_memorization table digits
+
+compare: $(STAMP) ## two revisions offline: make compare A=HEAD~1 [B=rev, default the workspace] -> reports/compare/
+	@test -n "$(A)" || { echo "error: name the revision to compare: make compare A=HEAD~1 (and B=... for another than the workspace)"; exit 2; }
+	$(BIN)/python -m extreme_memorization compare $(A) $(B)
 
 test: $(STAMP) ## the test suite (a few minutes)
 	$(BIN)/python -m pytest

@@ -91,3 +91,12 @@ def test_comparison_measures_match_their_definitions_on_concatenated_gradients()
     off = ~np.eye(n, dtype=bool)
     assert al.cosine_stiffness(parts) == pytest.approx(cos[off].mean(), rel=1e-5, abs=1e-7)
     assert al.gradient_confusion(parts) == pytest.approx((g @ g.T)[off].min(), rel=1e-5)
+
+
+def test_cosine_stiffness_leaves_out_examples_whose_logit_gradient_is_rounding_noise():
+    n = 6
+    a, b = rng.normal(size=(n, 5)), rng.normal(size=(n, 3))
+    noise = rng.normal(size=(3, 3)) * al.ROUNDING_LEVEL / 10  # fitted examples: dl/dz is rounding noise
+    with_noise = [(np.concatenate([a, a[:3]]), np.concatenate([b, noise]))]
+    assert al.cosine_stiffness(with_noise) == pytest.approx(al.cosine_stiffness([(a, b)]), rel=1e-6)
+    assert np.isnan(al.cosine_stiffness([(a[:3], noise)]))

@@ -35,8 +35,10 @@ def test_dvc_repro_runs_prepare_train_and_report(repo):
     assert set(required) <= set(summary.columns)
     assert sorted(summary["sigma"]) == [0.1, 10.0] and (summary["epochs"] == 2).all()
     assert summary["test_acc"].between(0, 1).all()
-    for name in ("report.md", "accuracy.png", "alignment.png", "best_test_vs_alignment.png", "training.png"):
-        assert (path / "reports/digits" / name).stat().st_size > 0
+    assert (path / "reports/digits/report.md").stat().st_size > 0
+    for name in ("fig1_accuracy_vs_sigma.png", "fig1_best_test_vs_gradient_alignment.png", "fig2_training.png",
+                 "fig3_measures.png"):  # fmt: skip
+        assert (path / "reports/figures/digits" / name).stat().st_size > 0
     assert "![" in (path / "reports/digits/report.md").read_text()
     assert (path / "dvc.lock").exists()
 
@@ -52,6 +54,12 @@ def test_a_pack_stage_writes_one_folder_per_run_and_keeps_weights_out_of_git(rep
     assert ignored.returncode == 0
     tracked = subprocess.run(["git", "check-ignore", str(pack / "sigma10-seed0/metrics.json")], cwd=path)
     assert tracked.returncode == 1
+
+
+def test_metrics_show_lists_the_compact_metrics_of_the_reported_group(repo):
+    shown = json.loads(dvc(repo, "metrics", "show", "--json", stdout_only=True))
+    files = next(iter(shown.values()))["data"]
+    assert files["reports/metrics/digits.json"]["data"]["runs"] == 2
 
 
 def test_a_second_repro_reruns_nothing_and_a_new_pack_runs_only_its_stage(repo):

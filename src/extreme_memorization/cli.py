@@ -3,10 +3,11 @@
     python -m extreme_memorization validate
     python -m extreme_memorization prepare DATASET [--out PATH]
     python -m extreme_memorization train GROUP --set KEY=VALUE ... --out PACK_DIR
-    python -m extreme_memorization report GROUP --runs DIR --out DIR
-    python -m extreme_memorization table GROUP
+    python -m extreme_memorization report GROUP [GROUP ...] --runs DIR --out DIR
+    python -m extreme_memorization table [GROUP ...] [--filter KEY=VALUE ...] [--rev REV]
     python -m extreme_memorization plan [--tflops R] [--step-ms T]
-    python -m extreme_memorization runs GROUP
+    python -m extreme_memorization runs GROUP [--filter KEY=VALUE ...]
+    python -m extreme_memorization compare REV_A [REV_B]
     python -m extreme_memorization gpu-check
 
 Heavy imports (TensorFlow, Keras) happen inside the subcommands, so a bad
@@ -87,14 +88,31 @@ def cmd_report(args) -> int:
     params = config.load(args.params)
     from . import report
 
-    report.write(params, args.group, args.runs, args.out)
+    report.write(params, args.group, args.runs, args.out, args.figures, args.metrics)
     return 0
 
 
 def cmd_table(args) -> int:
-    from . import report
+    params = config.load(args.params)
+    from . import report, results
 
-    print(report.table(Path(args.reports) / args.group))
+    named = bool(args.group)
+    frames = []
+    for group in args.group or list(params.groups):
+        try:
+            frames.append(report.read_summaries(args.reports, [group], args.rev))
+        except report.ReportError:
+            if named:
+                raise
+    if not frames:
+        at = f" at {args.rev}" if args.rev else ""
+        raise report.ReportError(f"no group has a report{at} under {args.reports}; run `make demo` first")
+    import pandas as pd
+
+    frame = results.apply_filters(pd.concat(frames, ignore_index=True), results.parse_filters(args.filter))
+    if frame.empty:
+        raise results.ResultsError(f"no run matches {' '.join(args.filter)}")
+    print(report.table(frame))
     return 0
 
 
@@ -152,9 +170,24 @@ def cmd_gpu_check(args) -> int:
 
 def cmd_runs(args) -> int:
     params = config.load(args.params)
+    from . import results
+
     group = params.group(args.group)
-    for run in group.runs(params.defaults):
-        print(" ".join(f"{k}={getattr(run, k)}" for k in group.sweep))
+    import pandas as pd
+
+    runs = pd.DataFrame([{k: getattr(run, k) for k in group.sweep} for run in group.runs(params.defaults)])
+    runs = results.apply_filters(runs, results.parse_filters(args.filter))
+    for _, run in runs.iterrows():
+        print(" ".join(f"{k}={v}" for k, v in run.items()))
+    print(f"{len(runs)} of {len(group.runs(params.defaults))} runs of {args.group}", file=sys.stderr)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from . import compare
+
+    page = compare.write(args.rev_a, args.rev_b, args.out, args.runs, args.reports)
+    print(f"compared {args.rev_a} with {args.rev_b or 'the workspace'} -> {page}")
     return 0
 
 
@@ -178,14 +211,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="pack directory (one folder per run inside)")
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("report", help="summary table, figures and report of a group")
-    s.add_argument("group")
-    s.add_argument("--runs", required=True, help="directory holding the group's run directories")
-    s.add_argument("--out", required=True, help="report directory")
+    s = sub.add_parser("report", help="claims, figures, statistics and results of one or more groups")
+    s.add_argument("group", nargs="+", help="the group(s) whose runs the report covers")
+    s.add_argument("--runs", action="append", required=True, help="folder searched for run folders (repeatable)")
+    s.add_argument("--out", required=True, help="report folder (report.md, csv tables)")
+    s.add_argument("--figures", help="figures folder (default: reports/figures/<name of --out>)")
+    s.add_argument("--metrics", help="compact metrics file (default: reports/metrics/<name of --out>.json)")
     s.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("table", help="print a group's per-run results as a Markdown table")
-    s.add_argument("group")
+    filter_help = "keep runs whose KEY is VALUE, e.g. activation=sin, sigma=10 (repeatable; same KEY: any of)"
+    s = sub.add_parser("table", help="print per-run results of reports as a Markdown table")
+    s.add_argument("group", nargs="*", help="groups (default: every group with a report)")
+    s.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE", help=filter_help)
+    s.add_argument("--rev", help="read the reports of this git revision (a commit, tag or branch)")
     s.add_argument("--reports", default="reports", help="folder of the group reports (default: reports)")
     s.set_defaults(func=cmd_table)
 
@@ -200,7 +238,16 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("runs", help="list the runs (swept settings) of a group")
     s.add_argument("group")
+    s.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE", help=filter_help)
     s.set_defaults(func=cmd_runs)
+
+    s = sub.add_parser("compare", help="two revisions side by side: params, metrics and curves (reports/compare/)")
+    s.add_argument("rev_a", help="a git revision (commit, tag, branch, HEAD~1)")
+    s.add_argument("rev_b", nargs="?", help="another revision (default: the workspace)")
+    s.add_argument("--out", default="reports/compare", help="output folder (default: reports/compare)")
+    s.add_argument("--runs", default="runs", help="folder of the run folders (default: runs)")
+    s.add_argument("--reports", default="reports", help="folder of the group reports (default: reports)")
+    s.set_defaults(func=cmd_compare)
     return p
 
 
@@ -214,9 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         from .data import DataError
 
+        from .compare import CompareError
         from .report import ReportError
+        from .results import ResultsError
 
-        if isinstance(exc, (DataError, ReportError)):
+        if isinstance(exc, (DataError, ReportError, ResultsError, CompareError)):
             print(f"error: {exc}", file=sys.stderr)
             return 1
         raise

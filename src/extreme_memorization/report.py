@@ -1,205 +1,53 @@
-"""Summary table, figures and a Markdown report for one experiment group.
+"""The report of one experiment group (or of several together).
 
-Reads every run directory under ``--runs`` (``run.json`` + ``metrics.json`` +
-``history.csv`` + ``alignment.csv``), keeps the runs of the group's current
-sweep (a value removed from params.yaml drops out of the report), and writes:
+Reads the groups' finished runs (:mod:`results`) and writes:
 
-- ``summary.csv``: one row per run;
-- ``aggregate.csv``: mean and standard deviation over seeds;
-- PNG figures and ``report.md`` embedding them with a results table.
+- ``<out>/report.md``: the paper's claims with verdicts (:mod:`claims`), the
+  paper's figures (:mod:`figures`), rank correlations (:mod:`statistics`) and
+  the results table;
+- ``<out>/summary.csv`` (one row per run), ``aggregate.csv`` (mean and
+  standard deviation over seeds), ``statistics.csv``, ``claims.csv``;
+- the figures in ``reports/figures/<name>/`` and a compact metrics file
+  ``reports/metrics/<name>.json``, the two folders ``dvc.yaml`` declares as
+  top-level plots and metrics (so DVC reads one small file per group that
+  exists, never a file of a group that was not run).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from . import claims as claims_mod
+from . import figures, results, statistics
+from .config import Params
+from .files import write_text
 
-from .config import Params  # noqa: E402
-
-SUMMARY_COLUMNS = [
-    "dataset", "model", "activation", "loss", "init", "sigma", "init_scale", "labels", "loss_scaling",
-    "seed", "epochs", "status", "epochs_run",
-    "train_acc", "test_acc", "best_test_acc",
-    "rep_alignment", "grad_alignment_w1", "grad_alignment_w2", "grad_alignment_logits",
-    "rep_alignment_batch", "grad_alignment_w1_batch", "grad_alignment_w2_batch", "grad_alignment_logits_batch",
-    "gradient_diversity", "cosine_stiffness", "grad_norm_ratio_w1",
-    "loss_parameter", "initial_logit_rms", "num_classes", "train_seconds", "run_dir",
-]  # fmt: skip
-ALIGNMENTS = {
-    "rep_alignment": "representation",
-    "grad_alignment_w1": "gradient, W1",
-    "grad_alignment_w2": "gradient, W2",
-    "grad_alignment_logits": "gradient, logits",
-}
-RESULT_COLUMNS = ["train_acc", "test_acc", "best_test_acc", *ALIGNMENTS]
-TABLE_COLUMNS = ["dataset", "model", "activation", "loss", "labels", "sigma", "seed", "train_acc", "test_acc",
-                 "best_test_acc", *ALIGNMENTS]  # fmt: skip
+RESULT_COLUMNS = ["train_acc", "test_acc", "best_test_acc", *results.ALIGNMENTS, *results.COMPARED]
+TABLE_COLUMNS = ["group", "dataset", "model", "activation", "loss", "labels", "sigma", "seed", "train_acc", "test_acc",
+                 "best_test_acc", *results.ALIGNMENTS, "gradients"]  # fmt: skip
 
 
 class ReportError(RuntimeError):
     """No results to report; the message says which command makes them."""
 
 
-def _key(settings: dict) -> tuple:
-    return tuple(sorted((k, str(float(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v))
-                        for k, v in settings.items()))  # fmt: skip
-
-
-def collect(params: Params, group: str, runs_dir: str | Path) -> tuple[pd.DataFrame, dict]:
-    """One row per run of the group's current sweep, and each run's curves."""
-    expected = {_key(r.as_dict()): r for r in params.group(group).runs(params.defaults)}
-    rows, curves = [], {}
-    for run_json in sorted(Path(runs_dir).rglob("run.json")):
-        run_dir = run_json.parent
-        info = json.loads(run_json.read_text())
-        settings = {k: info[k] for k in next(iter(expected.values())).as_dict()} if expected else {}
-        if _key(settings) not in expected:
-            continue  # a run of an earlier sweep
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        row = {**info, **metrics, "run_dir": str(run_dir)}
-        rows.append({c: (np.nan if row.get(c) is None else row.get(c)) for c in SUMMARY_COLUMNS})
-        curves[str(run_dir)] = (pd.read_csv(run_dir / "history.csv"), pd.read_csv(run_dir / "alignment.csv"))
-    frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    if params.group(group).sweep and len(frame) < len(expected):
-        missing = len(expected) - len(frame)
-        print(f"report {group}: {missing} of {len(expected)} runs have no results yet; they are left out")
-    return frame, curves
-
-
-def _axes(params: Params, group: str) -> tuple[str, list[str]]:
-    """x axis (sigma if swept, else the first swept setting) and the settings
-    that tell the lines apart (the other swept settings but seed)."""
-    sweep = [k for k, v in params.group(group).sweep.items() if k != "seed" and len(v) > 1]
-    x = "sigma" if "sigma" in sweep else (sweep[0] if sweep else "sigma")
-    return x, [k for k in sweep if k != x]
-
-
 def aggregate(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    numeric = [c for c in RESULT_COLUMNS if c in frame]
-    grouped = frame.groupby(by, sort=False, dropna=False)[numeric]
+    grouped = frame.groupby(by, sort=True, dropna=False)[RESULT_COLUMNS]
     out = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=0).add_suffix("_std"))
     out.insert(0, "runs", grouped.size())
+    out.insert(1, "vanished", frame.groupby(by, sort=True, dropna=False)["gradients"].agg(lambda s: int((s == "vanished").sum())))
     return out.reset_index()
 
 
-def _series(frame: pd.DataFrame, series: list[str]):
-    if not series:
-        yield "", frame
-        return
-    for values, sub in frame.groupby(series, sort=False):
-        values = values if isinstance(values, tuple) else (values,)
-        yield ", ".join(f"{k}={v}" for k, v in zip(series, values)), sub
-
-
-def _line_plot(ax, frame, x, y, series, log_x, style="-", label_suffix=""):
-    for name, sub in _series(frame, series):
-        agg = sub.groupby(x, sort=True)[y].agg(["mean", "std"]).reset_index()
-        positions = agg[x] if log_x else np.arange(len(agg))
-        ax.errorbar(positions, agg["mean"], yerr=agg["std"].fillna(0), fmt=style + "o", ms=4, capsize=2,
-                    label=(name or y) + label_suffix)  # fmt: skip
-        if not log_x:
-            ax.set_xticks(positions, [str(v) for v in agg[x]], rotation=20)
-    if log_x:
-        ax.set_xscale("log")
-    ax.set_xlabel("sigma (stddev of W1)" if x == "sigma" else x)
-
-
-def figures(frame: pd.DataFrame, curves: dict, x: str, series: list[str], out: Path) -> list[tuple[str, str]]:
-    out.mkdir(parents=True, exist_ok=True)
-    log_x = x == "sigma"
-    made = []
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    _line_plot(ax, frame, x, "train_acc", series, log_x, "--", " (train)")
-    ax.set_prop_cycle(None)
-    _line_plot(ax, frame, x, "test_acc", series, log_x, "-", " (test)")
-    for k in sorted(frame["num_classes"].dropna().unique()):
-        ax.axhline(1.0 / k, color="grey", lw=0.8, ls=":", label=f"chance, {k:g} classes")
-    ax.set_ylabel("accuracy (final epoch)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=7)
-    ax.set_title("Train (dashed) and test (solid) accuracy")
-    made.append(("accuracy.png", "Train and test accuracy at the last epoch."))
-
-    fig.tight_layout()
-    fig.savefig(out / made[-1][0], dpi=120)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, 4, figsize=(14, 3.6), sharex=True)
-    for ax, (col, title) in zip(axes, ALIGNMENTS.items()):
-        if frame[col].notna().any():
-            _line_plot(ax, frame, x, col, series, log_x)
-        ax.set_title(f"in-class alignment: {title}", fontsize=9)
-        ax.axhline(0, color="grey", lw=0.6)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    made.append(("alignment.png", "In-class alignment of the final model over whole classes of the training set."))
-    fig.savefig(out / made[-1][0], dpi=120)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, col in zip(axes, ("grad_alignment_w1", "rep_alignment")):
-        if not frame[col].notna().any():
-            col = "grad_alignment_w2"
-        for name, sub in _series(frame, series):
-            ax.scatter(sub[col], sub["best_test_acc"], label=name or None, s=25)
-            for _, row in sub.iterrows():
-                tag = f"{row[x]:g}" if log_x else str(row[x])
-                ax.annotate(tag, (row[col], row["best_test_acc"]), fontsize=6, xytext=(3, 2), textcoords="offset points")
-        ax.set_xlabel(f"in-class alignment ({ALIGNMENTS[col]})")
-        ax.set_ylabel("best test accuracy")
-    if series:
-        axes[0].legend(fontsize=7)
-    fig.suptitle(f"Best test accuracy against alignment (labels: {x})", fontsize=10)
-    fig.tight_layout()
-    made.append(("best_test_vs_alignment.png", "Best test accuracy over training against the final alignment."))
-    fig.savefig(out / made[-1][0], dpi=120)
-    plt.close(fig)
-
-    panels = [("train_acc", "history", "train accuracy"), ("test_acc", "history", "test accuracy"),
-              ("grad_alignment_w1", "alignment", "gradient alignment, W1"),
-              ("rep_alignment", "alignment", "representation alignment"),
-              ("grad_norm_ratio_w1", "alignment", "||grad W1|| / ||W1||")]  # fmt: skip
-    names = list(_series(frame, series))
-    fig, axes = plt.subplots(len(names), len(panels), figsize=(3.4 * len(panels), 2.8 * len(names)), squeeze=False)
-    cmap = plt.get_cmap("viridis")
-    for r, (name, sub) in enumerate(names):
-        values = sorted(sub[x].unique(), key=lambda v: (isinstance(v, str), v))
-        for c, (col, which, title) in enumerate(panels):
-            ax = axes[r][c]
-            for i, value in enumerate(values):
-                first = sub[sub[x] == value].iloc[0]  # seed 0 (or the first seed)
-                history, align = curves[first["run_dir"]]
-                table = history if which == "history" else align
-                if col not in table or table[col].isna().all():
-                    continue
-                epochs = table["epoch"].clip(lower=0.5) if which == "alignment" else table["epoch"]
-                tag = f"{value:g}" if log_x else str(value)
-                ax.plot(epochs, table[col], color=cmap(i / max(1, len(values) - 1)), label=f"{x}={tag}", lw=1.2)
-            ax.set_xscale("log")
-            ax.set_title(f"{name}\n{title}" if name else title, fontsize=8)
-            ax.set_xlabel("epoch")
-            if col == "grad_norm_ratio_w1":
-                ax.set_yscale("log")
-        axes[r][0].legend(fontsize=6)
-    fig.tight_layout()
-    made.append(("training.png", "Over training (first seed): accuracies, alignment and the relative W1 gradient."))
-    fig.savefig(out / made[-1][0], dpi=110)
-    plt.close(fig)
-    return made
-
-
 def _fmt(value) -> str:
-    if isinstance(value, float):
-        return "n/a" if math.isnan(value) else f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    if isinstance(value, (float, np.floating)):
+        return "" if math.isnan(value) else f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
     return str(value)
 
 
@@ -210,59 +58,166 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write(params: Params, group: str, runs_dir: str | Path, out_dir: str | Path) -> pd.DataFrame:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    frame, curves = collect(params, group, runs_dir)
-    if frame.empty:
-        raise ReportError(f"no finished runs of group '{group}' under {runs_dir}; run `dvc repro report@{group}`")
-    x, series = _axes(params, group)
-    frame = frame.sort_values([*series, x, "seed"], key=lambda s: s.map(str) if s.dtype == object else s)
-    frame.to_csv(out / "summary.csv", index=False)
-    agg = aggregate(frame, [*series, x])
-    agg.to_csv(out / "aggregate.csv", index=False)
-    made = figures(frame, curves, x, series, out)
+def results_table(agg: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Means over seeds, '± std' where there are several seeds, blank where undefined."""
+    table = agg[[*keys, "runs"]].copy()
+    for col in RESULT_COLUMNS:
+        mean, std = agg[f"{col}_mean"], agg[f"{col}_std"]
+        table[col] = [_fmt(m) + (f" ± {s:.2g}" if n > 1 and not math.isnan(m) else "")
+                      for m, s, n in zip(mean, std, agg["runs"])]  # fmt: skip
+    table["gradients vanished"] = [f"{v} of {n}" if v else "" for v, n in zip(agg["vanished"], agg["runs"])]
+    return table
 
-    g = params.group(group)
-    fixed = {**params.defaults, **g.run, **{k: v[0] for k, v in g.sweep.items() if len(v) == 1}}
-    shown = ["dataset", "model", "activation", "init", "sigma", "loss", "labels", "loss_scaling", "learning_rate",
-             "batch_size", "epochs", "width"]  # fmt: skip
-    settings = ", ".join(f"{k}={fixed[k]}" for k in shown if k in fixed and k != "seed")
-    seeds = g.sweep["seed"]
-    table = agg[[*series, x, "runs", *[f"{c}_mean" for c in RESULT_COLUMNS]]].rename(
-        columns=lambda c: c.removesuffix("_mean")
-    )
+
+def compact_metrics(frame: pd.DataFrame, verdicts: list, correlations: pd.DataFrame) -> dict:
+    """A few numbers per group for `dvc metrics show/diff` (every per-run number is in summary.csv):
+    runs, claims per verdict, the range of best test accuracy, and Kendall's tau of best test
+    accuracy with the gradient alignment (W1, else W2) and the representation alignment."""
+    count = {v: sum(c.verdict == v for c in verdicts) for v in (claims_mod.HOLDS, claims_mod.FAILS, claims_mod.NOT_RUN)}
+    main = claims_mod.main_alignment(frame)
+    everything = correlations[correlations["scope"] == "all runs"].set_index("measure") if len(correlations) else None
+
+    def tau(measure):
+        if everything is None or measure not in everything.index or math.isnan(everything.loc[measure, "tau"]):
+            return None
+        return round(float(everything.loc[measure, "tau"]), 4)
+
+    return {
+        "runs": int(len(frame)),
+        "claims_hold": count[claims_mod.HOLDS],
+        "claims_fail": count[claims_mod.FAILS],
+        "claims_not_run": count[claims_mod.NOT_RUN],
+        "best_acc_min": round(float(frame["best_test_acc"].min()), 4),
+        "best_acc_max": round(float(frame["best_test_acc"].max()), 4),
+        f"tau_{main.removeprefix('grad_alignment_')}": tau(main),
+        "tau_rep": tau("rep_alignment"),
+    }
+
+
+def _settings(params: Params, groups: list[str]) -> str:
+    lines = []
+    for name in groups:
+        g = params.group(name)
+        fixed = {**params.defaults, **g.run}
+        shown = ["init", "loss_scaling", "learning_rate", "batch_size", "epochs", "width"]
+        sweep = ", ".join(f"{k} {v}" for k, v in g.sweep.items() if len(v) > 1)
+        single = ", ".join(f"{k}={v[0]}" for k, v in g.sweep.items() if len(v) == 1)
+        lines.append(f"- `{name}`: {single}, {', '.join(f'{k}={fixed[k]}' for k in shown)}; sweep: {sweep or 'none'}.")
+    return "\n".join(lines)
+
+
+def _gradient_note(frame: pd.DataFrame) -> list[str]:
+    states = frame["gradients"].value_counts()
+    lines = [f"Gradients vanished: a run's gradient measures ({', '.join(results.GRADIENT_MEASURES)}) are "
+             f"reported as undefined (blank) and left out of the statistics and claims when its mean per-example "
+             f"gradient norm has fallen below {results.VANISHED_GRADIENT:g} x its value at epoch 0 "
+             f"(`results.VANISHED_GRADIENT`)."]  # fmt: skip
+    vanished = frame[frame["gradients"] == "vanished"]
+    if len(vanished):
+        names = ", ".join(f"{r.activation} sigma={r.sigma:g} seed {r.seed} ({r.gradient_scale:.1e})"
+                          for r in vanished.itertuples())  # fmt: skip
+        lines.append(f"Undefined here: {names}.")
+    else:
+        lines.append("No run here has vanished gradients.")
+    if states.get("unchecked", 0):
+        lines.append(f"{states['unchecked']} run(s) predate the recorded gradient norm (`mean_grad_norm`): "
+                     "the check is not possible for them and their measures are reported as computed.")  # fmt: skip
+    return [" ".join(lines), ""]
+
+
+def write(params: Params, groups: list[str], runs_dirs: list[str | Path], out_dir: str | Path,
+          figures_dir: str | Path | None = None, metrics_path: str | Path | None = None) -> pd.DataFrame:  # fmt: skip
+    out = Path(out_dir)
+    name = out.name
+    figures_dir = Path(figures_dir or out.parent / "figures" / name)
+    metrics_path = Path(metrics_path or out.parent / "metrics" / f"{name}.json")
+    found = results.collect(params, groups, runs_dirs)
+    frame = found.frame
+    where = ", ".join(str(d) for d in runs_dirs)
+    if frame.empty:
+        target = " ".join(f"report@{g}" for g in groups)
+        raise ReportError(f"no finished runs of {', '.join(groups)} under {where}; run `dvc repro {target}`")
+    if len(frame) < found.expected:
+        print(f"report {name}: {found.expected - len(frame)} of {found.expected} runs have no results yet; left out")
+    keys = figures.line_keys(frame)
+    frame = frame.sort_values([*keys, "sigma", "seed"], na_position="last").reset_index(drop=True)
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / "summary.csv", index=False)
+    agg = aggregate(frame, [*keys, "sigma"])
+    agg.to_csv(out / "aggregate.csv", index=False)
+    correlations = statistics.rank_correlations(frame)
+    correlations.to_csv(out / "statistics.csv", index=False)
+    verdicts = claims_mod.judge(frame, correlations)
+    claims_mod.frame_of(verdicts).to_csv(out / "claims.csv", index=False)
+    made, missing = figures.draw(frame, found.curves, figures_dir)
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(metrics_path, json.dumps(compact_metrics(frame, verdicts, correlations), indent=2) + "\n")
+
+    relative = Path(os.path.relpath(figures_dir, out))
     diverged = frame[frame["status"] == "diverged"]
     lines = [
-        f"# Experiment group `{group}`",
+        f"# Report: {', '.join(f'`{g}`' for g in groups)}",
         "",
-        f"Made by `dvc repro report@{group}` from `params.yaml` section `{group}`; "
-        f"{len(frame)} runs, seeds {seeds}. Settings: {settings}. "
-        f"Sweep: {', '.join(f'{k} in {v}' for k, v in g.sweep.items() if len(v) > 1) or 'none'}.",
+        f"Made by `python -m extreme_memorization report {' '.join(groups)}` (`dvc repro report@{groups[0]}`) from "
+        f"{len(frame)} of the {found.expected} runs of `params.yaml` under {where}:",
         "",
-        "Accuracies are fractions at the last epoch (best_test_acc: best over all epochs). Alignments are the "
-        "in-class alignment of the final model over whole classes of the training set (the paper's definition); "
-        "the minibatch scope of the released code is in `summary.csv` (`*_batch`). Values are means over seeds; "
-        "`aggregate.csv` has the standard deviations, `summary.csv` every run.",
+        _settings(params, groups),
         "",
-        markdown_table(table),
+        "## The paper's claims on these runs",
+        "",
+        claims_mod.markdown(verdicts),
+        "",
+        f"Thresholds (`claims.py`): {claims_mod.THRESHOLDS}",
+        "",
+        *_gradient_note(frame),
+        "## Figures",
+        "",
+    ]
+    for fig in made:
+        lines += [f"### {fig.title}", "", f"![{fig.title}]({(relative / fig.name).as_posix()})", "", fig.caption, ""]
+    if missing:
+        lines += ["Not run (their runs are not in this report):", ""]
+        lines += [f"- {m.title}: {m.reason}." for m in missing] + [""]
+    lines += ["## How strongly each measure tracks generalization", "", statistics.statement(), ""]
+    lines += [statistics.markdown(correlations) if len(correlations) else "No measure is defined on enough runs.", ""]
+    lines += [
+        "## Results",
+        "",
+        "Accuracies are fractions at the last epoch (best_test_acc: best over all epochs). Measures are those of "
+        "the final model, in-class over whole classes of the training set (the paper's definition); the minibatch "
+        "scope of the released code is in `summary.csv` (`*_batch`). Means over seeds (± one standard deviation "
+        "where there are several); blank: undefined (see above).",
+        "",
+        markdown_table(results_table(agg, [*keys, "sigma"])),
         "",
     ]
     if len(diverged):
         lines += [f"Diverged (loss not finite; stopped and kept as recorded): "
                   f"{', '.join(Path(d).name for d in diverged['run_dir'])}.", ""]  # fmt: skip
-    for name, caption in made:
-        lines += [f"![{caption}]({name})", "", caption, ""]
-    (out / "report.md").write_text("\n".join(lines))
-    print(f"report {group}: {len(frame)} runs -> {out}/report.md")
-    print(markdown_table(table))
+    write_text(out / "report.md", "\n".join(lines))
+    print(f"report {name}: {len(frame)} runs -> {out}/report.md")
+    print(claims_mod.markdown(verdicts))
     return frame
 
 
-def table(report_dir: str | Path) -> str:
-    """The per-run results of a written report, as a Markdown table."""
-    path = Path(report_dir) / "summary.csv"
-    if not path.is_file():
-        raise ReportError(f"{path} not found; run `dvc repro report@{Path(report_dir).name}` first")
-    frame = pd.read_csv(path, dtype={"labels": str})
+def table(frame: pd.DataFrame) -> str:
+    """Per-run results (a summary.csv) as a Markdown table."""
     return markdown_table(frame[[c for c in TABLE_COLUMNS if c in frame]])
+
+
+def read_summaries(reports: str | Path, groups: list[str], rev: str | None = None) -> pd.DataFrame:
+    """The summary.csv of each group, from the workspace or from a git revision."""
+    from .compare import git_show
+
+    frames = []
+    for group in groups:
+        path = Path(reports) / group / "summary.csv"
+        if rev is None:
+            if not path.is_file():
+                raise ReportError(f"{path} not found; run `dvc repro report@{group}` first")
+            frames.append(pd.read_csv(path, dtype={"labels": str}))
+        else:
+            import io
+
+            frames.append(pd.read_csv(io.StringIO(git_show(rev, path)), dtype={"labels": str}))
+    return pd.concat(frames, ignore_index=True)

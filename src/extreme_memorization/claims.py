@@ -1,0 +1,197 @@
+"""The paper's claims, each judged on the runs that exist.
+
+Every verdict is "holds", "does not hold" or "not run" (the runs that would
+decide it are not in the report), with the numbers that decide it. The
+thresholds are stated once, here, and printed under the table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from . import statistics
+
+MEMORIZED_TRAIN_ACC = 0.99  # "100% train accuracy"
+CHANCE_FACTOR = 2.0  # test accuracy "at chance": at most this many times 1 / classes
+LESS_DEGRADATION = 0.05  # ReLU degrades less: its drop is below sin's by more than this
+LOSS_SPREAD = 0.05  # the effect follows the loss: drops differ across losses by at least this
+RESTORED_DROP = 0.05  # a fix restores generalization: drop at most this
+FALLS_TAU = -0.5  # alignment falls with sigma: Kendall's tau(sigma, alignment) at most this
+SEPARATION = 0.05  # true-label alignment exceeds shuffled-label alignment by at least this
+
+THRESHOLDS = (
+    f"Memorization: train accuracy >= {MEMORIZED_TRAIN_ACC:g} and final test accuracy <= {CHANCE_FACTOR:g} x chance "
+    f"(1 / classes), at the largest sigma. Drop: best test accuracy at the smallest sigma minus at the largest "
+    f"(mean over seeds). ReLU degrades less: its drop is below sin's (margin {LESS_DEGRADATION:g}). Follows the "
+    f"loss: the ReLU drops of the losses differ by >= {LOSS_SPREAD:g}. Fix restores: drop <= {RESTORED_DROP:g} "
+    f"for every loss. Falls with sigma: Kendall's tau(sigma, alignment) <= {FALLS_TAU:g} for each line of runs. "
+    f"Tracks generalization better: |tau(best test accuracy, gradient alignment)| above every compared measure's. "
+    f"Separates labels: alignment with true labels exceeds shuffled by >= {SEPARATION:g} for every model."
+)
+
+HOLDS, FAILS, NOT_RUN = "holds", "does not hold", "not run"
+
+
+@dataclasses.dataclass
+class Claim:
+    claim: str
+    source: str
+    verdict: str
+    evidence: str
+
+
+def _mean(frame: pd.DataFrame, by: list[str], col: str) -> pd.Series:
+    return frame.groupby(by, sort=True)[col].mean()
+
+
+def _sigma_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["init"] == "normal"].dropna(subset=["sigma"])
+
+
+def drops(frame: pd.DataFrame, by: list[str]) -> dict[tuple, float]:
+    """Best test accuracy at the smallest sigma minus at the largest, per line of runs."""
+    out = {}
+    for key, sub in _sigma_runs(frame).groupby(by, sort=True):
+        acc = _mean(sub, ["sigma"], "best_test_acc")
+        if len(acc) >= 2:
+            out[key if isinstance(key, tuple) else (key,)] = float(acc.iloc[0] - acc.iloc[-1])
+    return out
+
+
+def main_alignment(frame: pd.DataFrame) -> str:
+    """The gradient alignment the claims use: W1 where measured (MLPs), else W2."""
+    has_w1 = "grad_alignment_w1" in frame and frame["grad_alignment_w1"].notna().any()
+    return "grad_alignment_w1" if has_w1 else "grad_alignment_w2"
+
+
+def extreme_memorization(frame: pd.DataFrame) -> Claim:
+    text, source = "sin at large sigma memorizes extremely (train 100%, test at chance) on each dataset", "Sec. 3, Fig. 1"
+    sin = _sigma_runs(frame)
+    sin = sin[(sin["activation"] == "sin") & (sin["labels"] == "true")]
+    if sin["sigma"].nunique() < 2:
+        return Claim(text, source, NOT_RUN, "no sin sigma sweep")
+    parts, ok = [], True
+    for dataset, sub in sin.groupby("dataset", sort=True):
+        top = sub[sub["sigma"] == sub["sigma"].max()]
+        train, test, chance = top["train_acc"].mean(), top["test_acc"].mean(), 1.0 / top["num_classes"].iloc[0]
+        ok &= bool(train >= MEMORIZED_TRAIN_ACC and test <= CHANCE_FACTOR * chance)
+        parts.append(f"{dataset}, sigma={top['sigma'].iloc[0]:g}: train {train:.3f}, test {test:.3f} (chance {chance:.2g})")
+    return Claim(text, source, HOLDS if ok else FAILS, "; ".join(parts))
+
+
+def relu_degrades_less(frame: pd.DataFrame) -> Claim:
+    text, source = "ReLU degrades less than sin as sigma grows", "Sec. 4"
+    d = drops(frame[frame["labels"] == "true"], ["dataset", "loss", "loss_scaling", "activation"])
+    pairs = [(k[:3], d[k], d.get((*k[:3], "relu"))) for k in d if k[3] == "sin"]
+    pairs = [(k, s, r) for k, s, r in pairs if r is not None]
+    if not pairs:
+        return Claim(text, source, NOT_RUN, "needs sin and relu sweeps on one dataset")
+    ok = all(r < s - LESS_DEGRADATION for _, s, r in pairs)
+    evidence = "; ".join(f"{k[0]}: drop sin {s:.3f}, relu {r:.3f}" for k, s, r in pairs)
+    return Claim(text, source, HOLDS if ok else FAILS, evidence)
+
+
+def _relu_losses(frame: pd.DataFrame, scaling: str) -> dict[str, float]:
+    relu = frame[(frame["activation"] == "relu") & (frame["labels"] == "true") & (frame["loss_scaling"] == scaling)]
+    return {k[0]: v for k, v in drops(relu, ["loss"]).items()}
+
+
+def relu_follows_loss(frame: pd.DataFrame) -> Claim:
+    text, source = "for ReLU the effect of sigma follows the loss (cross-entropy, hinge, squared)", "Sec. 4, Fig. 4"
+    d = _relu_losses(frame, "none")
+    if len(d) < 2:
+        return Claim(text, source, NOT_RUN, "needs ReLU sigma sweeps with two or more losses (group section4)")
+    spread = max(d.values()) - min(d.values())
+    evidence = ", ".join(f"{k} drop {v:.3f}" for k, v in d.items()) + f"; spread {spread:.3f}"
+    return Claim(text, source, HOLDS if spread >= LOSS_SPREAD else FAILS, evidence)
+
+
+def fixes_restore(frame: pd.DataFrame) -> Claim:
+    text, source = "the proposed loss fixes restore generalization at large sigma (new: never run by the authors)", "Sec. 4"
+    fixed = _relu_losses(frame, "output")
+    if not fixed:
+        return Claim(text, source, NOT_RUN, "needs ReLU sigma sweeps with loss_scaling: output (group section4_fixes)")
+    plain = _relu_losses(frame, "none")
+    ok = all(v <= RESTORED_DROP for v in fixed.values())
+    evidence = ", ".join(f"{k} drop {v:.3f}" + (f" (without fix {plain[k]:.3f})" if k in plain else "")
+                         for k, v in fixed.items())  # fmt: skip
+    return Claim(text, source, HOLDS if ok else FAILS, evidence)
+
+
+def alignment_falls(frame: pd.DataFrame) -> Claim:
+    text, source = "in-class alignment falls as sigma grows", "Sec. 3-4, Fig. 2-3"
+    runs = _sigma_runs(frame)
+    runs = runs[runs["labels"] == "true"]
+    lines = ["dataset", "activation", "loss", "loss_scaling"]
+    parts, ok = [], True
+    for measure in (main_alignment(frame), "rep_alignment"):
+        for key, sub in runs.groupby(lines, sort=True):
+            means = _mean(sub, ["sigma"], measure).dropna()
+            if len(means) < 3:
+                continue
+            tau = float(statistics.kendall_tau_b(np.log(means.index.to_numpy())[None], means.to_numpy()[None])[0])
+            ok &= bool(tau <= FALLS_TAU)
+            parts.append(f"{measure} {key[1]}/{key[2]} on {key[0]}: tau {tau:+.2f} ({len(means)} sigmas)")
+    if not parts:
+        return Claim(text, source, NOT_RUN, "needs a sigma sweep of 3 or more values")
+    return Claim(text, source, HOLDS if ok else FAILS, "; ".join(parts))
+
+
+def alignment_tracks_best(correlations: pd.DataFrame, frame: pd.DataFrame) -> Claim:
+    text = "alignment tracks generalization better than gradient diversity, cosine stiffness, gradient confusion"
+    source = "Sec. 3, Fig. 3"
+    table = correlations[correlations["scope"] == "all runs"].set_index("measure") if len(correlations) else None
+    measure = main_alignment(frame)
+    if table is None or measure not in table.index or np.isnan(table.loc[measure, "tau"]):
+        return Claim(text, source, NOT_RUN, f"needs {statistics.MIN_RUNS} or more runs with defined measures")
+    compared = [m for m in statistics.COMPARED if m in table.index and not np.isnan(table.loc[m, "tau"])]
+    if not compared:
+        return Claim(text, source, NOT_RUN, "no compared measure defined")
+    tau = abs(table.loc[measure, "tau"])
+    ok = all(tau > abs(table.loc[m, "tau"]) for m in compared)
+    evidence = f"|tau| {measure} {tau:.2f} (n={table.loc[measure, 'runs']}) vs " + ", ".join(
+        f"{m} {abs(table.loc[m, 'tau']):.2f}" for m in compared
+    )
+    return Claim(text, source, HOLDS if ok else FAILS, evidence)
+
+
+def labels_separate(frame: pd.DataFrame) -> Claim:
+    text = "alignment separates true from shuffled labels across architectures"
+    source = "Sec. 5, Fig. 5"
+    measure = "grad_alignment_w2"  # the last layer: measured for every model
+    means = _mean(frame, ["model", "labels"], measure).dropna()
+    models = [m for m in means.index.get_level_values(0).unique() if {(m, "true"), (m, "shuffled")} <= set(means.index)]
+    if len(models) < 2:
+        return Claim(text, source, NOT_RUN, "needs two or more models with true and shuffled labels (group section5)")
+    gaps = {m: means[m, "true"] - means[m, "shuffled"] for m in models}
+    ok = all(g >= SEPARATION for g in gaps.values())
+    evidence = ", ".join(f"{m}: {means[m, 'true']:.3f} vs {means[m, 'shuffled']:.3f}" for m in models)
+    return Claim(text, source, HOLDS if ok else FAILS, f"{measure} true vs shuffled: {evidence}")
+
+
+def judge(frame: pd.DataFrame, correlations: pd.DataFrame) -> list[Claim]:
+    return [
+        extreme_memorization(frame),
+        relu_degrades_less(frame),
+        relu_follows_loss(frame),
+        fixes_restore(frame),
+        alignment_falls(frame),
+        alignment_tracks_best(correlations, frame),
+        labels_separate(frame),
+    ]
+
+
+def markdown(claims: list[Claim]) -> str:
+    lines = ["| claim | paper | verdict | deciding numbers |", "|---|---|---|---|"]
+    for c in claims:
+        verdict = f"**{c.verdict}**" if c.verdict != NOT_RUN else c.verdict
+        evidence = c.evidence.replace("|", "\\|")  # a bar inside a cell would split it on GitHub
+        lines.append(f"| {c.claim} | {c.source} | {verdict} | {evidence} |")
+    return "\n".join(lines)
+
+
+def frame_of(claims: list[Claim]) -> pd.DataFrame:
+    return pd.DataFrame([dataclasses.asdict(c) for c in claims])

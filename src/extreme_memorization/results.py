@@ -1,0 +1,182 @@
+"""The results of finished runs, read back from their folders.
+
+A run folder is any folder holding ``run.json`` (found recursively, so the
+depth of the layout does not matter), next to ``metrics.json``,
+``history.csv`` and ``alignment.csv``. This module reads them into one table
+(one row per run) and each run's curves, keeps the runs of the groups'
+current sweeps, and marks the gradient measures of runs whose gradients have
+vanished as undefined.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import Params
+
+IDENTITY = ["group", "dataset", "model", "activation", "loss", "labels", "sigma", "seed"]
+ALIGNMENTS = {
+    "rep_alignment": "representation",
+    "grad_alignment_w1": "gradient, W1",
+    "grad_alignment_w2": "gradient, W2",
+    "grad_alignment_logits": "gradient, logits",
+}
+COMPARED = {
+    "gradient_diversity": "gradient diversity",
+    "cosine_stiffness": "cosine stiffness",
+    "gradient_confusion": "gradient confusion",
+}
+# Every measure computed from per-example gradients: rounding noise once the
+# gradients have vanished. (Representation alignment and ||grad W1|| / ||W1||
+# stay meaningful.)
+GRADIENT_MEASURES = [
+    "grad_alignment_w1", "grad_alignment_w2", "grad_alignment_logits",
+    "grad_alignment_w1_batch", "grad_alignment_w2_batch", "grad_alignment_logits_batch",
+    *COMPARED,
+]  # fmt: skip
+# A run's gradients have vanished at a point of training when the mean
+# per-example gradient norm there is below this fraction of its value at
+# initialization (epoch 0). ReLU at sigma = 10 on digits fits the training set
+# to a loss of exactly 0 and falls to ~1e-9 of its initial gradient norm; every
+# run that still learns stays above 1e-4.
+VANISHED_GRADIENT = 1e-6
+GRADIENT_STATES = {
+    "defined": "gradients measured",
+    "vanished": f"mean gradient norm below {VANISHED_GRADIENT:g} x its value at epoch 0: gradient measures undefined",
+    "unchecked": "run has no mean_grad_norm (made before it was recorded): vanishing not checked",
+}
+
+SUMMARY_COLUMNS = [
+    *IDENTITY, "init", "init_scale", "loss_scaling", "epochs", "status", "epochs_run",
+    "train_acc", "test_acc", "best_test_acc", *ALIGNMENTS,
+    "rep_alignment_batch", "grad_alignment_w1_batch", "grad_alignment_w2_batch", "grad_alignment_logits_batch",
+    *COMPARED, "grad_norm_ratio_w1", "mean_grad_norm", "gradient_scale", "gradients",
+    "loss_parameter", "initial_logit_rms", "num_classes", "train_seconds", "run_dir",
+]  # fmt: skip
+
+
+class ResultsError(RuntimeError):
+    """No results, or a filter that names nothing; the message says what to do."""
+
+
+@dataclasses.dataclass
+class Results:
+    frame: pd.DataFrame  # one row per run, SUMMARY_COLUMNS
+    curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]]  # run_dir -> (history, alignment)
+    expected: int  # runs in the groups' current sweeps
+
+
+def run_dirs(root: str | Path) -> list[Path]:
+    """Every run folder under ``root``, at any depth."""
+    return sorted(p.parent for p in Path(root).rglob("run.json"))
+
+
+def _initial_grad_norm(alignment: pd.DataFrame) -> float:
+    """mean_grad_norm at epoch 0, NaN where it was not recorded."""
+    if "mean_grad_norm" not in alignment:
+        return np.nan
+    start = alignment.loc[alignment["epoch"] == 0, "mean_grad_norm"]
+    return float(start.iloc[0]) if len(start) else np.nan
+
+
+def gradient_scale(alignment: pd.DataFrame) -> pd.Series:
+    """mean_grad_norm at each measurement point over its value at epoch 0
+    (NaN where it was not recorded)."""
+    start = _initial_grad_norm(alignment)
+    if not start > 0:
+        return pd.Series(np.nan, index=alignment.index)
+    return alignment["mean_grad_norm"] / start
+
+
+def blank_vanished(alignment: pd.DataFrame) -> pd.DataFrame:
+    """The curves with gradient measures blanked where the gradients had vanished."""
+    out = alignment.copy()
+    out["gradient_scale"] = gradient_scale(alignment)
+    vanished = out["gradient_scale"] < VANISHED_GRADIENT
+    for col in GRADIENT_MEASURES:
+        if col in out:
+            out.loc[vanished, col] = np.nan
+    return out
+
+
+def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """One run's row (settings + final metrics + gradient state) and curves."""
+    info = json.loads((run_dir / "run.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    history = pd.read_csv(run_dir / "history.csv")
+    alignment = blank_vanished(pd.read_csv(run_dir / "alignment.csv"))
+    row = {**info, **metrics, "run_dir": str(run_dir)}
+    start = _initial_grad_norm(alignment)
+    final = row.get("mean_grad_norm")
+    scale = final / start if final is not None and start > 0 else np.nan
+    row["gradient_scale"] = scale
+    row["gradients"] = "unchecked" if np.isnan(scale) else "vanished" if scale < VANISHED_GRADIENT else "defined"
+    if row["gradients"] == "vanished":
+        row.update({col: None for col in GRADIENT_MEASURES})
+    return {c: (np.nan if row.get(c) is None else row.get(c)) for c in SUMMARY_COLUMNS}, history, alignment
+
+
+def _key(settings: dict) -> tuple:
+    def norm(v):
+        return str(float(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+    return tuple(sorted((k, norm(v)) for k, v in settings.items()))
+
+
+def collect(params: Params, groups: list[str], runs_dirs: list[str | Path]) -> Results:
+    """The finished runs of ``groups``' current sweeps found under ``runs_dirs``
+    (a run of an earlier sweep, or of another group, is left out)."""
+    expected = {}
+    for group in groups:
+        for run in params.group(group).runs(params.defaults):
+            expected[_key({"group": group, **run.as_dict()})] = run
+    rows, curves, seen = [], {}, set()
+    for root in runs_dirs:
+        for run_dir in run_dirs(root):
+            info = json.loads((run_dir / "run.json").read_text())
+            fields = list(next(iter(expected.values())).as_dict()) if expected else []
+            key = _key({"group": info.get("group"), **{k: info.get(k) for k in fields}})
+            if key not in expected or key in seen or not (run_dir / "metrics.json").is_file():
+                continue
+            seen.add(key)
+            row, history, alignment = read_run(run_dir)
+            rows.append(row)
+            curves[str(run_dir)] = (history, alignment)
+    frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    frame["labels"] = frame["labels"].astype(str)
+    return Results(frame, curves, len(expected))
+
+
+def parse_filters(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ResultsError(f"--filter {pair!r} is not KEY=VALUE (e.g. --filter activation=sin)")
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def _matches(column: pd.Series, values: list[str]) -> pd.Series:
+    def same(cell, value):
+        try:
+            return float(cell) == float(value)
+        except (TypeError, ValueError):
+            return str(cell) == value
+
+    return column.map(lambda cell: any(same(cell, v) for v in values))
+
+
+def apply_filters(frame: pd.DataFrame, filters: dict[str, list[str]]) -> pd.DataFrame:
+    """The rows whose KEY equals one of the given values, for every KEY
+    (numbers compare as numbers: sigma=10 matches 10.0)."""
+    for key, values in filters.items():
+        if key not in frame:
+            raise ResultsError(f"--filter {key}=...: no column '{key}'; columns: {', '.join(frame.columns)}")
+        frame = frame[_matches(frame[key], values)]
+    return frame

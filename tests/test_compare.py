@@ -1,0 +1,101 @@
+"""Two commits of a tiny group compared offline: `compare REV_A [REV_B]`."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, python_cmd
+from extreme_memorization import config, report
+
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+       "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+
+
+def sh(args, cwd):
+    result = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(map(str, args))}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+    return result
+
+
+# Training runs in a child process, as in the pipeline: Keras' global state
+# (seeds, determinism) stays out of the other tests' process.
+TRAIN_GROUPS = """
+import sys
+from pathlib import Path
+from extreme_memorization import config, training
+params = config.load(sys.argv[1])
+for group in sys.argv[4:]:
+    for i, run in enumerate(params.group(group).runs(params.defaults)):
+        name = f"sigma{run.sigma:g}-seed{run.seed}" if run.sigma else f"glorot-{run.labels}-seed{run.seed}"
+        training.train(run, group, sys.argv[2], Path(sys.argv[3]) / group / f"{run.loss}-{run.loss_scaling}" / name)
+"""
+
+
+def train_groups(params_path, digits_npz, runs_root, *groups):
+    subprocess.run([sys.executable, "-c", TRAIN_GROUPS, str(params_path), str(digits_npz), str(runs_root), *groups],
+                   check=True, capture_output=True)  # fmt: skip
+
+
+def commit_results(path: Path, digits_npz, learning_rate: float, message: str) -> None:
+    """Train the tiny group (sin, sigma 0.1 and 10, 2 epochs, width 16), write its report, commit."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["digits"]["run"] = {"epochs": 2, "width": 16, "alignment_points": 2, "learning_rate": learning_rate}
+    raw["digits"]["sweep"].update(activation=["sin"], sigma=[0.1, 10])
+    (path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    params = config.load(path / "params.yaml")
+    shutil.rmtree(path / "runs", ignore_errors=True)
+    train_groups(path / "params.yaml", digits_npz, path / "runs", "digits")
+    report.write(params, ["digits"], [path / "runs" / "digits"], path / "reports" / "digits")
+    sh(["git", "add", "-A"], path)
+    sh(["git", "commit", "-qm", message], path)
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory, digits_npz):
+    path = tmp_path_factory.mktemp("history")
+    shutil.copy(ROOT / "dvc.yaml", path / "dvc.yaml")
+    (path / ".gitignore").write_text("*.weights.h5\n")
+    sh(["git", "init", "-q"], path)
+    sh(["dvc", "init", "-q"], path)
+    commit_results(path, digits_npz, 0.01, "learning rate 0.01")
+    commit_results(path, digits_npz, 0.5, "learning rate 0.5")
+    return path
+
+
+def test_two_commits_give_a_page_with_the_changed_parameter_and_both_curves(history):
+    sh([*python_cmd(), "compare", "HEAD~1", "HEAD"], history)
+    out = history / "reports" / "compare"
+    page = (out / "compare.md").read_text()
+    assert "learning rate 0.01" in page and "learning rate 0.5" in page  # both revisions named
+    params_table = page.split("## Parameters that differ")[1].split("##")[0]
+    row = next(line for line in params_table.splitlines() if "digits.run.learning_rate" in line)
+    assert "0.01" in row and "0.5" in row
+    assert "reports/metrics/digits.json" in page.split("## Metrics that differ")[1].split("##")[0]
+    runs_table = page.split("## Runs")[1].split("##")[0]
+    assert len([line for line in runs_table.splitlines() if line.startswith("| digits:")]) == 2
+    assert "**" in runs_table  # the accuracies changed with the learning rate
+    for name in ("digits_accuracy_vs_sigma.png", "digits_curves.png"):
+        assert f"]({name})" in page and (out / name).stat().st_size > 10_000
+
+
+def test_without_a_second_revision_the_workspace_is_compared_and_left_untouched(history):
+    def status():
+        lines = sh(["git", "status", "--porcelain"], history).stdout.splitlines()
+        return [line for line in lines if "reports/compare/" not in line]
+
+    head, before = sh(["git", "rev-parse", "HEAD"], history).stdout, status()
+    sh([*python_cmd(), "compare", "HEAD~1"], history)
+    page = (history / "reports" / "compare" / "compare.md").read_text()
+    assert page.splitlines()[0].endswith(" vs workspace")
+    assert status() == before and sh(["git", "rev-parse", "HEAD"], history).stdout == head
+
+
+def test_an_unknown_revision_is_one_clear_line():
+    result = subprocess.run([*python_cmd(), "compare", "no-such-rev"], cwd=ROOT, env=ENV, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "'no-such-rev' is not a git revision" in result.stderr

@@ -1,0 +1,258 @@
+"""The report of a group: the paper's claims with verdicts, its figures by
+number, rank correlations, vanished gradients flagged, and what DVC reads.
+
+Most tests read the committed digits demo runs (runs/digits, made by
+`make demo`), so they check the report a reader of the repository gets.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import ROOT, python_cmd
+from extreme_memorization import claims, report, results
+
+DIGITS_RUNS = ROOT / "runs" / "digits"
+
+
+# Training runs in a child process, as in the pipeline: Keras' global state
+# (seeds, determinism) stays out of the other tests' process.
+TRAIN_GROUPS = """
+import sys
+from pathlib import Path
+from extreme_memorization import config, training
+params = config.load(sys.argv[1])
+for group in sys.argv[4:]:
+    for i, run in enumerate(params.group(group).runs(params.defaults)):
+        name = f"sigma{run.sigma:g}-seed{run.seed}" if run.sigma else f"glorot-{run.labels}-seed{run.seed}"
+        training.train(run, group, sys.argv[2], Path(sys.argv[3]) / group / f"{run.loss}-{run.loss_scaling}" / name)
+"""
+
+
+def train_groups(params_path, digits_npz, runs_root, *groups):
+    subprocess.run([sys.executable, "-c", TRAIN_GROUPS, str(params_path), str(digits_npz), str(runs_root), *groups],
+                   check=True, capture_output=True)  # fmt: skip
+
+
+def dvc_bin():
+    return str(Path(sys.executable).parent / "dvc")
+
+
+@pytest.fixture(scope="module")
+def digits_report(tmp_path_factory, params):
+    out = tmp_path_factory.mktemp("reports") / "digits"
+    frame = report.write(params, ["digits"], [DIGITS_RUNS], out)
+    return frame, out
+
+
+def verdicts(out: Path) -> dict:
+    table = pd.read_csv(out / "claims.csv")
+    return dict(zip(table["claim"], table["verdict"]))
+
+
+def test_the_digits_demo_confirms_the_sin_claims_and_marks_the_others_not_run(digits_report):
+    _, out = digits_report
+    v = verdicts(out)
+    assert v[next(k for k in v if k.startswith("sin at large sigma"))] == "holds"
+    assert v[next(k for k in v if k.startswith("ReLU degrades less"))] == "holds"
+    assert v[next(k for k in v if k.startswith("in-class alignment falls"))] == "holds"
+    for start in ("for ReLU the effect", "the proposed loss fixes", "alignment separates true from shuffled"):
+        assert v[next(k for k in v if k.startswith(start))] == "not run"
+
+
+def test_report_opens_with_the_claims_and_names_the_paper_figures(digits_report):
+    _, out = digits_report
+    text = (out / "report.md").read_text()
+    sections = [line for line in text.splitlines() if line.startswith("## ")]
+    assert sections[0] == "## The paper's claims on these runs"
+    assert text.index("| claim | paper | verdict |") < text.index("## Figures")
+    assert claims.THRESHOLDS in text
+    for name in ("fig1_accuracy_vs_sigma.png", "fig1_best_test_vs_gradient_alignment.png", "fig2_training.png",
+                 "fig3_measures.png"):  # fmt: skip
+        assert f"(../figures/digits/{name})" in text
+        assert (out.parent / "figures" / "digits" / name).stat().st_size > 10_000
+    assert "- Fig. 4 analog" in text and "- Fig. 5 analog" in text  # listed as not run
+    assert "Kendall's tau [95% CI]" in text
+
+
+def test_relu_at_sigma_10_has_undefined_gradient_measures_not_numbers_near_zero(digits_report):
+    frame, out = digits_report
+    relu10 = frame[(frame["activation"] == "relu") & (frame["sigma"] == 10)].iloc[0]
+    assert relu10["gradients"] == "vanished" and relu10["gradient_scale"] < results.VANISHED_GRADIENT
+    for col in results.GRADIENT_MEASURES:
+        assert pd.isna(relu10[col])
+    assert relu10["rep_alignment"] > 0.5  # the representation is still measured
+    assert (frame.drop(relu10.name)["gradients"] == "defined").all()
+    statistics_table = pd.read_csv(out / "statistics.csv")
+    w1 = statistics_table[(statistics_table["scope"] == "all runs") & (statistics_table["measure"] == "grad_alignment_w1")]
+    assert w1["runs"].iloc[0] == len(frame) - 1  # left out of the statistics
+    assert f"{results.VANISHED_GRADIENT:g} x its value at epoch 0" in (out / "report.md").read_text()
+
+
+def test_compact_metrics_file_holds_a_few_numbers_per_group(digits_report):
+    _, out = digits_report
+    metrics = json.loads((out.parent / "metrics" / "digits.json").read_text())
+    assert metrics["runs"] == 10
+    assert metrics["claims_not_run"] == 3 and metrics["claims_hold"] + metrics["claims_fail"] == 4
+    assert 0.1 < metrics["best_acc_min"] < 0.2 < 0.9 < metrics["best_acc_max"]
+    assert set(metrics) == {"runs", "claims_hold", "claims_fail", "claims_not_run", "best_acc_min", "best_acc_max",
+                            "tau_w1", "tau_rep"}  # fmt: skip
+
+
+def test_old_runs_without_gradient_norms_still_report_in_a_deeper_layout(tmp_path, params):
+    for run_dir in results.run_dirs(DIGITS_RUNS):
+        # Nested one level deeper, like runs/<group>/<pack>/<run>/.
+        dest = tmp_path / "runs" / "digits" / "pack" / run_dir.name
+        shutil.copytree(run_dir, dest)
+        metrics = json.loads((dest / "metrics.json").read_text())
+        metrics.pop("mean_grad_norm", None)
+        (dest / "metrics.json").write_text(json.dumps(metrics))
+        curves = pd.read_csv(dest / "alignment.csv")
+        curves.drop(columns=["mean_grad_norm"], errors="ignore").to_csv(dest / "alignment.csv", index=False)
+    frame = report.write(params, ["digits"], [tmp_path / "runs"], tmp_path / "reports" / "digits")
+    assert len(frame) == 10 and (frame["gradients"] == "unchecked").all()
+    assert "the check is not possible" in (tmp_path / "reports" / "digits" / "report.md").read_text()
+
+
+def test_a_report_without_runs_says_which_command_makes_them(tmp_path):
+    result = subprocess.run([*python_cmd(), "report", "digits", "--runs", str(tmp_path), "--out", str(tmp_path / "r")],
+                            capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: no finished runs of digits under {tmp_path}; run `dvc repro report@digits`"
+
+
+def cli(*args):
+    return subprocess.run([*python_cmd(), *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_table_and_runs_filter_by_any_setting():
+    out = cli("table", "digits", "--filter", "activation=sin", "--filter", "sigma=10")
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| digits")]
+    assert len(rows) == 1 and "| sin |" in rows[0]
+    every_group = cli("table", "--filter", "sigma=1", "--filter", "sigma=10")
+    assert len([line for line in every_group.stdout.splitlines() if line.startswith("| digits")]) == 4
+    listed = cli("runs", "digits", "--filter", "activation=relu")
+    assert len(listed.stdout.splitlines()) == 5 and all("activation=relu" in line for line in listed.stdout.splitlines())
+    bad = cli("table", "digits", "--filter", "colour=red")
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "no column 'colour'" in bad.stderr
+
+
+def test_table_reads_the_reports_of_a_commit():
+    out = cli("table", "digits", "--rev", "HEAD", "--filter", "activation=relu")
+    assert out.returncode == 0, out.stderr
+    assert len([line for line in out.stdout.splitlines() if line.startswith("| digits")]) == 5
+    unknown = cli("table", "digits", "--rev", "no-such-revision")
+    assert unknown.returncode == 1 and "no-such-revision" in unknown.stderr
+
+
+def _train_stages_declare_metrics() -> bool:
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    return any("metrics" in body or "plots" in body for name, body in stages.items() if name.startswith("train-"))
+
+
+@pytest.fixture(scope="module")
+def committed_copy(tmp_path_factory):
+    """The repository's pipeline files and committed results, in a fresh git repository."""
+    path = tmp_path_factory.mktemp("committed")
+    files = subprocess.run(["git", "ls-files", "dvc.yaml", "dvc.lock", "params.yaml", ".dvc", ".dvcignore", "reports",
+                            "runs", "src"], capture_output=True, text=True, cwd=ROOT, check=True).stdout.split()  # fmt: skip
+    for name in files:
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, path / name)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "committed state"]):
+        subprocess.run(["git", *args], cwd=path, env=env, check=True)
+    return path
+
+
+def test_dvc_reads_the_compact_metrics_and_the_report_figures(committed_copy):
+    shown = subprocess.run([dvc_bin(), "metrics", "show", "--json"], capture_output=True, text=True, cwd=committed_copy)
+    files = next(iter(json.loads(shown.stdout).values()))["data"]
+    assert files["reports/metrics/digits.json"]["data"]["runs"] == 10
+    plots = subprocess.run([dvc_bin(), "plots", "show", "-o", "plots"], capture_output=True, text=True, cwd=committed_copy)
+    html = (committed_copy / "plots" / "index.html").read_text()
+    assert "fig1_accuracy_vs_sigma.png" in html  # images: they show without the CDN's chart library
+    assert plots.returncode == 0
+
+
+@pytest.mark.xfail(_train_stages_declare_metrics(), strict=True,
+                   reason="train stages still declare per-run metrics/plots; the report's files replace them")  # fmt: skip
+def test_dvc_metrics_and_plots_read_only_the_report_files_without_warnings(committed_copy):
+    for args in (["metrics", "show"], ["metrics", "diff", "HEAD"], ["plots", "show", "-o", "plots"]):
+        result = subprocess.run([dvc_bin(), *args], capture_output=True, text=True, cwd=committed_copy)
+        assert result.returncode == 0 and "failed to load" not in result.stderr + result.stdout
+    shown = subprocess.run([dvc_bin(), "metrics", "show", "--json"], capture_output=True, text=True, cwd=committed_copy)
+    assert all(name.startswith("reports/metrics/") for name in next(iter(json.loads(shown.stdout).values()))["data"])
+
+
+# Committed measures and a rerun with other float kernels agree to this
+# (absolute, or relative for gradient confusion, which is not normalized).
+RERUN_TOLERANCE = 2e-3
+
+
+@pytest.mark.slow
+def test_defined_measures_agree_with_a_rerun_under_other_float_kernels(tmp_path, digits_npz):
+    # TensorFlow without its oneDNN kernels sums in another order, as the
+    # container's build did: before examples at rounding level were left out,
+    # cosine stiffness of this run was 0.365 here and 0.599 there.
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"}
+    args = ["train", "digits", "--set", "activation=relu", "--set", "sigma=1", "--set", "seed=0", "--data",
+            str(digits_npz), "--out", str(tmp_path / "rerun")]  # fmt: skip
+    subprocess.run([*python_cmd(), *args], cwd=ROOT, env=env, check=True, capture_output=True)
+    rerun = json.loads((tmp_path / "rerun" / "metrics.json").read_text())
+    committed = next(
+        json.loads((d / "metrics.json").read_text()) for d in results.run_dirs(DIGITS_RUNS)
+        if (lambda info: info["activation"] == "relu" and info["sigma"] == 1)(json.loads((d / "run.json").read_text()))
+    )  # fmt: skip
+    assert rerun["test_acc"] == committed["test_acc"]
+    compared = ["train_acc", "rep_alignment", *results.GRADIENT_MEASURES]
+    for key in compared:
+        if committed[key] is not None:
+            assert rerun[key] == pytest.approx(committed[key], rel=RERUN_TOLERANCE, abs=RERUN_TOLERANCE), key
+
+
+@pytest.fixture(scope="module")
+def several_groups(tmp_path_factory, digits_npz):
+    """Tiny real runs of three groups like section4, section4_fixes and section5, on digits."""
+    from extreme_memorization import config
+
+    path = tmp_path_factory.mktemp("groups")
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    tiny = {"epochs": 2, "width": 16, "alignment_points": 2}
+    sweep = {"dataset": ["digits"], "model": ["mlp"], "activation": ["relu"], "loss": ["cross_entropy", "hinge"],
+             "labels": ["true"], "sigma": [0.1, 10], "seed": [0]}  # fmt: skip
+    groups = {
+        "losses": {"run": tiny, "sweep": sweep},
+        "fixes": {"run": {**tiny, "loss_scaling": "output"}, "sweep": sweep},
+        "labels": {"run": {**tiny, "init": "glorot"},
+                   "sweep": {**sweep, "loss": ["cross_entropy"], "labels": ["true", "shuffled"], "sigma": [None]}},
+    }  # fmt: skip
+    raw = {"data": raw["data"], "defaults": raw["defaults"], **groups}
+    (path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    params = config.load(path / "params.yaml")
+    train_groups(path / "params.yaml", digits_npz, path / "runs", *groups)
+    frame = report.write(params, list(groups), [path / "runs"], path / "reports" / "together")
+    return frame, path / "reports" / "together"
+
+
+def test_several_groups_in_one_report_draw_the_relu_losses_with_and_without_fixes(several_groups):
+    frame, out = several_groups
+    assert len(frame) == 10
+    text = (out / "report.md").read_text()
+    for name in ("fig4_relu_losses.png", "fig5_architectures.png", "fig1_accuracy_vs_sigma.png"):
+        assert (out.parent / "figures" / "together" / name).stat().st_size > 10_000
+    v = verdicts(out)
+    for start in ("for ReLU the effect", "the proposed loss fixes"):
+        assert v[next(k for k in v if k.startswith(start))] in ("holds", "does not hold")
+    assert "(without fix" in " ".join(pd.read_csv(out / "claims.csv")["evidence"])  # side by side
+    assert v[next(k for k in v if k.startswith("alignment separates"))] == "not run"  # one model only
+    assert "Fig. 4 analog" in text and "Fig. 5 analog" in text

@@ -1,0 +1,58 @@
+"""Rank correlations with bootstrap intervals (statistics.py) against scipy."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from extreme_memorization import statistics
+
+rng = np.random.default_rng(1)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_kendall_and_spearman_equal_scipy_with_and_without_ties(ties):
+    x = rng.normal(size=(6, 12))
+    y = x + rng.normal(size=(6, 12))
+    if ties:
+        x, y = np.round(x), np.round(y, 0)
+    for row in range(6):
+        assert statistics.kendall_tau_b(x[row][None], y[row][None])[0] == pytest.approx(stats.kendalltau(x[row], y[row])[0])
+        assert statistics.spearman_rho(x[row][None], y[row][None])[0] == pytest.approx(stats.spearmanr(x[row], y[row])[0])
+
+
+def test_a_monotone_measure_has_tau_one_and_an_interval_that_contains_it():
+    x = np.linspace(0, 1, 10)
+    out = statistics.correlation(x, x**3)
+    assert out["runs"] == 10 and out["tau"] == pytest.approx(1.0) and out["rho"] == pytest.approx(1.0)
+    assert out["tau_low"] == pytest.approx(1.0) and out["tau_high"] == pytest.approx(1.0)
+
+
+def test_intervals_are_repeatable_and_cover_the_estimate():
+    x = rng.normal(size=15)
+    y = x + rng.normal(size=15)
+    first, second = statistics.correlation(x, y), statistics.correlation(x, y)
+    assert first == second  # fixed seed
+    assert first["tau_low"] <= first["tau"] <= first["tau_high"]
+    assert first["rho_low"] <= first["rho"] <= first["rho_high"]
+    assert first["tau_high"] - first["tau_low"] > 0.1  # 15 noisy runs: a real interval
+
+
+def test_undefined_values_are_left_out_and_too_few_runs_give_no_number():
+    x = np.array([0.1, 0.2, np.nan, 0.4, 0.5])
+    out = statistics.correlation(x, np.arange(5.0))
+    assert out["runs"] == 4
+    assert np.isnan(statistics.correlation(x[:3], np.arange(3.0))["tau"])
+
+
+def test_correlations_per_dataset_and_activation_and_for_all_runs():
+    frame = pd.DataFrame({
+        "dataset": ["a"] * 6 + ["b"] * 6, "activation": ["sin", "relu"] * 6,
+        "best_test_acc": np.linspace(0.1, 0.9, 12), "rep_alignment": np.linspace(0.0, 1.0, 12),
+        **{m: rng.normal(size=12) for m in statistics.MEASURES if m != "rep_alignment"},
+    })  # fmt: skip
+    table = statistics.rank_correlations(frame)
+    assert set(table["scope"]) == {"all runs", "dataset=a", "dataset=b", "activation=relu", "activation=sin"}
+    rep = table[(table["scope"] == "all runs") & (table["measure"] == "rep_alignment")].iloc[0]
+    assert rep["tau"] == pytest.approx(1.0) and rep["runs"] == 12
+    assert "Kendall's tau [95% CI]" in statistics.markdown(table)
