@@ -230,7 +230,7 @@ def test_a_failed_task_cancels_the_report_keeps_the_rest_and_resubmitting_runs_o
 @pytest.fixture(scope="module")
 def signalled(cluster, tmp_path_factory):
     """One train stage long enough to be signalled mid-training, as Slurm does before the time limit."""
-    repo = make_repo(tmp_path_factory.mktemp("signal") / "repo", activations=("sin",), run={**TINY, "epochs": 300})
+    repo = make_repo(tmp_path_factory.mktemp("signal") / "repo", activations=("sin",), run={**TINY, "epochs": 150})
     sub = submit(repo, cluster)
     task = f"{sub.array}_0"
     log = next(iter(sub.logs.values()))

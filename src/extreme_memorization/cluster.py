@@ -18,7 +18,7 @@ training's own checkpoints plus ``--signal`` and ``scontrol requeue``.
 from __future__ import annotations
 
 import dataclasses
-import json
+import logging
 import re
 import shlex
 import shutil
@@ -119,26 +119,35 @@ def group_stages(root: Path, group: str) -> tuple[list[str], list[str], str]:
     return [s.addressing for s in train], sorted(upstream), report
 
 
-def stages_to_train(root: Path, stages: list[str]) -> tuple[list[str], list[str], list[str]]:
-    """(to train, up to date, in the run-cache): DVC's own view of each stage.
+def stages_to_train(root: Path, names: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(to train, up to date here, in the run-cache): DVC's own view of each stage.
 
-    ``dvc repro --dry`` says "didn't change" for a stage that is up to date
-    here and "is cached" for one it would restore from the run-cache. It
-    needs the prepared datasets; without them (``--dry-run`` before any
-    data exists) every stage that ``dvc status`` lists counts as to train.
+    ``dvc repro --dry`` cannot say it: it skips hashing the dependencies, so
+    it never finds a stage in the run-cache. This asks DVC's run-cache the
+    way ``dvc repro`` does, without restoring anything. A stage whose
+    dependencies do not exist yet (``--dry-run`` before the datasets are
+    prepared) counts as to train.
     """
-    try:
-        out = _dvc(root, "repro", "--dry", "--single-item", *stages)
-    except ClusterError:
-        changed = json.loads(_dvc(root, "status", "--json", *stages) or "{}")
-        return [s for s in stages if s in changed], [s for s in stages if s not in changed], []
-    up_to_date = set(re.findall(r"Stage '([^']+)' didn't change", out))
-    cached = set(re.findall(r"Stage '([^']+)' is cached", out))
-    return (
-        [s for s in stages if s not in up_to_date | cached],
-        [s for s in stages if s in up_to_date],
-        [s for s in stages if s in cached],
-    )
+    from dvc.dependency.base import DependencyDoesNotExistError
+    from dvc.repo import Repo
+    from dvc.stage.cache import RunCacheNotFoundError
+
+    todo, up_to_date, cached = [], [], []
+    logging.getLogger("dvc").setLevel(logging.WARNING)  # not its "checking out outputs": nothing is
+    with Repo(str(root)) as repo, repo.lock:
+        stages = {stage.addressing: stage for stage in repo.index.stages}
+        for name in names:
+            stage = stages[name]
+            if not stage.changed():
+                up_to_date.append(name)
+                continue
+            try:
+                stage.save_deps()  # hashes in memory: the run-cache is keyed by them
+                repo.stage_cache.restore(stage, dry=True)
+                cached.append(name)
+            except (RunCacheNotFoundError, DependencyDoesNotExistError):
+                todo.append(name)
+    return todo, up_to_date, cached
 
 
 def make_plan(root: Path, group: str, options: Options, dry_run: bool) -> Plan:
