@@ -101,7 +101,7 @@ def test_dry_run_prints_the_array_and_report_scripts_and_changes_nothing(tmp_pat
     assert "sbatch --dependency=afterok:<array job id>" in report
     for text in (train, report):
         script = tmp_path / "script.sh"
-        script.write_text(text.split("\n", 1)[1].split("\n# would run:")[0])
+        script.write_text(text.split("\n", 1)[1].split("\n# would run")[0])
         sh(["bash", "-n", str(script)], tmp_path, repo[1])
     path = repo[0]
     assert not (path / ".slurm").exists() and not (path / "data/prepared").exists()

@@ -231,6 +231,13 @@ def submit(root: Path, group: str, options: Options, dry_run: bool = False) -> i
     """Plan and submit (or print, with ``dry_run``) a group; prints what to do next."""
     if not dry_run and not shutil.which("sbatch"):
         raise ClusterError("sbatch not found: run this on a Slurm login node (or use --dry-run to see the scripts)")
+    if not dry_run:
+        # Two submissions of a group would share the stages' worktrees and checkpoints.
+        queued = _run(["squeue", "--me", "-h", "-o", "%i", f"--name=em-train-{group},em-report-{group}"], root,
+                      "squeue").stdout.split()  # fmt: skip
+        if queued:
+            raise ClusterError(f"jobs of group {group} are still queued or running ({', '.join(queued)}): "
+                               "wait for them (squeue --me) or cancel them (scancel) first")  # fmt: skip
     plan = make_plan(root, group, options, dry_run)
     rel = lambda p: p.relative_to(plan.root) if p.is_relative_to(plan.root) else p  # noqa: E731
     print(f"{group}: {len(plan.train) + len(plan.skipped)} train stages, {len(plan.skipped)} up to date or in "
@@ -238,18 +245,12 @@ def submit(root: Path, group: str, options: Options, dry_run: bool = False) -> i
     if not plan.train:
         print(f"nothing to submit: run `dvc repro {plan.report}` to restore every stage from the cache")
         return 0
-    if not dry_run:
-        queued = _run(["squeue", "--me", "-h", "-o", "%i", f"--name=em-train-{group},em-report-{group}"], plan.root,
-                      "squeue").stdout.split()  # fmt: skip
-        if queued:
-            raise ClusterError(f"jobs of group {group} are still queued or running ({', '.join(queued)}): "
-                               "wait for them (squeue --me) or cancel them (scancel) first")  # fmt: skip
     folder = _submission_folder(plan)
     train, report = scripts(plan, options, folder)
     if dry_run:
         for name, text in (("train.sbatch", train), ("report.sbatch", report)):
             print(f"\n# ---- {rel(folder / name)} ----\n{text}")
-        print(f"# would run: sbatch {rel(folder / 'train.sbatch')}; "
+        print(f"# would run, here: dvc repro {' '.join(plan.prepare)}; sbatch {rel(folder / 'train.sbatch')}; "
               f"sbatch --dependency=afterok:<array job id> {rel(folder / 'report.sbatch')}")  # fmt: skip
         return 0
     (folder / "logs").mkdir(parents=True)
