@@ -56,7 +56,8 @@ def make_repo(path: Path, activations=("sin", "relu"), run=TINY, env=None) -> tu
 def sh(args, cwd, env, check=True) -> str:
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     if check:
-        assert result.returncode == 0, f"{' '.join(map(str, args))} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        command = " ".join(map(str, args))
+        assert result.returncode == 0, f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout + result.stderr
 
 
@@ -126,7 +127,7 @@ def test_uncommitted_inputs_are_refused_with_one_line(tmp_path):
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
     if not slurm_cluster.installed():
-        pytest.skip("Slurm is not installed (slurmctld, slurmd, munged): apt-get install slurm-wlm munge (.ci/run does)")
+        pytest.skip("Slurm is not installed (slurmctld, slurmd, munged): apt-get install slurm-wlm munge")
     cluster = slurm_cluster.SlurmCluster(tmp_path_factory.mktemp("slurm"))
     try:
         cluster.start()
@@ -193,14 +194,10 @@ def test_a_group_trained_on_slurm_is_restored_here_and_trains_nothing(cluster, t
     assert "Running stage 'train-" not in out, out
     assert all(f"Stage '{stage}' is cached" in out for stage in train_stages(repo)), out
     assert "up to date" in dvc(repo, "status", "--with-deps", "report@digits")
-    assert "nothing to submit" in submit_again(repo)
+    assert "nothing to submit" in slurm_cli(repo)
 
     assert local_run.wait(timeout=300) == 0, local_run.stdout.read()
     assert metrics(repo[0]) == metrics(local[0]) and len(metrics(repo[0])) == 2
-
-
-def submit_again(repo) -> str:
-    return slurm_cli(repo, "--cpus-per-task", "1")
 
 
 @pytest.mark.slurm

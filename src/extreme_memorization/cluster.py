@@ -17,6 +17,7 @@ training's own checkpoints plus ``--signal`` and ``scontrol requeue``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import re
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 from . import cluster_scripts
 
@@ -96,6 +98,19 @@ def committed_state(root: Path) -> str:
     return _git(root, "rev-parse", "HEAD").strip()
 
 
+@contextlib.contextmanager
+def _repo(root: Path, lock: bool = False) -> Iterator:
+    """DVC's view of the repository; its errors (a busy lock, a bad dvc.yaml) as one line."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        with Repo(str(root)) as repo, (repo.lock if lock else contextlib.nullcontext()):
+            yield repo
+    except DvcException as exc:
+        raise ClusterError(f"dvc: {exc}") from None
+
+
 def group_stages(root: Path, group: str) -> tuple[list[str], list[str], str]:
     """The group's train stages, the stages that prepare their datasets, and its report stage.
 
@@ -103,9 +118,7 @@ def group_stages(root: Path, group: str) -> tuple[list[str], list[str], str]:
     per pack): the train stages are named ``train-<group>@...`` and the
     prepare stages are those producing the train stages' dependencies.
     """
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
+    with _repo(root) as repo:
         stages = list(repo.index.stages)
         producer = {str(out.def_path): stage.addressing for stage in stages for out in stage.outs}
         train = [s for s in stages if s.addressing.startswith(f"train-{group}@")]
@@ -129,12 +142,11 @@ def stages_to_train(root: Path, names: list[str]) -> tuple[list[str], list[str],
     prepared) counts as to train.
     """
     from dvc.dependency.base import DependencyDoesNotExistError
-    from dvc.repo import Repo
     from dvc.stage.cache import RunCacheNotFoundError
 
     todo, up_to_date, cached = [], [], []
     logging.getLogger("dvc").setLevel(logging.WARNING)  # not its "checking out outputs": nothing is
-    with Repo(str(root)) as repo, repo.lock:
+    with _repo(root, lock=True) as repo:
         stages = {stage.addressing: stage for stage in repo.index.stages}
         for name in names:
             stage = stages[name]

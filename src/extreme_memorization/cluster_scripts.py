@@ -87,7 +87,8 @@ in_group() {
 
 requeue() {
     trap - TERM
-    say "requeueing $JOB: its next run resumes from the checkpoint in $EM_CHECKPOINT_DIR if the stage saved one, else it starts the stage again"
+    say "requeueing $JOB: its next run resumes from the checkpoint in $EM_CHECKPOINT_DIR" \
+        "if the stage saved one, else it starts the stage again"
     scontrol requeue "$JOB" || fail "scontrol requeue $JOB failed"
     sleep 60  # Slurm ends this run of the task now
     exit 0
