@@ -31,7 +31,7 @@ export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help venv demo test test-slow reproduce data validate plan lint lock bench device-check device-wheels clean compare \
-        image reproduce-in-container shell gpu-check
+        image reproduce-in-container shell gpu-check slurm test-slurm
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-24s %s\n", $$1, $$2}'
@@ -63,6 +63,13 @@ test: $(STAMP) ## the test suite (a few minutes)
 
 test-slow: $(STAMP) ## the slow checks: the full digits sweep against the paper's claims (about 5 minutes)
 	$(BIN)/python -m pytest -m slow
+
+slurm: validate ## a group's training on a Slurm cluster: make slurm GROUP=section3 SLURM_ARGS="--gpus-per-task 1 --time 08:00:00"
+	@test -n "$(GROUP)" || { echo "error: name the experiment group: make slurm GROUP=digits (make validate lists them)"; exit 2; }
+	$(BIN)/python -m extreme_memorization slurm $(GROUP) $(SLURM_ARGS)
+
+test-slurm: $(STAMP) ## the Slurm tests on a local single-node cluster (needs slurm-wlm and munge, as root)
+	$(BIN)/python -m pytest -m slurm tests/test_slurm.py
 
 reproduce: validate ## every experiment group of params.yaml (needs the datasets: GPU box)
 	$(BIN)/dvc repro

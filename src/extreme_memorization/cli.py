@@ -9,6 +9,7 @@
     python -m extreme_memorization runs GROUP [--filter KEY=VALUE ...]
     python -m extreme_memorization compare REV_A [REV_B]
     python -m extreme_memorization gpu-check
+    python -m extreme_memorization slurm GROUP [--dry-run] [--partition P] ... [--sbatch=OPTION]
 
 Heavy imports (TensorFlow, Keras) happen inside the subcommands, so a bad
 params.yaml is reported in a fraction of a second.
@@ -191,6 +192,23 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_slurm(args) -> int:
+    from . import cluster
+
+    params = config.load(args.params)
+    params.group(args.group)  # an unknown group is a params error, before DVC is asked
+    options = cluster.Options(
+        partition=args.partition, gpus_per_task=args.gpus_per_task, cpus_per_task=args.cpus_per_task,
+        time=args.time, max_parallel=args.max_parallel, signal_seconds=args.signal_seconds,
+        work_dir=Path(args.work_dir) if args.work_dir else None, sbatch_options=args.sbatch,
+    )  # fmt: skip
+    try:
+        return cluster.submit(Path(args.params).resolve().parent, args.group, options, dry_run=args.dry_run)
+    except cluster.ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="extreme_memorization", description=__doc__.split("\n\n")[0])
     p.add_argument("--params", default="params.yaml", help="the configuration (default: params.yaml)")
@@ -248,6 +266,21 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", default="runs", help="folder of the run folders (default: runs)")
     s.add_argument("--reports", default="reports", help="folder of the group reports (default: reports)")
     s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("slurm", help="train a group's stages as a Slurm job array, then its report (README: Slurm)")
+    s.add_argument("group")
+    s.add_argument("--dry-run", action="store_true", help="print the batch scripts, submit nothing")
+    s.add_argument("--partition", help="sbatch --partition")
+    s.add_argument("--gpus-per-task", type=int, help="sbatch --gpus-per-task (train tasks only)")
+    s.add_argument("--cpus-per-task", type=int, help="sbatch --cpus-per-task")
+    s.add_argument("--time", help="sbatch --time per task, e.g. 04:00:00")
+    s.add_argument("--max-parallel", type=int, help="at most this many tasks at once (array throttle %%N)")
+    s.add_argument("--signal-seconds", type=int, default=300,
+                   help="SIGTERM this many seconds before the time limit, to checkpoint and requeue (default 300)")
+    s.add_argument("--work-dir", help="worktrees, checkpoints, scripts and logs (default .slurm in the repository)")
+    s.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
+                   help="one more sbatch option, e.g. --sbatch=--qos=high (repeat it for more)")
+    s.set_defaults(func=cmd_slurm)
     return p
 
 
