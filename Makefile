@@ -30,7 +30,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-slow reproduce data validate plan lint lock bench device-check device-wheels clean compare \
+.PHONY: help venv demo test test-jax test-slow reproduce data validate plan lint lock bench device-check device-wheels clean compare \
         image reproduce-in-container shell gpu-check slurm test-slurm
 
 help: ## list the targets
@@ -60,6 +60,10 @@ compare: $(STAMP) ## two revisions offline: make compare A=HEAD~1 [B=rev, defaul
 
 test: $(STAMP) ## the test suite (a few minutes)
 	$(BIN)/python -m pytest
+
+test-jax: $(STAMP) ## the core's tests under the JAX backend (closed forms, packs, backends, resume)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest tests/test_alignment.py tests/test_losses.py tests/test_gradients.py \
+	  tests/test_packs.py tests/test_backend.py tests/test_resume.py
 
 test-slow: $(STAMP) ## the slow checks: the full digits sweep against the paper's claims (about 5 minutes)
 	$(BIN)/python -m pytest -m slow

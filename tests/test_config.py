@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, python_cmd
-from extreme_memorization import config
+from extreme_memorization import config, packs
 
 
 @pytest.fixture
@@ -99,12 +99,13 @@ def test_a_run_must_be_one_point_of_its_groups_sweep(params):
 
 
 def test_every_group_has_its_train_and_report_stages_in_dvc_yaml(params):
+    """One train stage per pack: its matrix is the group's sweep without sigma and seed."""
     stages = config.read_yaml(ROOT / "dvc.yaml")["stages"]
     assert stages["report"]["matrix"]["group"] == list(params.groups)
     for name in params.groups:
         matrix = stages[f"train-{name}"]["matrix"]
         assert matrix["group"] == [name]
-        assert {k: v for k, v in matrix.items() if k != "group"} == {k: f"${{{name}.sweep.{k}}}" for k in config.AXES}
+        assert {k: v for k, v in matrix.items() if k != "group"} == {k: f"${{{name}.sweep.{k}}}" for k in packs.PACK_AXES}
     assert {k.removeprefix("train-") for k in stages if k.startswith("train-")} == set(params.groups)
 
 

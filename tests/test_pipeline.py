@@ -1,5 +1,6 @@
 """`dvc repro` of a tiny configuration in a temporary copy of the repository."""
 
+import json
 import subprocess
 
 import pandas as pd

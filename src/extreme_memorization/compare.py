@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from . import results  # noqa: E402
-from .files import write_text  # noqa: E402
+from .files import atomic_path, write_text  # noqa: E402
 
 COLORS = ("C0", "C1")  # revision A, revision B
 DPI = 100
@@ -131,7 +131,8 @@ def accuracy_figure(frames: list[pd.DataFrame], names: list[str], group: str, ou
     fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.suptitle(f"{group}: accuracy against sigma, {names[0]} vs {names[1]}")
     name = f"{group}_accuracy_vs_sigma.png"
-    fig.savefig(out / name, dpi=DPI, bbox_inches="tight")
+    with atomic_path(out / name) as tmp:
+        fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return name
 
@@ -159,7 +160,8 @@ def curves_figure(curves: list[dict], names: list[str], keys: list[tuple], group
     fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     name = f"{group}_curves.png"
-    fig.savefig(out / name, dpi=DPI)
+    with atomic_path(out / name) as tmp:
+        fig.savefig(tmp, dpi=DPI)
     plt.close(fig)
     return name
 

@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
+from .files import atomic_path  # noqa: E402
 from .claims import main_alignment  # noqa: E402
 from .results import COMPARED  # noqa: E402
 
@@ -84,7 +85,8 @@ def _figure(rows: int, cols: int, width: float, height: float, **kwargs):
 def _save(fig, out: Path, name: str, legend_handles=None, legend_title=None) -> None:
     if legend_handles:
         fig.legend(*legend_handles, loc="outside right center", title=legend_title, frameon=False)
-    fig.savefig(out / name, dpi=DPI)
+    with atomic_path(out / name) as tmp:
+        fig.savefig(tmp, dpi=DPI)
     plt.close(fig)
 
 

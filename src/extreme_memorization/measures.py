@@ -54,9 +54,9 @@ def measure(y, loss, representation, logits, batch_size: int, seed: int, first: 
     # Per-example gradient of a dense layer: g_i = a_i b_i^T, kept as (a, b).
     layers = {"w2": (rep, delta)}
     if first is not None:
-        dphi = models.activation_derivative(first.activation, first.pre_activation)
-        e = ops.convert_to_numpy(ops.matmul(delta, ops.transpose(first.w2)) * dphi)  # dl_i / d(W1 x_i)
-        layers = {"w1": (first.x, np.asarray(e)), **layers}
+        dphi = np.asarray(ops.convert_to_numpy(models.activation_derivative(first.activation, first.pre_activation)))
+        e = (delta @ np.asarray(first.w2, delta.dtype).T) * dphi  # dl_i / d(W1 x_i)
+        layers = {"w1": (first.x, e), **layers}
     nan = float("nan")
     out = {}
     for suffix, groups in (("", None), ("_batch", al.minibatches(len(y), batch_size, seed))):
@@ -80,8 +80,8 @@ def measure(y, loss, representation, logits, batch_size: int, seed: int, first: 
     out["grad_norm_ratio_w1"] = nan
     if first is not None:
         x, e = layers["w1"]
-        grad_w1 = ops.matmul(ops.transpose(x), e) / len(y)  # gradient of the mean loss over the set
-        out["grad_norm_ratio_w1"] = float(ops.convert_to_numpy(ops.norm(grad_w1) / ops.norm(first.w1)))
+        grad_w1 = (x.T @ e.astype(x.dtype, copy=False)) / len(y)  # gradient of the mean loss over the set
+        out["grad_norm_ratio_w1"] = float(np.linalg.norm(grad_w1) / np.linalg.norm(first.w1))
     return out
 
 

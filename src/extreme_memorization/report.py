@@ -26,7 +26,7 @@ import pandas as pd
 from . import claims as claims_mod
 from . import figures, results, statistics
 from .config import Params
-from .files import write_text
+from .files import atomic_path, write_text
 
 RESULT_COLUMNS = ["train_acc", "test_acc", "best_test_acc", *results.ALIGNMENTS, *results.COMPARED]
 TABLE_COLUMNS = ["group", "dataset", "model", "activation", "loss", "labels", "sigma", "seed", "train_acc", "test_acc",
@@ -142,13 +142,17 @@ def write(params: Params, groups: list[str], runs_dirs: list[str | Path], out_di
     keys = figures.line_keys(frame)
     frame = frame.sort_values([*keys, "sigma", "seed"], na_position="last").reset_index(drop=True)
     out.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out / "summary.csv", index=False)
+    with atomic_path(out / "summary.csv") as tmp:
+        frame.to_csv(tmp, index=False)
     agg = aggregate(frame, [*keys, "sigma"])
-    agg.to_csv(out / "aggregate.csv", index=False)
+    with atomic_path(out / "aggregate.csv") as tmp:
+        agg.to_csv(tmp, index=False)
     correlations = statistics.rank_correlations(frame)
-    correlations.to_csv(out / "statistics.csv", index=False)
+    with atomic_path(out / "statistics.csv") as tmp:
+        correlations.to_csv(tmp, index=False)
     verdicts = claims_mod.judge(frame, correlations)
-    claims_mod.frame_of(verdicts).to_csv(out / "claims.csv", index=False)
+    with atomic_path(out / "claims.csv") as tmp:
+        claims_mod.frame_of(verdicts).to_csv(tmp, index=False)
     made, missing = figures.draw(frame, found.curves, figures_dir)
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     write_text(metrics_path, json.dumps(compact_metrics(frame, verdicts, correlations), indent=2) + "\n")
