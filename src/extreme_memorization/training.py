@@ -252,7 +252,9 @@ def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrup
 def _finish(trainer, i, m: Member, loss, base, y, group, clock, resumed_from, scale) -> dict:
     run = m.run
     final = m.rows[-1] if m.rows else dict.fromkeys(HISTORY_COLUMNS[1:], float("nan")) | {"epoch": 0}
-    if m.alignment_rows and m.alignment_rows[-1]["epoch"] == final["epoch"]:
+    if m.diverged_at is not None:  # the weights of a diverged run measure nothing
+        final_measures = dict.fromkeys(MEASURES, float("nan"))
+    elif m.alignment_rows and m.alignment_rows[-1]["epoch"] == final["epoch"]:
         final_measures = {k: m.alignment_rows[-1][k] for k in MEASURES}
     else:
         final_measures = _measure(trainer, i, loss, base.x_train, y, run)
