@@ -33,7 +33,7 @@ def test_sin_at_small_sigma_generalizes(sweep):
 
 def test_relu_generalizes_at_every_sigma(sweep):
     for sigma in (0.001, 0.01, 0.1, 1.0, 10.0):
-        assert sweep["relu", sigma]["test_acc"] >= 0.95
+        assert sweep["relu", sigma]["test_acc"] >= 0.9  # where sin falls to chance (0.1)
 
 
 def test_alignment_falls_with_sigma_and_tracks_generalization_for_sin(sweep):

@@ -103,7 +103,7 @@ def _measure(trainer: loops.Trainer, member: int, loss, x, y, run: RunConfig) ->
     return measures.of_keras_model(trainer.keras_model(member), loss, x, y, run.alignment_batch_size, run.seed)
 
 
-def _check(member: Member, epoch: int, train_loss: float, test_loss: float, alive: float) -> str:
+def _check(member: Member, train_loss: float, test_loss: float, alive: float) -> str:
     """Why the member must stop at this epoch ('' if it goes on)."""
     if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
         return "the loss is not finite"
@@ -222,7 +222,7 @@ def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrup
             m.best = max(m.best, float(test_acc[i]))
             m.rows.append(dict(epoch=epoch, train_loss=float(train_loss[i]), train_acc=float(train_acc[i]),
                                test_loss=float(test_loss[i]), test_acc=float(test_acc[i]), best_test_acc=m.best))  # fmt: skip
-            reason = _check(m, epoch, float(train_loss[i]), float(test_loss[i]), float(alive[i]))
+            reason = _check(m, float(train_loss[i]), float(test_loss[i]), float(alive[i]))
             if reason:
                 m.diverged_at, m.diverged_reason = epoch, reason
                 print(
