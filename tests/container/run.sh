@@ -155,7 +155,7 @@ remove_containers() {
 }
 
 test_container() {
-    local lock=${1:?LOCK} image=${2:?IMAGE} need_gb=12
+    local lock=${1:?LOCK} image=${2:?IMAGE} need_gb=15
     [ -f "$lock" ] || die "no lock $lock"
     [[ $lock == *cuda* ]] && need_gb=36
     [ "$(id -u)" = 0 ] || die "the container test needs root (apt-get, debootstrap, chown); run it as root or in CI"
