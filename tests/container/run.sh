@@ -84,18 +84,20 @@ install_tools() {
 # The first Debian mirror serving SUITE among the host's apt sources (one-line
 # and deb822 formats); DEBIAN_MIRROR overrides it.
 debian_mirror() {
-    local suite=$1
+    local suite=$1 lists=() sources=() file
     if [ -n "${DEBIAN_MIRROR:-}" ]; then echo "$DEBIAN_MIRROR"; return; fi
+    for file in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do [ -f "$file" ] && lists+=("$file"); done
+    for file in /etc/apt/sources.list.d/*.sources; do [ -f "$file" ] && sources+=("$file"); done
     {
         awk -v suite="$suite" '$1 == "deb" {
             i = 2; if ($2 ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
-            if ($(i + 1) == suite) print $i }' /dev/null /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null
+            if ($(i + 1) == suite) print $i }' /dev/null "${lists[@]}"
         awk -v suite="$suite" '
             FNR == 1 || /^[ \t]*$/ { if (uris != "" && found) print uris; uris = ""; found = 0 }
             /^[ \t]*#/ { next }
             tolower($1) == "uris:" { uris = $2 }
             tolower($1) == "suites:" { for (i = 2; i <= NF; i++) if ($i == suite) found = 1 }
-            END { if (uris != "" && found) print uris }' /dev/null /etc/apt/sources.list.d/*.sources 2>/dev/null
+            END { if (uris != "" && found) print uris }' /dev/null "${sources[@]}"
     } | head -n1
 }
 
@@ -141,6 +143,7 @@ base_image() {
 # its own (DVC needs one) and given to TEST_UID.
 copy_repository() {
     local copy=$1
+    git rev-parse --is-inside-work-tree >/dev/null 2>&1 || die "$ROOT is not a git checkout: the test copies what git tracks"
     rm -rf "$copy"; mkdir -p "$copy"
     git ls-files -z --cached --others --exclude-standard --deduplicate \
         | tar --null -T - --ignore-failed-read -c 2>/dev/null | tar -x -C "$copy"
