@@ -8,8 +8,14 @@
 # tensorflow[and-cuda] brings the CUDA and cuDNN libraries it was built
 # against as pip wheels, pinned with hashes in the lock, so a plain Python
 # base suffices; the host provides only the NVIDIA driver (through the NVIDIA
-# Container Toolkit and `docker run --gpus all`).
+# Container Toolkit: `docker run --gpus all`, or `podman run --device
+# nvidia.com/gpu=all` with the toolkit's CDI spec; `make` picks the flag).
+#
+# Build argument LOCK: the lock to install, requirements/cuda.lock by default;
+# `make container-test` builds this same file with requirements/cpu.lock
+# (TensorFlow without CUDA, a third of the size) to check it end to end.
 FROM python:3.11.11-slim-bookworm
+ARG LOCK=requirements/cuda.lock
 
 # make runs the pipeline; git is what DVC uses to version parameters and metrics.
 # hadolint ignore=DL3008
@@ -20,9 +26,13 @@ RUN apt-get update \
 # versions from its archive at each point release, so pinned versions would
 # make this file unbuildable within months; the base tag pins the release.
 
-COPY requirements/cuda.lock /tmp/cuda.lock
-RUN python -m pip install --no-cache-dir --require-hashes --no-deps -r /tmp/cuda.lock \
-    && rm /tmp/cuda.lock
+# Only the lock is copied (.dockerignore admits nothing else to the context):
+# the pip layer is rebuilt only when the lock changes. buildah (podman build)
+# also compares the copied file's owner, so a checkout owned by another user
+# rebuilds this layer once.
+COPY ${LOCK} /tmp/requirements.lock
+RUN python -m pip install --no-cache-dir --require-hashes --no-deps -r /tmp/requirements.lock \
+    && rm /tmp/requirements.lock
 
 # Any host user id can write the tfds volume (make runs the container as the
 # host's user so files in the bind-mounted repository keep their owner).

@@ -15,12 +15,35 @@ STAMP := $(VENV)/.installed
 endif
 DATASETS ?= cifar10 cifar100 svhn_cropped
 IMAGE ?= extreme-memorization:cuda
+IMAGE_LOCK ?= requirements/cuda.lock
 # Where the container keeps tfds data: a named volume, or a host folder
 # holding a prepared tfds data directory (make ... TFDS_DIR=/abs/path).
 TFDS_DIR ?= extreme-memorization-tfds
-GPU_FLAG := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo --gpus all)
-DOCKER_RUN = docker run --rm $(GPU_FLAG) --user $$(id -u):$$(id -g) \
-	-v "$(CURDIR)":/work -v "$(TFDS_DIR)":/data/tfds -e TFDS_DATA_DIR=/data/tfds
+
+# Container engine: docker when its daemon answers, else podman. Worked out
+# once, and only by the targets that use it.
+ifeq ($(origin CONTAINER_ENGINE),undefined)
+CONTAINER_ENGINE = $(eval CONTAINER_ENGINE := $(shell \
+	command -v docker >/dev/null 2>&1 && timeout 20 docker info >/dev/null 2>&1 && echo docker \
+	|| { command -v podman >/dev/null 2>&1 && echo podman || echo docker; }))$(CONTAINER_ENGINE)
+endif
+# The container runs as the invoking user, with the checkout (which that
+# user must own and be able to write: the caches go there) mounted at /work.
+CONTAINER_USER ?= $(shell id -u):$(shell id -g)
+CONTAINER_WORKDIR ?= $(CURDIR)
+CONTAINER_FLAGS ?=
+CONTAINER_BUILD_FLAGS ?=
+REPRODUCE_TARGETS ?= gpu-check reproduce
+# The GPU goes in the engine's own way: podman accepts docker's --gpus and
+# ignores it. EM_HOST_GPU tells gpu-check inside that the host has a GPU.
+HOST_GPU ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1 || echo 0)
+is_podman = $(findstring podman,$(notdir $(CONTAINER_ENGINE)))
+GPU_FLAGS = $(if $(filter 1,$(HOST_GPU)),$(if $(is_podman),--device nvidia.com/gpu=all,--gpus all))
+# Rootless podman maps the invoking user to root; keep-id keeps its own uid.
+USERNS_FLAG = $(if $(is_podman),$(if $(filter 0,$(shell id -u)),,--userns=keep-id))
+CONTAINER_RUN = $(CONTAINER_ENGINE) run --rm $(GPU_FLAGS) $(USERNS_FLAG) --user $(CONTAINER_USER) \
+	-e EM_HOST_GPU=$(HOST_GPU) -v "$(CONTAINER_WORKDIR)":/work -v "$(TFDS_DIR)":/data/tfds $(CONTAINER_FLAGS)
+CONTAINER_TEST = tests/container/run.sh
 
 # Keep tool caches inside the project; run the pipeline with the venv's tools.
 export PATH := $(abspath $(BIN)):$(PATH)
@@ -31,7 +54,7 @@ export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help venv demo test test-jax test-slow reproduce data validate plan lint lock bench device-check device-wheels clean compare \
-        image reproduce-in-container shell gpu-check slurm test-slurm
+        image reproduce-in-container shell gpu-check slurm test-slurm container-test container-test-cuda clean-container
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-24s %s\n", $$1, $$2}'
@@ -106,14 +129,23 @@ lock: $(STAMP) ## re-resolve requirements/*.in into cpu.lock and cuda.lock (hash
 	    --custom-compile-command "make lock" $$constraint $$target.in -o $$target.lock || exit 1; \
 	done
 
-image: ## build the CUDA image (needs a Docker engine)
-	docker build -t $(IMAGE) .
+image: ## build the image: CONTAINER_ENGINE=docker|podman, IMAGE_LOCK=requirements/cuda.lock
+	$(CONTAINER_ENGINE) build $(CONTAINER_BUILD_FLAGS) --build-arg LOCK=$(IMAGE_LOCK) -t $(IMAGE) .
 
-reproduce-in-container: image ## make reproduce inside the image (GPU if present), as your user
-	$(DOCKER_RUN) $(IMAGE) make gpu-check reproduce
+reproduce-in-container: image ## make gpu-check reproduce inside the image (GPU if present), as your user
+	$(CONTAINER_RUN) $(IMAGE) make $(REPRODUCE_TARGETS)
 
-shell: image ## a shell inside the image, repository mounted at /work
-	$(DOCKER_RUN) -it $(IMAGE) bash
+shell: image ## a shell inside the image, repository mounted at /work (reads stdin when not a terminal)
+	$(CONTAINER_RUN) $$([ -t 0 ] && echo -it || echo -i) $(IMAGE) bash
+
+container-test: ## build the image from cpu.lock with podman, make demo inside as another uid (about 10 minutes)
+	$(CONTAINER_TEST) test requirements/cpu.lock extreme-memorization:cpu
+
+container-test-cuda: ## the same with cuda.lock (7.7 GB image, 36 GB free disk)
+	$(CONTAINER_TEST) test requirements/cuda.lock extreme-memorization:cuda
+
+clean-container: ## remove the container test's image store (.cache/containers)
+	$(CONTAINER_TEST) clean
 
 gpu-check: $(STAMP) ## fail if this host has a GPU that TensorFlow does not see
 	@$(BIN)/python -m extreme_memorization gpu-check

@@ -138,9 +138,15 @@ def cmd_gpu_check(args) -> int:
     import os
     import shutil
 
+    # Inside a container started without the GPU, neither nvidia-smi nor
+    # /dev/nvidia0 exists; `make` then says so through EM_HOST_GPU (1 or 0).
+    told = os.environ.get("EM_HOST_GPU", "")
+    if told not in ("", "0", "1"):
+        print(f"error: EM_HOST_GPU={told!r} is not allowed: set it to 1 (the host has a GPU) or 0", file=sys.stderr)
+        return 2
     import keras
 
-    host_gpu = bool(shutil.which("nvidia-smi")) or os.path.exists("/dev/nvidia0")
+    host_gpu = told == "1" if told else (bool(shutil.which("nvidia-smi")) or os.path.exists("/dev/nvidia0"))
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
@@ -162,8 +168,9 @@ def cmd_gpu_check(args) -> int:
         "this TensorFlow is a CPU-only build (tensorflow-cpu): use the CUDA image (make image) "
         "or install requirements/cuda.lock"
         if not built
-        else "check the NVIDIA driver (nvidia-smi), that the container was started with --gpus all "
-        "(NVIDIA Container Toolkit), and that the driver supports CUDA 12"
+        else "check the NVIDIA driver (nvidia-smi), that the container got the GPU (docker run --gpus all "
+        "with the NVIDIA Container Toolkit; podman run --device nvidia.com/gpu=all with its CDI spec, "
+        "podman ignores --gpus), and that the driver supports CUDA 12"
     )
     print(f"error: this host has an NVIDIA GPU but {backend} sees none: {hint}", file=sys.stderr)
     return 1
