@@ -218,7 +218,7 @@ def main() -> int:
     p.add_argument("--out", default=str(ROOT / "reports" / "bench.json"))
     args = p.parse_args()
     repeat = 1 if args.quick else 3
-    sizes = (1, 5) if args.quick else (1, 5, 15)
+    sizes = (1, 5) if args.quick else (1, 5, 10, 15)
     matmul = max(matmul_flops(), matmul_flops())
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "backend": backend.name(),
               "device": backend.device_name(), "matmul_gflops": matmul / 1e9}  # fmt: skip

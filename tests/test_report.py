@@ -190,6 +190,10 @@ def test_dvc_metrics_and_plots_read_only_the_report_files_without_warnings(commi
 # Committed measures and a rerun with other float kernels agree to this
 # (absolute, or relative for gradient confusion, which is not normalized).
 RERUN_TOLERANCE = 2e-3
+# The minibatch-scope (_batch) alignments average groups of about 25 examples
+# of one class; at a training loss near 0 most of their gradients are tiny and
+# a few dominate, so those groups carry float noise: 0.19 and 0.20 here.
+BATCH_RERUN_TOLERANCE = 0.03
 
 
 @pytest.mark.slow
@@ -213,7 +217,8 @@ def test_defined_measures_agree_with_a_rerun_under_other_float_kernels(tmp_path,
     compared = ["train_acc", "rep_alignment", *results.GRADIENT_MEASURES]
     for key in compared:
         if committed[key] is not None:
-            assert rerun[key] == pytest.approx(committed[key], rel=RERUN_TOLERANCE, abs=RERUN_TOLERANCE), key
+            tolerance = BATCH_RERUN_TOLERANCE if key.endswith("_batch") else RERUN_TOLERANCE
+            assert rerun[key] == pytest.approx(committed[key], rel=tolerance, abs=tolerance), key
 
 
 @pytest.fixture(scope="module")
