@@ -85,3 +85,25 @@ def repo_copy(path: Path, digits_run: dict, digits_sweep: dict) -> dict:
 
 def dvc_cmd() -> str:
     return str(Path(sys.executable).parent / "dvc")
+
+
+# Training runs in a child process, as in the pipeline: Keras' global state
+# (seeds, determinism) stays out of the other tests' process.
+TRAIN_GROUPS = """
+import sys
+from pathlib import Path
+from extreme_memorization import config, training
+params = config.load(sys.argv[1])
+for group in sys.argv[4:]:
+    for i, run in enumerate(params.group(group).runs(params.defaults)):
+        name = f"sigma{run.sigma:g}-seed{run.seed}" if run.sigma else f"glorot-{run.labels}-seed{run.seed}"
+        training.train(run, group, sys.argv[2], Path(sys.argv[3]) / group / f"{run.loss}-{run.loss_scaling}" / name)
+"""
+
+
+def train_groups(params_path, digits_npz, runs_root, *groups):
+    """Train every run of ``groups`` (one at a time) under ``runs_root`` in a child process."""
+    import subprocess
+
+    subprocess.run([sys.executable, "-c", TRAIN_GROUPS, str(params_path), str(digits_npz), str(runs_root), *groups],
+                   check=True, capture_output=True)  # fmt: skip

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, python_cmd
+from conftest import ROOT, python_cmd, train_groups
 from extreme_memorization import config, report
 
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -20,25 +20,6 @@ def sh(args, cwd):
     result = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True)
     assert result.returncode == 0, f"{' '.join(map(str, args))}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
     return result
-
-
-# Training runs in a child process, as in the pipeline: Keras' global state
-# (seeds, determinism) stays out of the other tests' process.
-TRAIN_GROUPS = """
-import sys
-from pathlib import Path
-from extreme_memorization import config, training
-params = config.load(sys.argv[1])
-for group in sys.argv[4:]:
-    for i, run in enumerate(params.group(group).runs(params.defaults)):
-        name = f"sigma{run.sigma:g}-seed{run.seed}" if run.sigma else f"glorot-{run.labels}-seed{run.seed}"
-        training.train(run, group, sys.argv[2], Path(sys.argv[3]) / group / f"{run.loss}-{run.loss_scaling}" / name)
-"""
-
-
-def train_groups(params_path, digits_npz, runs_root, *groups):
-    subprocess.run([sys.executable, "-c", TRAIN_GROUPS, str(params_path), str(digits_npz), str(runs_root), *groups],
-                   check=True, capture_output=True)  # fmt: skip
 
 
 def commit_results(path: Path, digits_npz, learning_rate: float, message: str) -> None:

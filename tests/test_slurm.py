@@ -10,19 +10,16 @@ through the CLI, as a user would.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 import slurm_cluster
-from conftest import ROOT
+from conftest import repo_copy
 
 BIN = Path(sys.executable).parent
 TINY = {"epochs": 2, "width": 16, "alignment_points": 2}
@@ -31,26 +28,8 @@ TINY = {"epochs": 2, "width": 16, "alignment_points": 2}
 def make_repo(path: Path, activations=("sin", "relu"), run=TINY, env=None) -> tuple[Path, dict]:
     """A committed copy of the repository whose digits group is tiny: one stage per activation."""
     path.mkdir(parents=True)
-    for name in ("dvc.yaml", "src", ".dvc", ".dvcignore", ".gitignore"):
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, path / name, ignore=shutil.ignore_patterns("cache", "tmp", "__pycache__"))
-        else:
-            shutil.copy(source, path / name)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["digits"]["run"] = dict(run)
-    params["digits"]["sweep"].update(activation=list(activations), sigma=[0.1])
-    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {
-        **os.environ, **(env or {}),
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        "PYTHONPATH": str(path / "src"),
-        "PYTHONUNBUFFERED": "1",
-        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-    }  # fmt: skip
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "tiny"]):
-        sh(["git", *args], path, env)
-    return path, env
+    repo_env = repo_copy(path, dict(run), {"activation": list(activations), "sigma": [0.1]})
+    return path, {**repo_env, **(env or {}), "PYTHONUNBUFFERED": "1"}
 
 
 def sh(args, cwd, env, check=True) -> str:

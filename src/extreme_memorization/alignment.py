@@ -42,10 +42,15 @@ def _from_sums(sum_sq: float, norms: np.ndarray) -> float:
     return (float(sum_sq) - float(np.sum(np.square(norms, dtype=np.float64)))) / (n * (n - 1) * m * m)
 
 
-def _row_norms(a) -> np.ndarray:
+def _row_norms(a, chunk: int = 4096) -> np.ndarray:
+    """||a_i|| in float64, a chunk of rows at a time (no float64 copy of all of a)."""
     a = _np(a)
-    a = a.reshape(len(a), -1).astype(np.float64)
-    return np.sqrt(np.einsum("ij,ij->i", a, a))
+    a = a.reshape(len(a), -1)
+    out = np.empty(len(a))
+    for i in range(0, len(a), chunk):
+        rows = a[i : i + chunk].astype(np.float64)
+        out[i : i + chunk] = np.sqrt(np.einsum("ij,ij->i", rows, rows))
+    return out
 
 
 def alignment(v) -> float:

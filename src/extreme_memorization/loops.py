@@ -207,8 +207,11 @@ class PackedMLP(Trainer):
         (numpy, in chunks), for the measures."""
         w1, w2 = (np.asarray(ops.convert_to_numpy(w[member])) for w in self.state)
         x = np.reshape(x, (len(x), -1))
-        pre = np.concatenate([np.asarray(ops.convert_to_numpy(ops.matmul(x[i : i + 4096], w1))) for i in range(0, len(x), 4096)])
-        rep = np.asarray(ops.convert_to_numpy(models.ACTIVATIONS[self.activation](pre)))
+        pre = np.empty((len(x), w1.shape[1]), dtype=np.float32)
+        rep = np.empty_like(pre)
+        for i in range(0, len(x), 4096):  # in chunks: no whole-set temporaries
+            pre[i : i + 4096] = ops.convert_to_numpy(ops.matmul(x[i : i + 4096], w1))
+            rep[i : i + 4096] = ops.convert_to_numpy(models.ACTIVATIONS[self.activation](pre[i : i + 4096]))
         return {"x": x, "pre_activation": pre, "representation": rep, "logits": rep @ w2, "w1": w1, "w2": w2}
 
     def keras_model(self, member: int) -> keras.Model:

@@ -54,8 +54,8 @@ def measure(y, loss, representation, logits, batch_size: int, seed: int, first: 
     # Per-example gradient of a dense layer: g_i = a_i b_i^T, kept as (a, b).
     layers = {"w2": (rep, delta)}
     if first is not None:
-        dphi = np.asarray(ops.convert_to_numpy(models.activation_derivative(first.activation, first.pre_activation)))
-        e = (delta @ np.asarray(first.w2, delta.dtype).T) * dphi  # dl_i / d(W1 x_i)
+        e = delta @ np.asarray(first.w2, delta.dtype).T  # then times phi'(W1 x): dl_i / d(W1 x_i)
+        e *= np.asarray(ops.convert_to_numpy(models.activation_derivative(first.activation, first.pre_activation)), e.dtype)
         layers = {"w1": (first.x, e), **layers}
     nan = float("nan")
     out = {}

@@ -143,6 +143,7 @@ def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrup
     backend.seed_everything(first.seed)
     raw = data_mod.load(dataset_path, first.dataset)
     base, y_train, y_test = _labels(raw, runs)
+    del raw  # the uint8 images: training holds the standardized ones
     trainer = _trainer(runs, base, y_train, y_test)
     members = [Member(r, d) for r, d in zip(runs, out_dirs)]
     title = title or f"[{group} {first.dataset} {first.model}/{first.activation} {first.loss}]"
