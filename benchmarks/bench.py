@@ -15,7 +15,9 @@ shared machines). Writes ``reports/bench.json`` and prints Markdown tables.
 (e) seconds per checkpoint for the CIFAR MLP and for ResNet-50, and their
     share of training time at the default checkpoint interval;
 (f) with --demo: the digits demo (`dvc repro report@digits` in a fresh copy)
-    with a breakdown of its wall time.
+    with a breakdown of its wall time;
+(g) one minibatch's in-class gradient alignment, closed form against the
+    released code's per-example backward passes.
 
 Run: make bench (or python benchmarks/bench.py [--quick] [--demo]).
 """
@@ -154,7 +156,7 @@ def cifar_flops(sizes, n: int, repeat: int, matmul: float) -> list[dict]:
 
 
 MEMORY_SCRIPT = """
-import resource, sys, numpy as np
+import sys, numpy as np
 from pathlib import Path
 from extreme_memorization import config, data, training
 sys.path.insert(0, {bench!r})
@@ -165,7 +167,8 @@ data.save(data.Dataset("cifar10", rng.integers(0, 256, (50000, 32, 32, 3), dtype
           rng.integers(0, 256, (10000, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 10000), 10), path)
 runs = paper_runs(5, alignment_points=2)
 training.train_unit(runs, "bench", path, [Path({tmp!r}) / str(i) for i in range(5)])
-print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM: this process's own peak (ru_maxrss would include the parent's peak, inherited through fork)
+print("PEAK_KB", [line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")][0])
 """
 
 
@@ -195,6 +198,50 @@ def checkpoint_cost(cifar_epoch_s: float) -> dict:
     out["mlp_share_at_default_interval"] = out["mlp_seconds"] / (every * cifar_epoch_s)
     out["checkpoint_every"] = every
     return out
+
+
+def alignment_speedup(batch: int = 256) -> dict:
+    """(g) in-class gradient alignment of W1 and W2 for one minibatch: the
+    closed form against the released code's one backward pass per example."""
+    import keras
+    from keras import ops
+
+    from extreme_memorization import alignment as al
+    from extreme_memorization import models
+
+    run = paper_runs(1)[0]
+    keras.utils.set_random_seed(0)
+    model = models.build(run, (32, 32, 3), 10)
+    loss = losses.build(run)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, 32, 32, 3), dtype=np.float32)
+    y = rng.integers(0, 10, batch)
+
+    def closed_form():
+        parts = models.forward_parts(model, x)
+        delta = ops.convert_to_numpy(loss.logit_gradient(y, parts["logits"]))
+        w2 = ops.convert_to_numpy(model.get_layer("logits").kernel)
+        e = (delta @ w2.T) * ops.convert_to_numpy(models.activation_derivative("sin", parts["pre_activation"]))
+        return (al.in_class(y, al.outer_alignment, x.reshape(batch, -1), e),
+                al.in_class(y, al.outer_alignment, parts["representation"], delta))  # fmt: skip
+
+    def example_loss(params, xi, yi):
+        z, _ = model.stateless_call(params, [], xi)
+        return ops.sum(loss.per_example(yi, z)), None
+
+    grad = backend.compile(backend.value_and_grad(example_loss))
+    params = [ops.convert_to_tensor(v.value) for v in model.trainable_variables]
+
+    def per_example():
+        grads = [grad(params, x[i : i + 1], y[i : i + 1])[2] for i in range(batch)]
+        g1 = np.stack([np.ravel(ops.convert_to_numpy(g[0])) for g in grads])
+        g2 = np.stack([np.ravel(ops.convert_to_numpy(g[1])) for g in grads])
+        return al.in_class(y, al.alignment, g1), al.in_class(y, al.alignment, g2)
+
+    a, b = closed_form(), per_example()
+    assert np.allclose(a, b, rtol=1e-3, atol=1e-6), (a, b)
+    slow, fast = best_of(per_example, 2), best_of(closed_form, 3)
+    return {"per_example_s": slow, "closed_form_s": fast, "speedup": slow / fast}
 
 
 def demo() -> dict:
@@ -243,6 +290,7 @@ def main() -> int:
     result["cifar_training"] = cifar_flops((1, 5) if args.quick else (1, 5), 1280 if args.quick else 5120, repeat, matmul)
     cifar_epoch_s = 50000 / 256 * result["step_cost"][1]["new_step_ms"] / 1e3
     result["checkpoint"] = checkpoint_cost(cifar_epoch_s)
+    result["alignment"] = alignment_speedup()
     if not args.quick:
         result["peak_memory_gb_pack5_cifar"] = peak_memory()
     if args.demo:
@@ -271,6 +319,9 @@ def markdown(r: dict) -> str:
     lines += ["", f"(e) checkpoint: MLP {c['mlp_megabytes']:.0f} MB in {c['mlp_seconds']:.3f} s, ResNet-50 "
               f"{c['resnet50_megabytes']:.0f} MB in {c['resnet50_seconds']:.3f} s; every {c['checkpoint_every']} CIFAR "
               f"epochs the MLP's costs {100 * c['mlp_share_at_default_interval']:.3f}% of training"]  # fmt: skip
+    a = r["alignment"]
+    lines.append(f"(g) one minibatch's gradient alignment (W1, W2): per-example backward passes {a['per_example_s']:.2f} s, "
+                 f"closed form {a['closed_form_s']:.3f} s: {a['speedup']:.0f}x")  # fmt: skip
     if "peak_memory_gb_pack5_cifar" in r:
         lines.append(f"(d) peak memory, pack of 5 CIFAR-10-shaped runs: {r['peak_memory_gb_pack5_cifar']:.2f} GB")
     if "demo" in r:
