@@ -42,7 +42,7 @@ def _from_sums(sum_sq: float, norms: np.ndarray) -> float:
     return (float(sum_sq) - float(np.sum(np.square(norms, dtype=np.float64)))) / (n * (n - 1) * m * m)
 
 
-def _row_norms(a, chunk: int = 4096) -> np.ndarray:
+def row_norms(a, chunk: int = 4096) -> np.ndarray:
     """||a_i|| in float64, a chunk of rows at a time (no float64 copy of all of a)."""
     a = _np(a)
     a = a.reshape(len(a), -1)
@@ -58,7 +58,7 @@ def alignment(v) -> float:
     v = _np(v)
     v = v.reshape(len(v), -1)
     total = v.sum(axis=0, dtype=np.float64)
-    return _from_sums(float(total @ total), _row_norms(v))
+    return _from_sums(float(total @ total), row_norms(v))
 
 
 def outer_sum_sq(a, b) -> float:
@@ -79,7 +79,7 @@ def outer_sum_sq(a, b) -> float:
 
 def outer_alignment(a, b) -> float:
     """A of the per-example gradients g_i = a_i b_i^T of a dense layer."""
-    return _from_sums(outer_sum_sq(a, b), _row_norms(a) * _row_norms(b))
+    return _from_sums(outer_sum_sq(a, b), row_norms(a) * row_norms(b))
 
 
 def outer_gram(a, b) -> np.ndarray:
@@ -89,16 +89,11 @@ def outer_gram(a, b) -> np.ndarray:
     return (a @ a.T) * (b @ b.T)
 
 
-def _normalize_rows(a):
-    norms = ops.sqrt(ops.sum(a * a, axis=1, keepdims=True))
-    return a / ops.where(norms > 0, norms, ops.ones_like(norms))
-
-
 def gradient_diversity(parts) -> float:
     """sum_i ||g_i||^2 / ||sum_i g_i||^2 for g_i = concat of a_i b_i^T over ``parts``
     [(a, b), ...] (one pair per dense layer)."""
     sum_sq = sum(outer_sum_sq(a, b) for a, b in parts)
-    norms_sq = sum(np.square(_row_norms(a) * _row_norms(b)) for a, b in parts)
+    norms_sq = sum(np.square(row_norms(a) * row_norms(b)) for a, b in parts)
     return float(np.sum(norms_sq) / sum_sq) if sum_sq > 0 else float("nan")
 
 
@@ -113,7 +108,7 @@ ROUNDING_LEVEL = 100 * float(np.finfo(np.float32).eps)
 
 def above_rounding_level(logit_gradient) -> np.ndarray:
     """The examples whose logit gradient dl/dz is larger than :data:`ROUNDING_LEVEL`."""
-    return _row_norms(logit_gradient) > ROUNDING_LEVEL
+    return row_norms(logit_gradient) > ROUNDING_LEVEL
 
 
 def cosine_stiffness(parts) -> float:
@@ -125,14 +120,14 @@ def cosine_stiffness(parts) -> float:
     noise counts as much as any other: examples whose logit gradient is at
     or below :data:`ROUNDING_LEVEL` are left out (NaN when fewer than two remain).
     """
-    n = len(_row_norms(parts[0][0]))
+    n = len(row_norms(parts[0][0]))
     if n < 2:
         raise ValueError(f"cosine stiffness needs at least 2 vectors, got {n}")
     keep = above_rounding_level(parts[-1][1])
     if keep.sum() < 2:
         return float("nan")
     parts = [(_np(a)[keep], _np(b)[keep]) for a, b in parts]
-    norms = np.sqrt(sum(np.square(_row_norms(a) * _row_norms(b)) for a, b in parts))
+    norms = np.sqrt(sum(np.square(row_norms(a) * row_norms(b)) for a, b in parts))
     n = len(norms)
     # u_i = g_i / ||g_i||: scaling a_i by 1/||g_i|| keeps the outer-product form.
     sum_sq = sum(outer_sum_sq((a / norms[:, None]).astype(a.dtype), b) for a, b in parts)

@@ -75,7 +75,7 @@ def measure(y, loss, representation, logits, batch_size: int, seed: int, first: 
     out["gradient_diversity"] = al.in_class(y, whole(al.gradient_diversity), *arrays)
     out["cosine_stiffness"] = al.in_class(y, whole(al.cosine_stiffness), *arrays)
     out["gradient_confusion"] = al.in_class(y, whole(al.gradient_confusion), *arrays)
-    norms_sq = sum(np.square(al._row_norms(a) * al._row_norms(b)) for a, b in layers.values())
+    norms_sq = sum(np.square(al.row_norms(a) * al.row_norms(b)) for a, b in layers.values())
     out["mean_grad_norm"] = float(np.mean(np.sqrt(norms_sq)))  # the scale that says whether gradients vanished
     out["grad_norm_ratio_w1"] = nan
     if first is not None:

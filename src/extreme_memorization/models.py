@@ -118,12 +118,6 @@ def build(run: RunConfig, input_shape, num_classes: int) -> keras.Model:
     return model
 
 
-def logits(model: keras.Model, x, batch_size: int = 2048) -> np.ndarray:
-    """The model's logits for ``x``, in chunks (no tf.data pipeline per call:
-    this runs after every epoch)."""
-    return np.concatenate([np.asarray(model.predict_on_batch(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
-
-
 _PROBES: "weakref.WeakKeyDictionary[keras.Model, keras.Model]" = weakref.WeakKeyDictionary()
 
 
