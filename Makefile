@@ -88,7 +88,7 @@ test-jax: $(STAMP) ## the core's tests under the JAX backend (closed forms, pack
 	KERAS_BACKEND=jax $(BIN)/python -m pytest tests/test_alignment.py tests/test_losses.py tests/test_gradients.py \
 	  tests/test_packs.py tests/test_backend.py tests/test_resume.py
 
-test-slow: $(STAMP) ## the slow checks: the full digits sweep against the paper's claims (about 5 minutes)
+test-slow: $(STAMP) ## the slow checks: full digits sweep vs the claims, TF vs JAX, kills and resumes (about 2 minutes)
 	$(BIN)/python -m pytest -m slow
 
 slurm: validate ## a group's training on a Slurm cluster: make slurm GROUP=section3 SLURM_ARGS="--gpus-per-task 1 --time 08:00:00"
@@ -104,8 +104,8 @@ reproduce: validate ## every experiment group of params.yaml (needs the datasets
 data: validate ## prepare tfds datasets only: make data DATASETS="cifar10 svhn_cropped"
 	$(BIN)/dvc repro $(addprefix prepare-tfds@,$(DATASETS))
 
-plan: validate ## runs and compute per group: make plan TFLOPS=25 STEP_MS=2
-	@$(BIN)/python -m extreme_memorization plan --tflops $(or $(TFLOPS),25) --step-ms $(or $(STEP_MS),2)
+plan: validate ## runs and compute per group: make plan TFLOPS=25 STEP_MS=2 [RATES=device_check.json]
+	@$(BIN)/python -m extreme_memorization plan --tflops $(or $(TFLOPS),25) --step-ms $(or $(STEP_MS),2) $(if $(RATES),--rates $(RATES))
 
 bench: $(STAMP) ## the training core against the old path and this machine's matmul rate -> reports/bench.json
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
@@ -138,7 +138,7 @@ reproduce-in-container: image ## make gpu-check reproduce inside the image (GPU 
 shell: image ## a shell inside the image, repository mounted at /work (reads stdin when not a terminal)
 	$(CONTAINER_RUN) $$([ -t 0 ] && echo -it || echo -i) $(IMAGE) bash
 
-container-test: ## build the image from cpu.lock with podman, make demo inside as another uid (about 10 minutes)
+container-test: ## build the image from cpu.lock with podman, make demo inside as another uid (3-4 minutes, 10 cold)
 	$(CONTAINER_TEST) test requirements/cpu.lock extreme-memorization:cpu
 
 container-test-cuda: ## the same with cuda.lock (7.7 GB image, 36 GB free disk)
