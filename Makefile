@@ -53,7 +53,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-jax test-slow reproduce data validate plan lint lock bench device-check device-wheels clean compare \
+.PHONY: help venv demo test push pull test-jax test-slow reproduce data validate plan lint lock bench device-check device-wheels clean compare \
         image reproduce-in-container shell gpu-check slurm test-slurm container-test container-test-cuda clean-container
 
 help: ## list the targets
@@ -97,6 +97,12 @@ slurm: validate ## a group's training on a Slurm cluster: make slurm GROUP=secti
 
 test-slurm: $(STAMP) ## the Slurm tests on a local single-node cluster (needs slurm-wlm and munge, as root)
 	$(BIN)/python -m pytest -m slurm tests/test_slurm.py
+
+push: $(STAMP) ## send the weights and DVC's run-cache to the default DVC remote (REMOTE=name for another)
+	@$(BIN)/python -m extreme_memorization push $(if $(REMOTE),-r $(REMOTE))
+
+pull: $(STAMP) ## fetch what was pushed (stages never built are skipped), then reuse it: REMOTE=name
+	@$(BIN)/python -m extreme_memorization pull $(if $(REMOTE),-r $(REMOTE))
 
 reproduce: validate ## every experiment group of params.yaml (needs the datasets: GPU box)
 	$(BIN)/dvc repro

@@ -44,17 +44,36 @@ def test_dvc_repro_runs_prepare_train_and_report(repo):
     assert (path / "dvc.lock").exists()
 
 
-def test_a_pack_stage_writes_one_folder_per_run_and_keeps_weights_out_of_git(repo):
+def test_a_pack_stage_writes_one_folder_per_run_to_git_and_the_weights_to_dvc(repo):
     path = repo[0]
     pack = path / "runs/digits/digits-mlp-sin-cross_entropy-true"
+    weights = path / "weights/digits/digits-mlp-sin-cross_entropy-true"
     assert sorted(p.name for p in pack.iterdir()) == ["sigma0.1-seed0", "sigma10-seed0"]
     for run in pack.iterdir():
-        assert {p.name for p in run.iterdir()} == {"metrics.json", "history.csv", "alignment.csv", "run.json",
-                                                   "model.weights.h5"}  # fmt: skip
-    ignored = subprocess.run(["git", "check-ignore", str(pack / "sigma10-seed0/model.weights.h5")], cwd=path)
+        assert {p.name for p in run.iterdir()} == {"metrics.json", "history.csv", "alignment.csv", "run.json"}
+        assert (weights / run.name / "model.weights.h5").stat().st_size > 0
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(weights / "sigma10-seed0/model.weights.h5")], cwd=path)
     assert ignored.returncode == 0
-    tracked = subprocess.run(["git", "check-ignore", str(pack / "sigma10-seed0/metrics.json")], cwd=path)
+    tracked = subprocess.run(["git", "check-ignore", "-q", str(pack / "sigma10-seed0/metrics.json")], cwd=path)
     assert tracked.returncode == 1
+    lock = yaml.safe_load((path / "dvc.lock").read_text())["stages"][TRAIN.format("sin")]
+    assert [o["path"] for o in lock["outs"]] == [pack.relative_to(path).as_posix(), weights.relative_to(path).as_posix()]
+
+
+def test_every_train_stage_keeps_dvcs_run_cache_on(repo):
+    """A plain `cache: false` output switches the run-cache off; the run folders
+    are `plots:` outputs instead, so a trained pack is saved in the run-cache."""
+    path = repo[0]
+    entries = list((path / ".dvc/cache/runs").rglob("*"))
+    assert any(e.is_file() for e in entries), "no run-cache entry was saved"
+    from dvc.repo import Repo
+
+    with Repo(str(path)) as dvc_repo:  # the condition of dvc.stage.Stage.run for saving to the run-cache
+        stages = [s for s in dvc_repo.index.stages if s.name.startswith("train-")]
+        assert len(stages) > 10
+        for stage in stages:
+            assert all(o.use_cache or o.is_metric or o.is_plot for o in stage.outs), stage.name
+            assert not any(o.persist for o in stage.outs), stage.name
 
 
 def test_metrics_show_lists_the_compact_metrics_of_the_reported_group(repo):

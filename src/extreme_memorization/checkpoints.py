@@ -17,6 +17,7 @@ stage removes its checkpoints.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -46,12 +47,18 @@ def folder(group: str, pack: str) -> Path:
     return root() / group / pack
 
 
-def _file_digest(path: Path) -> str:
+@functools.lru_cache(maxsize=16)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    stat = Path(path).stat()
+    return _digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 def fingerprint(runs, dataset_path: str | Path, backend_name: str) -> str:

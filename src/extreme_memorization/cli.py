@@ -2,13 +2,15 @@
 
     python -m extreme_memorization validate
     python -m extreme_memorization prepare DATASET [--out PATH]
-    python -m extreme_memorization train GROUP --set KEY=VALUE ... --out PACK_DIR
+    python -m extreme_memorization train GROUP --set KEY=VALUE ... --out PACK_DIR [--weights PACK_DIR]
     python -m extreme_memorization report GROUP [GROUP ...] --runs DIR --out DIR
     python -m extreme_memorization table [GROUP ...] [--filter KEY=VALUE ...] [--rev REV]
     python -m extreme_memorization plan [--tflops R] [--step-ms T]
     python -m extreme_memorization runs GROUP [--filter KEY=VALUE ...]
     python -m extreme_memorization compare REV_A [REV_B]
     python -m extreme_memorization gpu-check
+    python -m extreme_memorization push|pull [-r REMOTE]
+    python -m extreme_memorization store
     python -m extreme_memorization slurm GROUP [--dry-run] [--partition P] ... [--sbatch=OPTION]
 
 Heavy imports (TensorFlow, Keras) happen inside the subcommands, so a bad
@@ -78,7 +80,7 @@ def cmd_train(args) -> int:
     stage = packs.stage_name(args.group, runs[0])
     title = f"[{stage}, stage {index}/{count} of group {args.group}]"
     try:
-        training.train_pack(runs, args.group, dataset_path, args.out, packs.pack_name(runs[0]), title)
+        training.train_pack(runs, args.group, dataset_path, args.out, packs.pack_name(runs[0]), title, args.weights)
     except Interrupted as exc:
         print(f"{title} {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
@@ -216,6 +218,32 @@ def cmd_slurm(args) -> int:
         return 1
 
 
+def cmd_push(args) -> int:
+    from . import remotes
+
+    return remotes.push(Path(args.params).resolve().parent, args.remote)
+
+
+def cmd_pull(args) -> int:
+    from . import remotes
+
+    return remotes.pull(Path(args.params).resolve().parent, args.remote)
+
+
+def cmd_store(args) -> int:
+    from . import store
+
+    root = Path(args.params).resolve().parent
+    kept = store.root(root)
+    if kept is None:
+        print("the run store is off (EM_REUSE_RUNS=0, or no DVC repository here)")
+        return 0
+    added, missing = store.import_runs(root / "runs", root / "weights", kept)
+    total = sum(1 for p in kept.iterdir() if not p.name.startswith(".")) if kept.is_dir() else 0
+    print(f"run store {kept}: {total} runs ({added} added now" + (f"; {missing} runs here lack weights: dvc pull" if missing else "") + ")")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="extreme_memorization", description=__doc__.split("\n\n")[0])
     p.add_argument("--params", default="params.yaml", help="the configuration (default: params.yaml)")
@@ -234,6 +262,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="the pack's value of a swept axis")
     s.add_argument("--data", help="prepared .npz (default data/prepared/<dataset>.npz)")
     s.add_argument("--out", required=True, help="pack directory (one folder per run inside)")
+    s.add_argument("--weights", help="pack directory for the weights (default: the run folders of --out)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("report", help="claims, figures, statistics and results of one or more groups")
@@ -274,6 +303,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--reports", default="reports", help="folder of the group reports (default: reports)")
     s.set_defaults(func=cmd_compare)
 
+    for verb, func, what in (("push", cmd_push, "send the weights and the run-cache to a DVC remote"),
+                             ("pull", cmd_pull, "fetch what was pushed, and file the pulled runs in the run store")):
+        s = sub.add_parser(verb, help=f"{what} (probes the remote first)")
+        s.add_argument("-r", "--remote", help="the DVC remote (default: the one set with dvc remote add -d)")
+        s.set_defaults(func=func)
+
+    s = sub.add_parser("store", help="file this workspace's runs in the run store (after a plain dvc pull)")
+    s.set_defaults(func=cmd_store)
+
     s = sub.add_parser("slurm", help="train a group's stages as a Slurm job array, then its report (README: Slurm)")
     s.add_argument("group")
     s.add_argument("--dry-run", action="store_true", help="print the batch scripts, submit nothing")
@@ -302,10 +340,11 @@ def main(argv: list[str] | None = None) -> int:
         from .data import DataError
 
         from .compare import CompareError
+        from .remotes import RemoteError
         from .report import ReportError
         from .results import ResultsError
 
-        if isinstance(exc, (DataError, ReportError, ResultsError, CompareError)):
+        if isinstance(exc, (DataError, ReportError, ResultsError, CompareError, RemoteError)):
             print(f"error: {exc}", file=sys.stderr)
             return 1
         raise

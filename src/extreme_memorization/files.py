@@ -51,3 +51,7 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, value) -> None:
     write_text(path, json.dumps(value, indent=2) + "\n")
+
+
+def read_json(path: str | Path):
+    return json.loads(Path(path).read_text())

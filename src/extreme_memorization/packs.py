@@ -4,13 +4,16 @@ A *pack* is one line of a figure: the runs of a group that share dataset,
 model, activation, loss and labels and differ only in sigma and seed (the
 :data:`MEMBER_AXES`). MLP members train together as one model with a
 leading run axis (loops.PackedMLP); other models train one member after the
-other. A pack is one DVC stage, ``train-<group>@<group>-<pack>``, whose output is the
-folder ``runs/<group>/<pack>/`` holding one folder per run.
+other. A pack is one DVC stage, ``train-<group>@<group>-<pack>``, whose outputs are
+the folder ``runs/<group>/<pack>/`` holding one folder per run (small files, in
+git) and its twin ``weights/<group>/<pack>/`` holding the runs' weights (in
+DVC's cache).
 """
 
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 from .config import AXES, ConfigError, Params, RunConfig
 
@@ -28,6 +31,23 @@ def run_name(run: RunConfig) -> str:
     are one sigma, ``sigma1``)."""
     scale = f"sigma{run.sigma:g}" if run.sigma is not None else "glorot"
     return f"{scale}-seed{run.seed}"
+
+
+def weights_file(run_dir: str | Path) -> Path:
+    """The weights of the run in ``run_dir`` (``runs/<group>/<pack>/<run>``):
+    ``model.weights.h5`` in the run folder itself if it is there (a run
+    trained outside the pipeline), else in the twin folder under
+    ``weights/`` (the last ``runs`` part of the path replaced)."""
+    run_dir = Path(run_dir)
+    here = run_dir / "model.weights.h5"
+    if here.exists():
+        return here
+    parts = list(run_dir.parts)
+    if "runs" in parts:
+        at = len(parts) - 1 - parts[::-1].index("runs")
+        parts[at] = "weights"
+        return Path(*parts) / "model.weights.h5"
+    return here
 
 
 def stage_name(group: str, run: RunConfig) -> str:

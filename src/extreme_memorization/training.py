@@ -7,12 +7,16 @@ keeps the best test accuracy, measures alignment at a few epochs, freezes a
 member that diverges, prints progress with an ETA, writes checkpoints and, on
 SIGTERM or SIGINT, stops cleanly after the current chunk.
 
-Outputs of each run, in its folder (the pack's DVC output holds them all):
+Outputs of each run, in its folder (kept in git; the pack's folder is a DVC
+``plots:`` output):
 - ``metrics.json``: final accuracies and measures;
 - ``history.csv``: one row per epoch;
 - ``alignment.csv``: the measures at each measurement point;
-- ``run.json``: every setting of the run, its status and versions;
-- ``model.weights.h5``: the final weights (loadable into models.build's model).
+- ``run.json``: every setting of the run, its status, versions and
+  fingerprint (store.py);
+and ``model.weights.h5``, the final weights (loadable into models.build's
+model), in the run's twin folder under ``weights/`` (a DVC-cached output;
+packs.weights_file), or beside the other files when no weights file is named.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import backend, checkpoints, files, loops, measures, models
+from . import backend, checkpoints, files, loops, measures, models, store
 from . import data as data_mod
 from . import losses as losses_mod
 from .config import RunConfig
@@ -52,8 +56,9 @@ def measurement_epochs(epochs: int, points: int) -> list[int]:
 class Member:
     """The record of one run of a pack."""
 
-    def __init__(self, run: RunConfig, out_dir: Path):
+    def __init__(self, run: RunConfig, out_dir: Path, weights_file: Path | None = None):
         self.run, self.out_dir = run, Path(out_dir)
+        self.weights_file = Path(weights_file) if weights_file else self.out_dir / "model.weights.h5"
         self.rows: list[dict] = []
         self.alignment_rows: list[dict] = []
         self.best = 0.0
@@ -62,7 +67,7 @@ class Member:
         self.initial_loss = float("nan")
 
     def record(self) -> dict:
-        return {k: v for k, v in vars(self).items() if k not in ("run", "out_dir")}
+        return {k: v for k, v in vars(self).items() if k not in ("run", "out_dir", "weights_file")}
 
     def restore(self, record: dict) -> None:
         vars(self).update(record)
@@ -132,16 +137,18 @@ def _csv(rows: list[dict], columns: list[str]) -> str:
 
 
 def train_unit(runs: list[RunConfig], group: str, dataset_path, out_dirs: list[Path], checkpoint: Path | None = None,
-               title: str = "") -> list[dict]:  # fmt: skip
+               title: str = "", weights_files: list[Path] | None = None) -> list[dict]:  # fmt: skip
     """Train ``runs`` together (a pack of MLPs, or one run of any model), write
-    each run's outputs into its folder of ``out_dirs``, return their metrics.
+    each run's outputs into its folder of ``out_dirs`` (the weights into
+    ``weights_files``, default beside them), return their metrics.
     With ``checkpoint``, resume from it when it matches and keep it current;
     SIGTERM or SIGINT stop it cleanly (progress.py)."""
     with Interrupt() as interrupt:
-        return _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrupt)
+        return _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrupt,
+                           weights_files or [None] * len(runs))  # fmt: skip
 
 
-def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrupt) -> list[dict]:
+def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrupt, weights_files) -> list[dict]:
     first = runs[0]
     backend.set_matmul_precision(first.matmul_precision)
     backend.seed_everything(first.seed)
@@ -149,7 +156,7 @@ def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrup
     base, y_train, y_test = _labels(raw, runs)
     del raw  # the uint8 images: training holds the standardized ones
     trainer = _trainer(runs, base, y_train, y_test)
-    members = [Member(r, d) for r, d in zip(runs, out_dirs)]
+    members = [Member(r, d, w) for r, d, w in zip(runs, out_dirs, weights_files, strict=True)]
     title = title or f"[{group} {first.dataset} {first.model}/{first.activation} {first.loss}]"
 
     # The loss of each member (loss_scaling: output scales its parameter by
@@ -250,11 +257,13 @@ def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrup
 
     results = []
     for i, m in enumerate(members):
-        results.append(_finish(trainer, i, m, member_loss[i], base, y_train[i], group, clock, resumed_from, scales[i]))
+        fingerprint = store.key(m.run, group, dataset_path, backend.name())
+        results.append(_finish(trainer, i, m, member_loss[i], base, y_train[i], group, clock, resumed_from, scales[i],
+                               fingerprint))  # fmt: skip
     return results
 
 
-def _finish(trainer, i, m: Member, loss, base, y, group, clock, resumed_from, scale) -> dict:
+def _finish(trainer, i, m: Member, loss, base, y, group, clock, resumed_from, scale, fingerprint) -> dict:
     run = m.run
     final = m.rows[-1] if m.rows else dict.fromkeys(HISTORY_COLUMNS[1:], float("nan")) | {"epoch": 0}
     if m.diverged_at is not None:  # the weights of a diverged run measure nothing
@@ -295,11 +304,12 @@ def _finish(trainer, i, m: Member, loss, base, y, group, clock, resumed_from, sc
         "device": backend.device_name(),
         "keras": keras.__version__,
         "backend": backend.name(),
+        "fingerprint": fingerprint,  # store.key: settings, code, data, backend, group
     }
     out = m.out_dir
     files.write_text(out / "history.csv", _csv(m.rows, HISTORY_COLUMNS))
     files.write_text(out / "alignment.csv", _csv(m.alignment_rows, ["epoch", *MEASURES]))
-    with files.atomic_path(out / "model.weights.h5") as tmp:
+    with files.atomic_path(m.weights_file) as tmp:
         model.save_weights(str(tmp))
     files.write_json(out / "run.json", info)
     files.write_json(out / "metrics.json", metrics)
@@ -317,24 +327,42 @@ def train(run: RunConfig, group: str, dataset_path, out_dir, checkpoint: Path | 
     return train_unit([run], group, dataset_path, [Path(out_dir)], checkpoint)[0]
 
 
-def train_pack(runs: list[RunConfig], group: str, dataset_path, out_dir, pack: str, title: str = "") -> list[dict]:
-    """Train the runs of one pack into ``out_dir/<run>/``, with checkpoints in
+def train_pack(runs: list[RunConfig], group: str, dataset_path, out_dir, pack: str, title: str = "",
+               weights_dir=None) -> list[dict]:  # fmt: skip
+    """Train the runs of one pack into ``out_dir/<run>/`` (weights into
+    ``weights_dir/<run>/``, default the run folders), with checkpoints in
     ``checkpoints/<group>/<pack>/`` that are removed once the pack is done.
-    MLP runs train together; other models one after the other (each keeps its
-    final checkpoint until the whole pack is done, so a rerun after a kill
-    does not train a finished run again)."""
+    Runs already in the run store (store.py) are taken from there unchanged;
+    the others train: MLP runs together, other models one after the other
+    (each keeps its final checkpoint until the whole pack is done, so a rerun
+    after a kill does not train a finished run again)."""
     from .packs import run_name
 
     folder = checkpoints.folder(group, pack)
     out_dir = Path(out_dir)
-    if all(r.model == "mlp" for r in runs):
-        units = [runs]
+    weights_dir = Path(weights_dir) if weights_dir else out_dir
+    kept = store.root(out_dir)
+    results: dict[int, dict] = {}
+    todo = []
+    for i, run in enumerate(runs):
+        name = run_name(run)
+        if store.get(kept, store.key(run, group, dataset_path, backend.name()), out_dir / name,
+                     weights_dir / name / "model.weights.h5"):  # fmt: skip
+            results[i] = files.read_json(out_dir / name / "metrics.json")
+            print(f"{title} run {name}: unchanged settings, code and data; taken from the run store", flush=True)
+        else:
+            todo.append(i)
+    if todo and all(runs[i].model == "mlp" for i in todo):
+        units = [todo]
     else:
-        units = [[r] for r in runs]
-    results = []
+        units = [[i] for i in todo]
     for unit in units:
-        name = "pack" if len(units) == 1 else run_name(unit[0])
-        dirs = [out_dir / run_name(r) for r in unit]
-        results += train_unit(unit, group, dataset_path, dirs, folder / f"{name}.npz", title)
+        name = "pack" if len(units) == 1 else run_name(runs[unit[0]])
+        dirs = [out_dir / run_name(runs[i]) for i in unit]
+        weights = [weights_dir / run_name(runs[i]) / "model.weights.h5" for i in unit]
+        trained = train_unit([runs[i] for i in unit], group, dataset_path, dirs, folder / f"{name}.npz", title, weights)
+        for i, metrics, d, w in zip(unit, trained, dirs, weights, strict=True):
+            results[i] = metrics
+            store.put(kept, files.read_json(d / "run.json")["fingerprint"], d, w)
     checkpoints.remove(group, pack)
-    return results
+    return [results[i] for i in range(len(runs))]

@@ -1,0 +1,142 @@
+"""The run store: every finished run, kept by what decides its numbers.
+
+A run's numbers are decided by its settings, the code that trains it, the
+data and the backend, and nothing else (a pack of 1 and a pack of 5 give the
+same run byte for byte). :func:`key` hashes exactly these (the checkpoint
+fingerprint of the one run, plus its group, which run.json records) and is
+written into the run's ``run.json`` as ``fingerprint``.
+
+When DVC reruns a pack stage (a sigma or a seed was added to its group) it
+first deletes the pack's outputs. The train command then takes every member
+whose key is in the store from there, byte for byte (run.json with its
+timings included), and trains only the others, together. A run is reused
+only when its key matches: changed settings, code, data, backend or Keras
+version give another key, and the run trains.
+
+The store lives inside DVC's cache folder (``<cache dir>/extreme-memorization/
+runs/<key>/``), so it is shared wherever the cache is shared (the Slurm and
+local fan-out worktrees, a lab's shared cache); ``EM_RUN_STORE`` names
+another folder. ``dvc gc`` leaves it alone. ``EM_REUSE_RUNS=0`` turns reuse
+off for a command (the runs train, and are stored again); deleting the
+folder forgets every run. Runs pulled from a remote enter the store through
+:func:`import_runs` (``make pull`` does it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from . import checkpoints
+
+RUN_FILES = ("run.json", "metrics.json", "history.csv", "alignment.csv")
+WEIGHTS = "model.weights.h5"
+
+
+def key(run, group: str, dataset_path, backend_name: str) -> str:
+    """The run's fingerprint: settings, code, data, backend and group."""
+    base = checkpoints.fingerprint([run], dataset_path, backend_name)
+    return hashlib.sha256(f"{base} group {group}".encode()).hexdigest()
+
+
+def _dvc_cache_dir(start: Path) -> Path | None:
+    """DVC's cache folder of the repository holding ``start``, or None outside one."""
+    for folder in [start, *start.parents]:
+        if (folder / ".dvc").is_dir():
+            try:
+                from dvc.repo import Repo
+
+                with Repo(str(folder)) as repo:
+                    return Path(repo.cache.local.path)
+            except Exception:  # an unreadable DVC config: no store, train as usual
+                return None
+    return None
+
+
+def root(start: Path | None = None) -> Path | None:
+    """The store's folder; None when reuse is off or there is no DVC repository."""
+    if os.environ.get("EM_REUSE_RUNS", "1") == "0":
+        return None
+    if os.environ.get("EM_RUN_STORE"):
+        return Path(os.environ["EM_RUN_STORE"])
+    cache = _dvc_cache_dir(Path(start or Path.cwd()).resolve())
+    return cache / "extreme-memorization" / "runs" if cache else None
+
+
+def get(store: Path | None, run_key: str, run_dir: Path, weights_file: Path) -> bool:
+    """Copy a stored run into ``run_dir`` and ``weights_file``; False if absent."""
+    if store is None:
+        return False
+    entry = store / run_key
+    if not all((entry / name).is_file() for name in (*RUN_FILES, WEIGHTS)):
+        return False
+    for name in RUN_FILES:
+        _place(entry / name, Path(run_dir) / name)
+    _place(entry / WEIGHTS, Path(weights_file))
+    return True
+
+
+def put(store: Path | None, run_key: str, run_dir: Path, weights_file: Path) -> None:
+    """Keep a finished run; an entry appears whole or not at all."""
+    if store is None or (store / run_key).is_dir():
+        return
+    store.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=store, prefix=f".{run_key[:12]}."))
+    try:
+        for name in RUN_FILES:
+            _place(Path(run_dir) / name, tmp / name)
+        _place(Path(weights_file), tmp / WEIGHTS)
+        os.chmod(tmp, 0o777 & ~_umask())
+        try:
+            os.rename(tmp, store / run_key)
+        except OSError:  # another worker stored the same run first
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def import_runs(runs_root: Path, weights_root: Path, store: Path | None) -> tuple[int, int]:
+    """File every run under ``runs_root`` whose weights are present (after a
+    ``dvc pull``) into the store, by the fingerprint its run.json records.
+    Returns (runs stored now, runs without weights)."""
+    if store is None:
+        return 0, 0
+    added = missing = 0
+    for info in sorted(Path(runs_root).glob("*/*/*/run.json")):
+        run_dir = info.parent
+        try:
+            fingerprint = json.loads(info.read_text()).get("fingerprint")
+        except (OSError, ValueError):
+            continue
+        weights_file = Path(weights_root) / run_dir.relative_to(runs_root) / WEIGHTS
+        if not fingerprint or not all((run_dir / n).is_file() for n in RUN_FILES):
+            continue
+        if not weights_file.is_file():
+            missing += 1
+            continue
+        if not (store / fingerprint).is_dir():
+            put(store, fingerprint, run_dir, weights_file)
+            added += 1
+    return added, missing
+
+
+def _place(source: Path, target: Path) -> None:
+    """A hard link where the filesystem allows it (the files are never
+    modified in place: every writer replaces them), else a copy."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() or target.is_symlink():
+        target.unlink()
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,222 @@
+"""Results trained once: a new sigma or seed trains only itself, and the
+weights travel through real DVC remotes (a folder, and S3 served by moto on
+127.0.0.1) to a fresh clone that then trains nothing."""
+
+import hashlib
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import dvc_cmd, python_cmd, repo_copy, sh
+
+PACK = "digits-mlp-sin-cross_entropy-true"
+REUSED = "taken from the run store"
+
+
+def _digests(root: Path) -> dict:
+    """Every run file and weights file under ``root``, by path: sha256."""
+    out = {}
+    for folder in ("runs", "weights"):
+        for f in sorted((root / folder).rglob("*")):
+            if f.is_file() and f.name != ".gitignore":
+                out[f.relative_to(root).as_posix()] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+def _set_sweep(path: Path, **axes):
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    params["digits"]["sweep"].update(axes)
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _repro(path, env):
+    return sh([dvc_cmd(), "repro", "report@digits"], path, env)
+
+
+def _commit(path, env, message):
+    sh(["git", "add", "-A"], path, env)
+    sh(["git", "commit", "-qm", message], path, env)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny digits group (sin, sigma 0.1 and 10, seed 0) trained and committed."""
+    path = tmp_path_factory.mktemp("trained")
+    env = repo_copy(path, {"epochs": 2, "width": 16, "alignment_points": 2}, {"activation": ["sin"], "sigma": [0.1, 10]})
+    _repro(path, env)
+    _commit(path, env, "trained")
+    return path, env
+
+
+@pytest.fixture(autouse=True)
+def _restore(trained):
+    """Each test leaves the trained repository's config and files as it found them."""
+    yield
+    path, env = trained
+    (path / ".dvc/config.local").unlink(missing_ok=True)
+    sh(["git", "checkout", "-q", "--", "."], path, env)
+
+
+def test_a_new_sigma_then_a_new_seed_train_only_the_new_runs(trained):
+    path, env = trained
+    before = _digests(path)
+    _set_sweep(path, sigma=[0.1, 1, 10])
+    out = _repro(path, env)
+    assert out.count(REUSED) == 2 and "sigma1-seed0: unchanged" not in out
+    after = _digests(path)
+    assert {k: v for k, v in after.items() if k in before} == before  # earlier runs byte-identical
+    assert f"weights/digits/{PACK}/sigma1-seed0/model.weights.h5" in after
+
+    _set_sweep(path, seed=[0, 1])
+    out = _repro(path, env)
+    assert out.count(REUSED) == 3
+    final = _digests(path)
+    assert {k: v for k, v in final.items() if k in after} == after
+    assert len([k for k in final if k.endswith("model.weights.h5")]) == 6
+    assert "Running stage" not in _repro(path, env)  # a third repro trains nothing
+
+    _set_sweep(path, sigma=[0.1, 10], seed=[0])  # removing runs trains nothing: DVC's run-cache has this pack
+    out = _repro(path, env)
+    assert f"Stage 'train-digits@digits-{PACK}' is cached" in out
+    assert {k: v for k, v in _digests(path).items()} == before
+
+
+def test_a_changed_learning_rate_trains_every_run_again(trained):
+    path, env = trained
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    params["digits"]["run"]["learning_rate"] = 0.02
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = _repro(path, env)
+    assert REUSED not in out and f"Running stage 'train-digits@digits-{PACK}'" in out
+    sh(["git", "checkout", "-q", "--", "params.yaml"], path, env)
+    assert f"Stage 'train-digits@digits-{PACK}' is cached" in _repro(path, env)  # back: from the run-cache
+
+
+def _clone(source: Path, target: Path, env) -> Path:
+    sh(["git", "clone", "-q", str(source), str(target)], source, env)
+    return target
+
+
+def _env_for(clone: Path, env: dict) -> dict:
+    return {**env, "PYTHONPATH": str(clone / "src")}
+
+
+def test_a_folder_remote_gives_a_fresh_clone_every_weight_and_nothing_to_train(trained, tmp_path):
+    path, env = trained
+    remote = tmp_path / "remote"
+    sh([dvc_cmd(), "remote", "add", "-d", "shared", str(remote)], path, env)
+    _commit(path, env, "remote")
+    sh([*python_cmd(), "push"], path, env)
+
+    clone = _clone(path, tmp_path / "clone", env)
+    cenv = _env_for(clone, env)
+    out = sh([*python_cmd(), "pull"], clone, cenv)
+    assert "run store: 2 pulled runs added" in out
+    assert _digests(clone) == _digests(path)
+    assert "Running stage" not in _repro(clone, cenv)
+    _set_sweep(clone, seed=[0, 1])  # the pulled runs are reused, only seed 1 trains
+    assert _repro(clone, cenv).count(REUSED) == 2
+
+
+@pytest.mark.slow
+def test_a_half_done_push_or_pull_is_completed_by_a_rerun(trained, tmp_path):
+    path, env = trained
+    remote = tmp_path / "remote"
+    sh([dvc_cmd(), "remote", "add", "-f", "-d", "half", str(remote)], path, env)
+    sh([*python_cmd(), "push"], path, env)
+    objects = sorted(p for p in (remote / "files").rglob("*") if p.is_file())
+    for p in objects[::2]:  # what a push stopped half-way leaves behind
+        p.unlink()
+    sh([*python_cmd(), "push"], path, env)
+    assert sorted(p for p in (remote / "files").rglob("*") if p.is_file()) == objects
+
+    clone = _clone(path, tmp_path / "clone", env)
+    cenv = _env_for(clone, env)
+    sh([dvc_cmd(), "remote", "add", "-f", "-d", "half", str(remote)], clone, cenv)
+    sh([*python_cmd(), "pull"], clone, cenv)
+    weights = sorted((clone / "weights").rglob("*.h5"))
+    weights[0].unlink()  # a pull that stopped half-way
+    sh([dvc_cmd(), "status"], clone, cenv)  # the workspace stays usable
+    sh([*python_cmd(), "pull"], clone, cenv)
+    assert _digests(clone) == _digests(path)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def s3_server():
+    """moto's S3 API on 127.0.0.1 (random port), with one bucket."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
+                 aws_secret_access_key="testing").create_bucket(Bucket="results")  # fmt: skip
+    yield url
+    server.stop()
+
+
+@pytest.mark.slow
+def test_an_s3_remote_gives_a_fresh_clone_every_weight_and_nothing_to_train(trained, tmp_path, s3_server):
+    path, env = trained
+    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    sh([dvc_cmd(), "remote", "add", "-f", "-d", "bucket", "s3://results/em"], path, env)
+    sh([dvc_cmd(), "remote", "modify", "bucket", "endpointurl", s3_server], path, env)
+    sh([dvc_cmd(), "remote", "modify", "--local", "bucket", "access_key_id", "testing"], path, env)
+    sh([dvc_cmd(), "remote", "modify", "--local", "bucket", "secret_access_key", "testing"], path, env)
+    assert "testing" not in (path / ".dvc/config").read_text()  # credentials stay out of git
+    sh([*python_cmd(), "push"], path, env)
+
+    clone = _clone(path, tmp_path / "clone", env)
+    cenv = {**_env_for(clone, env), **creds}  # the reader's credentials come from the environment
+    sh([dvc_cmd(), "remote", "add", "-f", "-d", "bucket", "s3://results/em"], clone, cenv)
+    sh([dvc_cmd(), "remote", "modify", "bucket", "endpointurl", s3_server], clone, cenv)
+    sh([*python_cmd(), "pull"], clone, cenv)
+    assert _digests(clone) == _digests(path)
+    assert "Running stage" not in _repro(clone, cenv)
+
+
+@pytest.mark.parametrize("kind", ["folder", "s3"])
+def test_an_unreachable_remote_fails_in_seconds_with_one_line(trained, tmp_path, kind):
+    path, env = trained
+    if kind == "folder":
+        sh([dvc_cmd(), "remote", "add", "-f", "-d", "gone", str(tmp_path / "unmounted/share")], path, env)
+    else:
+        sh([dvc_cmd(), "remote", "add", "-f", "-d", "gone", "s3://results/em"], path, env)
+        sh([dvc_cmd(), "remote", "modify", "gone", "endpointurl", f"http://127.0.0.1:{_free_port()}"], path, env)
+    for verb in ("push", "pull"):
+        start = time.monotonic()
+        result = subprocess.run([*python_cmd(), verb], cwd=path, env=env, capture_output=True, text=True)
+        assert time.monotonic() - start < 30
+        assert result.returncode != 0
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "remote 'gone' is unreachable" in lines[0], result.stderr
+        assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_pull_in_a_clone_with_stages_never_built_exits_zero(trained, tmp_path):
+    """The CIFAR and SVHN stages were never built: plain `dvc pull` fails on
+    them, `make pull` (--allow-missing) fetches exactly what was pushed."""
+    path, env = trained
+    remote = tmp_path / "remote"
+    sh([dvc_cmd(), "remote", "add", "-f", "-d", "shared", str(remote)], path, env)
+    sh([*python_cmd(), "push"], path, env)
+    clone = _clone(path, tmp_path / "clone", env)
+    cenv = _env_for(clone, env)
+    sh([dvc_cmd(), "remote", "add", "-f", "-d", "shared", str(remote)], clone, cenv)
+    result = subprocess.run([sys.executable, "-m", "extreme_memorization", "pull"], cwd=clone, env=cenv,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (clone / "data/prepared/digits.npz").is_file()
