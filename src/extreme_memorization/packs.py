@@ -11,6 +11,7 @@ folder ``runs/<group>/<pack>/`` holding one folder per run.
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 from .config import AXES, ConfigError, Params, RunConfig
 
@@ -65,3 +66,18 @@ def position(params: Params, group: str, run: RunConfig) -> tuple[int, int]:
     """(index from 1, count) of the run's pack among the group's stages."""
     names = list(packs(params, group))
     return names.index(pack_name(run)) + 1, len(names)
+
+
+WEIGHTS_FILE = "model.weights.h5"
+
+
+def weights_file(run_dir) -> Path:
+    """The final weights of the run in folder ``runs/<group>/<pack>/<run>/``:
+    in the folder itself, else in its twin ``weights/<group>/<pack>/<run>/``
+    (the ``runs`` part three levels up replaced by ``weights``)."""
+    run_dir = Path(run_dir)
+    here = run_dir / WEIGHTS_FILE
+    parts = run_dir.parts
+    if here.is_file() or len(parts) < 4 or parts[-4] != "runs":
+        return here
+    return Path(*parts[:-4], "weights", *parts[-3:]) / WEIGHTS_FILE

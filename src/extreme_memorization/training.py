@@ -12,7 +12,7 @@ Outputs of each run, in its folder (the pack's DVC output holds them all):
 - ``history.csv``: one row per epoch;
 - ``alignment.csv``: the measures at each measurement point;
 - ``run.json``: every setting of the run, its status and versions;
-- ``model.weights.h5``: the final weights (loadable into models.build's model).
+- ``model.weights.h5``: the final weights (load.load_run gives them back as a Keras model).
 """
 
 from __future__ import annotations
@@ -292,6 +292,7 @@ def _finish(trainer, i, m: Member, loss, base, y, group, clock, resumed_from, sc
         "train_examples": int(len(base.y_train)),
         "test_examples": int(len(base.y_test)),
         "num_classes": base.num_classes,
+        "input_shape": list(base.input_shape),  # what load_run builds the model for
         "pack_size": trainer.members,
         "resumed_from_epoch": resumed_from,
         "train_seconds": round(clock["train"], 2),  # the pack's, steps and evaluation
