@@ -41,6 +41,10 @@ def last_dense(model) -> keras.layers.Dense:
         ) from None
     if len(outputs) != 1:
         raise AlignmentInputError(f"model {model.name!r} has {len(outputs)} outputs; the measures need one (the logits)")
+    if len(outputs[0].shape) != 2:
+        raise AlignmentInputError(
+            f"model {model.name!r} outputs shape {tuple(outputs[0].shape)}; the measures need (batch, classes) logits"
+        )
     layer = outputs[0]._keras_history.operation
     if not isinstance(layer, keras.layers.Dense):
         raise AlignmentInputError(
