@@ -171,3 +171,14 @@ def test_the_public_surface_is_all_and_docs_describe_it():
     # Importing the package loads no Keras: KERAS_BACKEND may still be chosen after it.
     code = "import sys, extreme_memorization; assert 'keras' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_docs_ten_line_example_runs_as_written(tmp_path):
+    docs = (ROOT / "docs" / "api.md").read_text()
+    code = docs.split("## Ten lines", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(code.strip().splitlines()) <= 10
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert -1.0 <= float(result.stdout.strip().splitlines()[-1]) <= 1.0
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert len(rows) == 5 and all(math.isfinite(float(r["grad_alignment_w2"])) for r in rows)
