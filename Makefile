@@ -84,8 +84,8 @@ compare: $(STAMP) ## two revisions offline: make compare A=HEAD~1 [B=rev, defaul
 test: $(STAMP) ## the test suite (a few minutes)
 	$(BIN)/python -m pytest
 
-test-jax: $(STAMP) ## the core's tests under the JAX backend (closed forms, packs, backends, resume)
-	KERAS_BACKEND=jax $(BIN)/python -m pytest tests/test_alignment.py tests/test_losses.py tests/test_gradients.py \
+test-jax: $(STAMP) ## the core's tests under the JAX backend (closed forms, packs, backends, resume, the public API)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest tests/test_alignment.py tests/test_losses.py tests/test_gradients.py tests/test_api.py tests/test_load.py \
 	  tests/test_packs.py tests/test_backend.py tests/test_resume.py
 
 test-slow: $(STAMP) ## the slow checks: full digits sweep vs the claims, TF vs JAX, kills and resumes (about 2 minutes)

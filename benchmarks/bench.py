@@ -207,7 +207,7 @@ def alignment_speedup(batch: int = 256) -> dict:
     from keras import ops
 
     from extreme_memorization import alignment as al
-    from extreme_memorization import models
+    from extreme_memorization import api, models
 
     run = paper_runs(1)[0]
     keras.utils.set_random_seed(0)
@@ -218,7 +218,7 @@ def alignment_speedup(batch: int = 256) -> dict:
     y = rng.integers(0, 10, batch)
 
     def closed_form():
-        parts = models.forward_parts(model, x)
+        parts = api.forward_parts(model, x)
         delta = ops.convert_to_numpy(loss.logit_gradient(y, parts["logits"]))
         w2 = ops.convert_to_numpy(model.get_layer("logits").kernel)
         e = (delta @ w2.T) * ops.convert_to_numpy(models.activation_derivative("sin", parts["pre_activation"]))

@@ -6,7 +6,7 @@ import pytest
 from keras import ops
 
 from extreme_memorization import alignment as al
-from extreme_memorization import backend, losses, measures, models
+from extreme_memorization import api, backend, losses, models
 from extreme_memorization.config import make_run
 
 
@@ -67,7 +67,7 @@ def test_closed_form_gradient_inner_products_equal_autodiff(float64, run_setting
     y = rng.integers(0, 5, size=7)
     g1, g2, gz = per_example_gradients(model, loss, x, y)
 
-    parts = models.forward_parts(model, x)
+    parts = api.forward_parts(model, x)
     delta = np.asarray(loss.logit_gradient(y, parts["logits"]))
     w2 = ops.convert_to_numpy(model.get_layer("logits").kernel)
     e = (delta @ w2.T) * np.asarray(models.activation_derivative(activation, parts["pre_activation"]))
@@ -90,7 +90,7 @@ def test_training_measures_match_explicit_per_example_gradients(float64, run_set
     x = rng.normal(size=(12, 3, 2, 2))
     y = np.array([0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4])
     g1, g2, gz = per_example_gradients(model, loss, x, y)
-    out = measures.of_keras_model(model, loss, x, y, batch_size=4, seed=0)
+    out = api.measure_alignment(model, x, y, loss, batch_size=4, seed=0)
     assert out["grad_alignment_w1"] == pytest.approx(al.in_class(y, al.alignment, g1), rel=1e-5)
     assert out["grad_alignment_w2"] == pytest.approx(al.in_class(y, al.alignment, g2), rel=1e-5)
     assert out["grad_alignment_logits"] == pytest.approx(al.in_class(y, al.alignment, gz), rel=1e-5)

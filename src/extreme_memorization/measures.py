@@ -6,6 +6,8 @@ released code's scope): representation alignment, gradient alignment of W1,
 W2 and the logits, and its Fig. 3 comparison measures. The math lives in
 :mod:`alignment`; this module only assembles the per-example factors from a
 forward pass, so a packed run measures each member from its own slice.
+Where those arrays come from for a Keras model (the bundle's or anyone's)
+is :mod:`api`; a packed MLP computes them itself (training.py).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ MEASURES = [
     "grad_norm_ratio_w1",
     "mean_grad_norm",
 ]
+# Measured only when W1 is known (the paper's MLP): absent otherwise.
+FIRST_LAYER_MEASURES = ("grad_alignment_w1", "grad_alignment_w1_batch", "grad_norm_ratio_w1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +51,9 @@ class FirstLayer:
 
 
 def measure(y, loss, representation, logits, batch_size: int, seed: int, first: FirstLayer | None = None) -> dict:
-    """Every measure of :data:`MEASURES` for labels ``y``, the ``representation``
-    phi(W1 x) (what the last layer sees) and the ``logits``."""
+    """The measures of :data:`MEASURES` for labels ``y``, the ``representation``
+    phi(W1 x) (what the last layer sees) and the ``logits``; those of
+    :data:`FIRST_LAYER_MEASURES` only with ``first``."""
     rep = np.asarray(representation)
     delta = np.asarray(ops.convert_to_numpy(loss.logit_gradient(y, logits)))
     # Per-example gradient of a dense layer: g_i = a_i b_i^T, kept as (a, b).
@@ -57,14 +62,12 @@ def measure(y, loss, representation, logits, batch_size: int, seed: int, first: 
         e = delta @ np.asarray(first.w2, delta.dtype).T  # then times phi'(W1 x): dl_i / d(W1 x_i)
         e *= np.asarray(ops.convert_to_numpy(models.activation_derivative(first.activation, first.pre_activation)), e.dtype)
         layers = {"w1": (first.x, e), **layers}
-    nan = float("nan")
     out = {}
     for suffix, groups in (("", None), ("_batch", al.minibatches(len(y), batch_size, seed))):
         out["rep_alignment" + suffix] = al.in_class(y, al.alignment, rep, groups=groups)
         out["grad_alignment_logits" + suffix] = al.in_class(y, al.alignment, delta, groups=groups)
-        for name in ("w1", "w2"):
-            value = al.in_class(y, al.outer_alignment, *layers[name], groups=groups) if name in layers else nan
-            out[f"grad_alignment_{name}{suffix}"] = value
+        for name, pair in layers.items():
+            out[f"grad_alignment_{name}{suffix}"] = al.in_class(y, al.outer_alignment, *pair, groups=groups)
 
     # The whole gradient (every dense layer measured) for the paper's comparison measures.
     arrays = [a for pair in layers.values() for a in pair]
@@ -77,24 +80,9 @@ def measure(y, loss, representation, logits, batch_size: int, seed: int, first: 
     out["gradient_confusion"] = al.in_class(y, whole(al.gradient_confusion), *arrays)
     norms_sq = sum(np.square(al.row_norms(a) * al.row_norms(b)) for a, b in layers.values())
     out["mean_grad_norm"] = float(np.mean(np.sqrt(norms_sq)))  # the scale that says whether gradients vanished
-    out["grad_norm_ratio_w1"] = nan
     if first is not None:
         x, e = layers["w1"]
         grad_w1 = (x.T @ e.astype(x.dtype, copy=False)) / len(y)  # gradient of the mean loss over the set
         out["grad_norm_ratio_w1"] = float(np.linalg.norm(grad_w1) / np.linalg.norm(first.w1))
     return out
 
-
-def of_keras_model(model, loss, x, y, batch_size: int, seed: int) -> dict:
-    """The measures of a Keras model built by models.build on ``x``, ``y``."""
-    parts = models.forward_parts(model, x)
-    first = None
-    if models.is_mlp(model):
-        first = FirstLayer(
-            np.reshape(x, (len(x), -1)),
-            parts["pre_activation"],
-            ops.convert_to_numpy(model.get_layer("hidden").kernel),
-            ops.convert_to_numpy(model.get_layer("logits").kernel),
-            models.mlp_activation(model),
-        )
-    return measure(y, loss, parts["representation"], parts["logits"], batch_size, seed, first)

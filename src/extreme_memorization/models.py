@@ -11,10 +11,7 @@ activation is the separate ``representation`` layer).
 
 from __future__ import annotations
 
-import weakref
-
 import keras
-import numpy as np
 from keras import layers, ops
 
 from .config import ConfigError, RunConfig
@@ -116,25 +113,6 @@ def build(run: RunConfig, input_shape, num_classes: int) -> keras.Model:
     if run.init == "glorot":
         scale_kernels(model, run.init_scale)
     return model
-
-
-_PROBES: "weakref.WeakKeyDictionary[keras.Model, keras.Model]" = weakref.WeakKeyDictionary()
-
-
-def forward_parts(model: keras.Model, x, batch_size: int = 1024) -> dict:
-    """Arrays the measures read, for inputs ``x``: ``representation`` and
-    ``logits`` for every model, plus ``pre_activation`` (W1 x) for the MLP."""
-    names = ["representation", "logits"]
-    if is_mlp(model):
-        names.insert(0, "hidden")
-    if model not in _PROBES:  # one probe per model: no retracing at every measurement
-        _PROBES[model] = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
-    probe = _PROBES[model]
-    chunks = [probe.predict_on_batch(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-    parts = {name: np.concatenate([c[k] for c in chunks]) for k, name in enumerate(names)}
-    if "hidden" in parts:
-        parts["pre_activation"] = parts.pop("hidden")
-    return parts
 
 
 def is_mlp(model: keras.Model) -> bool:

@@ -33,23 +33,6 @@ def run_name(run: RunConfig) -> str:
     return f"{scale}-seed{run.seed}"
 
 
-def weights_file(run_dir: str | Path) -> Path:
-    """The weights of the run in ``run_dir`` (``runs/<group>/<pack>/<run>``):
-    ``model.weights.h5`` in the run folder itself if it is there (a run
-    trained outside the pipeline), else in the twin folder under
-    ``weights/`` (the last ``runs`` part of the path replaced)."""
-    run_dir = Path(run_dir)
-    here = run_dir / "model.weights.h5"
-    if here.exists():
-        return here
-    parts = list(run_dir.parts)
-    if "runs" in parts:
-        at = len(parts) - 1 - parts[::-1].index("runs")
-        parts[at] = "weights"
-        return Path(*parts) / "model.weights.h5"
-    return here
-
-
 def stage_name(group: str, run: RunConfig) -> str:
     """DVC's name for the pack's stage (its matrix starts with the group)."""
     return f"train-{group}@{group}-{pack_name(run)}"
@@ -85,3 +68,18 @@ def position(params: Params, group: str, run: RunConfig) -> tuple[int, int]:
     """(index from 1, count) of the run's pack among the group's stages."""
     names = list(packs(params, group))
     return names.index(pack_name(run)) + 1, len(names)
+
+
+WEIGHTS_FILE = "model.weights.h5"
+
+
+def weights_file(run_dir) -> Path:
+    """The final weights of the run in folder ``runs/<group>/<pack>/<run>/``:
+    in the folder itself, else in its twin ``weights/<group>/<pack>/<run>/``
+    (the ``runs`` part three levels up replaced by ``weights``)."""
+    run_dir = Path(run_dir)
+    here = run_dir / WEIGHTS_FILE
+    parts = run_dir.parts
+    if here.is_file() or len(parts) < 4 or parts[-4] != "runs":
+        return here
+    return Path(*parts[:-4], "weights", *parts[-3:]) / WEIGHTS_FILE

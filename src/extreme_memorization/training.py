@@ -14,9 +14,10 @@ Outputs of each run, in its folder (kept in git; the pack's folder is a DVC
 - ``alignment.csv``: the measures at each measurement point;
 - ``run.json``: every setting of the run, its status, versions and
   fingerprint (store.py);
-and ``model.weights.h5``, the final weights (loadable into models.build's
-model), in the run's twin folder under ``weights/`` (a DVC-cached output;
-packs.weights_file), or beside the other files when no weights file is named.
+and ``model.weights.h5``, the final weights (load.load_run gives them back as
+a Keras model), in the run's twin folder under ``weights/`` (a DVC-cached
+output; packs.weights_file), or beside the other files when no weights file
+is named.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import backend, checkpoints, files, loops, measures, models, store
+from . import api, backend, checkpoints, files, loops, measures, models, store
 from . import data as data_mod
 from . import losses as losses_mod
 from .config import RunConfig
@@ -101,11 +102,14 @@ def _trainer(runs: list[RunConfig], base, y_train, y_test) -> loops.Trainer:
 
 
 def _measure(trainer: loops.Trainer, member: int, loss, x, y, run: RunConfig) -> dict:
+    """The member's measures (measures.measure, as api.measure_alignment). A
+    packed MLP computes its arrays from the pack's weights; any other model
+    is measured by the public function itself."""
     if isinstance(trainer, loops.PackedMLP):
         p = trainer.member_parts(member, x)
         first = measures.FirstLayer(p["x"], p["pre_activation"], p["w1"], p["w2"], trainer.activation)
         return measures.measure(y, loss, p["representation"], p["logits"], run.alignment_batch_size, run.seed, first)
-    return measures.of_keras_model(trainer.keras_model(member), loss, x, y, run.alignment_batch_size, run.seed)
+    return api.measure_alignment(trainer.keras_model(member), x, y, loss, run.alignment_batch_size, run.seed)
 
 
 def _check(member: Member, train_loss: float, test_loss: float, alive: float) -> str:
@@ -269,9 +273,11 @@ def _finish(trainer, i, m: Member, loss, base, y, group, clock, resumed_from, sc
     if m.diverged_at is not None:  # the weights of a diverged run measure nothing
         final_measures = dict.fromkeys(MEASURES, float("nan"))
     elif m.alignment_rows and m.alignment_rows[-1]["epoch"] == final["epoch"]:
-        final_measures = {k: m.alignment_rows[-1][k] for k in MEASURES}
+        final_measures = m.alignment_rows[-1]
     else:
         final_measures = _measure(trainer, i, loss, base.x_train, y, run)
+    # Measures a model lacks (W1's, for all but the MLP) are recorded as missing.
+    final_measures = {k: final_measures.get(k, float("nan")) for k in MEASURES}
     metrics = {
         "train_acc": final["train_acc"],
         "test_acc": final["test_acc"],
@@ -296,6 +302,7 @@ def _finish(trainer, i, m: Member, loss, base, y, group, clock, resumed_from, sc
         "train_examples": int(len(base.y_train)),
         "test_examples": int(len(base.y_test)),
         "num_classes": base.num_classes,
+        "input_shape": list(base.input_shape),  # what load_run builds the model for
         "pack_size": trainer.members,
         "resumed_from_epoch": resumed_from,
         "train_seconds": round(clock["train"], 2),  # the pack's, steps and evaluation
