@@ -223,7 +223,9 @@ def cmd_slurm(args) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="extreme_memorization", description=__doc__.split("\n\n")[0])
-    p.add_argument("--params", default="params.yaml", help="the configuration (default: params.yaml)")
+    p.add_argument("--params", default="params.yaml",
+                   help="the configuration (default: params.yaml); the default runs/, reports/, data/prepared/ and "
+                   "checkpoints/ are those of its folder")  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("validate", help="check params.yaml and list the experiment groups")
