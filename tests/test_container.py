@@ -90,6 +90,8 @@ def test_the_image_passes_a_stop_signal_to_the_whole_process_group():
     assert json.loads(entrypoint) == ["/usr/bin/tini", "-g", "--", "/usr/local/bin/em-entrypoint"]
     assert re.search(r"apt-get install .*\btini\b", DOCKERFILE)
     assert os.access(ROOT / "container" / "entrypoint.sh", os.X_OK)
+    for engine in ("docker", "podman"):
+        assert " --stop-timeout 60 " in make_dry_run("reproduce-in-container", CONTAINER_ENGINE=engine)
 
 
 def make_dry_run(target: str, **variables: str) -> str:
