@@ -30,7 +30,7 @@ import numpy as np
 from . import backend, checkpoints, files, loops, measures, models
 from . import data as data_mod
 from . import losses as losses_mod
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .progress import Interrupt, Interrupted, Progress
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "best_test_acc"]
@@ -148,8 +148,6 @@ def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrup
     raw = data_mod.load(dataset_path, first.dataset)
     if first.batch_size > len(raw.y_train):
         # Every step would use the whole training set while run.json recorded the larger number.
-        from .config import ConfigError
-
         raise ConfigError(f"batch_size {first.batch_size} is larger than the {len(raw.y_train)} training examples of "
                           f"{first.dataset}; set batch_size ({group}.run or defaults) to at most {len(raw.y_train)}")  # fmt: skip
     base, y_train, y_test = _labels(raw, runs)
