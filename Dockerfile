@@ -17,10 +17,11 @@
 FROM python:3.11.11-slim-bookworm
 ARG LOCK=requirements/cuda.lock
 
-# make runs the pipeline; git is what DVC uses to version parameters and metrics.
+# make runs the pipeline; git is what DVC uses to version parameters and
+# metrics; tini, as PID 1, passes a stop signal on to every process (below).
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends make git \
+    && apt-get install -y --no-install-recommends make git tini \
     && rm -rf /var/lib/apt/lists/*
 # DL3008 (pin apt versions) is ignored on purpose: Debian removes superseded
 # versions from its archive at each point release, so pinned versions would
@@ -51,5 +52,12 @@ ENV PYTHONPATH=/work/src \
     PYTHONUNBUFFERED=1
 VOLUME ["/data/tfds"]
 WORKDIR /work
+
+# docker stop / podman stop send SIGTERM to PID 1 alone. tini -g passes it
+# to the whole process group, so the training gets it as well as make and
+# dvc (which do not pass it on), and container/entrypoint.sh keeps the
+# container up until the training has written its checkpoint.
+COPY container/entrypoint.sh /usr/local/bin/em-entrypoint
+ENTRYPOINT ["/usr/bin/tini", "-g", "--", "/usr/local/bin/em-entrypoint"]
 USER 1000
 CMD ["make", "help"]

@@ -41,7 +41,9 @@ is_podman = $(findstring podman,$(notdir $(CONTAINER_ENGINE)))
 GPU_FLAGS = $(if $(filter 1,$(HOST_GPU)),$(if $(is_podman),--device nvidia.com/gpu=all,--gpus all))
 # Rootless podman maps the invoking user to root; keep-id keeps its own uid.
 USERNS_FLAG = $(if $(is_podman),$(if $(filter 0,$(shell id -u)),,--userns=keep-id))
-CONTAINER_RUN = $(CONTAINER_ENGINE) run --rm $(GPU_FLAGS) $(USERNS_FLAG) --user $(CONTAINER_USER) \
+# A stop (docker stop) gives the training 60 s, not the engine's 10, to write
+# its checkpoint: the image's tini passes the signal on and waits for it.
+CONTAINER_RUN = $(CONTAINER_ENGINE) run --rm --stop-timeout 60 $(GPU_FLAGS) $(USERNS_FLAG) --user $(CONTAINER_USER) \
 	-e EM_HOST_GPU=$(HOST_GPU) -v "$(CONTAINER_WORKDIR)":/work -v "$(TFDS_DIR)":/data/tfds $(CONTAINER_FLAGS)
 CONTAINER_TEST = tests/container/run.sh
 

@@ -12,9 +12,42 @@ import pytest  # noqa: E402
 from extreme_memorization import config  # noqa: E402
 
 
+# Tests read the repository as committed (HEAD), never the workspace's
+# params.yaml, runs/ or reports/: `dvc exp run -S ...`, a rerun or an edit
+# changes those, and the tests must not depend on what the user has done.
+
+
+def committed_text(name: str) -> str:
+    """A file of the repository as committed at HEAD (as it is, outside a git checkout)."""
+    import subprocess
+
+    shown = subprocess.run(["git", "show", f"HEAD:{name}"], cwd=ROOT, capture_output=True, text=True)
+    if shown.returncode and not (ROOT / ".git").exists():
+        return (ROOT / name).read_text()
+    assert shown.returncode == 0, shown.stderr
+    return shown.stdout
+
+
+def committed_tree(dest: Path, *names: str) -> Path:
+    """Files or folders of the repository as committed at HEAD, extracted under ``dest``."""
+    import subprocess
+
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "archive", "HEAD", *names], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def committed_raw(name: str = "params.yaml"):
+    """A committed YAML file as DVC reads it (YAML 1.2), as plain data."""
+    return config._yaml().load(committed_text(name))
+
+
 @pytest.fixture(scope="session")
-def params():
-    return config.load(ROOT / "params.yaml")
+def params(tmp_path_factory):
+    path = tmp_path_factory.mktemp("committed") / "params.yaml"
+    path.write_text(committed_text("params.yaml"))
+    return config.load(path)
 
 
 @pytest.fixture
@@ -67,7 +100,7 @@ def repo_copy(path: Path, digits_run: dict, digits_sweep: dict) -> dict:
             shutil.copytree(source, path / name, ignore=shutil.ignore_patterns("cache", "tmp", "__pycache__"))
         else:
             shutil.copy(source, path / name)
-    params = config.read_yaml(ROOT / "params.yaml")
+    params = committed_raw()
     params["digits"]["run"] = digits_run
     params["digits"]["sweep"].update(digits_sweep)
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

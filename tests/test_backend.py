@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, python_cmd
+from conftest import committed_text, python_cmd
 from extreme_memorization import backend, training
 from extreme_memorization.config import make_run
 
@@ -36,7 +36,7 @@ def test_same_seed_same_backend_gives_identical_files(tmp_path, run_settings, di
 
 def train_with(backend_name: str, out, digits_npz, tmp_path):
     params = tmp_path / "params.yaml"
-    text = (ROOT / "params.yaml").read_text().replace("    epochs: 300", "    epochs: 3\n    width: 64")
+    text = committed_text("params.yaml").replace("    epochs: 300", "    epochs: 3\n    width: 64")
     params.write_text(text)
     env = {**os.environ, "KERAS_BACKEND": backend_name, "EM_CHECKPOINT_DIR": str(tmp_path / "ckpt")}
     result = subprocess.run(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, python_cmd, train_groups
+from conftest import ROOT, committed_text, python_cmd, train_groups
 from extreme_memorization import config, report
 
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -24,7 +24,7 @@ def sh(args, cwd):
 
 def commit_results(path: Path, digits_npz, learning_rate: float, message: str) -> None:
     """Train the tiny group (sin, sigma 0.1 and 10, 2 epochs, width 16), write its report, commit."""
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = yaml.safe_load(committed_text("params.yaml"))
     raw["digits"]["run"] = {"epochs": 2, "width": 16, "alignment_points": 2, "learning_rate": learning_rate}
     raw["digits"]["sweep"].update(activation=["sin"], sigma=[0.1, 10])
     (path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))

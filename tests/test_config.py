@@ -7,13 +7,13 @@ import time
 import pytest
 import yaml
 
-from conftest import ROOT, python_cmd
+from conftest import ROOT, committed_raw, committed_text, python_cmd
 from extreme_memorization import config, packs
 
 
 @pytest.fixture
 def raw():
-    return config.read_yaml(ROOT / "params.yaml")
+    return committed_raw()
 
 
 def error_of(raw):
@@ -132,7 +132,7 @@ def test_bad_params_stop_the_cli_before_training_with_one_line_and_exit_code(tmp
 
 def params_text(**replace):
     """The shipped params.yaml with some lines' text replaced."""
-    text = (ROOT / "params.yaml").read_text()
+    text = committed_text("params.yaml")
     for old, new in replace.values():
         assert old in text
         text = text.replace(old, new)

@@ -78,11 +78,20 @@ def test_hadolint_passes():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_build_context_is_the_lock_alone():
+def test_the_build_context_is_the_lock_and_the_entrypoint_alone():
     patterns = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and line[0] != "#"]
-    assert patterns == ["*", "!requirements/*.lock"]
+    assert patterns == ["*", "!requirements/*.lock", "!container/entrypoint.sh"]
     copied = re.findall(r"^COPY (\S+)", DOCKERFILE, re.M)
-    assert copied == ["${LOCK}"]
+    assert copied == ["${LOCK}", "container/entrypoint.sh"]
+
+
+def test_the_image_passes_a_stop_signal_to_the_whole_process_group():
+    entrypoint = re.search(r"^ENTRYPOINT (.+)$", DOCKERFILE, re.M).group(1)
+    assert json.loads(entrypoint) == ["/usr/bin/tini", "-g", "--", "/usr/local/bin/em-entrypoint"]
+    assert re.search(r"apt-get install .*\btini\b", DOCKERFILE)
+    assert os.access(ROOT / "container" / "entrypoint.sh", os.X_OK)
+    for engine in ("docker", "podman"):
+        assert " --stop-timeout 60 " in make_dry_run("reproduce-in-container", CONTAINER_ENGINE=engine)
 
 
 def make_dry_run(target: str, **variables: str) -> str:

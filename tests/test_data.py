@@ -6,7 +6,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import ROOT, python_cmd
+from conftest import ROOT, committed_raw, python_cmd
 from extreme_memorization import config, data
 
 
@@ -187,7 +187,7 @@ def test_classes_with_one_training_example_are_named_once_at_prepare(tmp_path, c
 
 
 def test_prepare_of_a_bad_npz_stops_with_one_line_and_of_a_thin_one_warns_once(tmp_path):
-    raw = config.read_yaml(ROOT / "params.yaml")
+    raw = committed_raw()
     raw["data"]["npz_path"] = str(tmp_path / "local.npz")
     params = tmp_path / "params.yaml"
     params.write_text(json.dumps(raw))  # JSON is YAML 1.2

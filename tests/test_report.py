@@ -2,7 +2,9 @@
 number, rank correlations, vanished gradients flagged, and what DVC reads.
 
 Most tests read the committed digits demo runs (runs/digits, made by
-`make demo`), so they check the report a reader of the repository gets.
+`make demo`, as committed at HEAD and copied into a temporary folder), so
+they check the report a reader of the repository gets, whatever experiments
+have since changed the workspace.
 """
 
 import json
@@ -16,10 +18,20 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, python_cmd, train_groups
+from conftest import committed_text, committed_tree, python_cmd, train_groups
 from extreme_memorization import claims, report, results
 
-DIGITS_RUNS = ROOT / "runs" / "digits"
+
+
+@pytest.fixture(scope="module")
+def committed(tmp_path_factory):
+    """params.yaml, runs/digits and reports/ as committed, in a folder of their own."""
+    return committed_tree(tmp_path_factory.mktemp("committed"), "params.yaml", "runs/digits", "reports")
+
+
+@pytest.fixture(scope="module")
+def digits_runs(committed):
+    return committed / "runs" / "digits"
 
 
 def dvc_bin():
@@ -27,9 +39,9 @@ def dvc_bin():
 
 
 @pytest.fixture(scope="module")
-def digits_report(tmp_path_factory, params):
+def digits_report(tmp_path_factory, params, digits_runs):
     out = tmp_path_factory.mktemp("reports") / "digits"
-    frame = report.write(params, ["digits"], [DIGITS_RUNS], out)
+    frame = report.write(params, ["digits"], [digits_runs], out)
     return frame, out
 
 
@@ -87,8 +99,8 @@ def test_compact_metrics_file_holds_a_few_numbers_per_group(digits_report):
                             "tau_w1", "tau_rep"}  # fmt: skip
 
 
-def test_old_runs_without_gradient_norms_still_report_in_a_deeper_layout(tmp_path, params):
-    for run_dir in results.run_dirs(DIGITS_RUNS):
+def test_old_runs_without_gradient_norms_still_report_in_a_deeper_layout(tmp_path, params, digits_runs):
+    for run_dir in results.run_dirs(digits_runs):
         # Nested one level deeper than runs/<group>/<pack>/<run>/.
         dest = tmp_path / "runs" / "digits" / "older" / run_dir.parent.name / run_dir.name
         shutil.copytree(run_dir, dest)
@@ -102,18 +114,21 @@ def test_old_runs_without_gradient_norms_still_report_in_a_deeper_layout(tmp_pat
     assert "the check is not possible" in (tmp_path / "reports" / "digits" / "report.md").read_text()
 
 
-def test_a_report_without_runs_says_which_command_makes_them(tmp_path):
+def test_a_report_without_runs_says_which_command_makes_them(tmp_path, committed):
     result = subprocess.run([*python_cmd(), "report", "digits", "--runs", str(tmp_path), "--out", str(tmp_path / "r")],
-                            capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+                            capture_output=True, text=True, cwd=committed)  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: no finished runs of digits under {tmp_path}; run `dvc repro report@digits`"
 
 
-def cli(*args):
-    return subprocess.run([*python_cmd(), *args], capture_output=True, text=True, cwd=ROOT)
+def cli(cwd, *args):
+    return subprocess.run([*python_cmd(), *args], capture_output=True, text=True, cwd=cwd)
 
 
-def test_table_and_runs_filter_by_any_setting():
+def test_table_and_runs_filter_by_any_setting(committed):
+    def cli(*args):
+        return subprocess.run([*python_cmd(), *args], capture_output=True, text=True, cwd=committed)
+
     out = cli("table", "digits", "--filter", "activation=sin", "--filter", "sigma=10")
     assert out.returncode == 0, out.stderr
     rows = [line for line in out.stdout.splitlines() if line.startswith("| digits")]
@@ -126,23 +141,19 @@ def test_table_and_runs_filter_by_any_setting():
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "no column 'colour'" in bad.stderr
 
 
-def test_table_reads_the_reports_of_a_commit():
-    out = cli("table", "digits", "--rev", "HEAD", "--filter", "activation=relu")
+def test_table_reads_the_reports_of_a_commit(committed_copy):
+    out = cli(committed_copy, "table", "digits", "--rev", "HEAD", "--filter", "activation=relu")
     assert out.returncode == 0, out.stderr
     assert len([line for line in out.stdout.splitlines() if line.startswith("| digits")]) == 5
-    unknown = cli("table", "digits", "--rev", "no-such-revision")
+    unknown = cli(committed_copy, "table", "digits", "--rev", "no-such-revision")
     assert unknown.returncode == 1 and "no-such-revision" in unknown.stderr
 
 
 @pytest.fixture(scope="module")
 def committed_copy(tmp_path_factory):
     """The repository's pipeline files and committed results, in a fresh git repository."""
-    path = tmp_path_factory.mktemp("committed")
-    files = subprocess.run(["git", "ls-files", "dvc.yaml", "dvc.lock", "params.yaml", ".dvc", ".dvcignore", "reports",
-                            "runs", "src"], capture_output=True, text=True, cwd=ROOT, check=True).stdout.split()  # fmt: skip
-    for name in files:
-        (path / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / name, path / name)
+    path = committed_tree(tmp_path_factory.mktemp("committed"), "dvc.yaml", "dvc.lock", "params.yaml", ".dvc",
+                          ".dvcignore", "reports", "runs", "src")  # fmt: skip
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "committed state"]):
@@ -178,20 +189,20 @@ BATCH_RERUN_TOLERANCE = 0.03
 
 
 @pytest.mark.slow
-def test_defined_measures_agree_with_a_rerun_under_other_float_kernels(tmp_path, digits_npz):
+def test_defined_measures_agree_with_a_rerun_under_other_float_kernels(tmp_path, digits_npz, digits_runs):
     # TensorFlow without its oneDNN kernels sums in another order, as the
     # container's build did: before examples at rounding level were left out,
     # cosine stiffness of this run was 0.365 here and 0.599 there.
     env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "EM_CHECKPOINT_DIR": str(tmp_path / "checkpoints")}
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = yaml.safe_load(committed_text("params.yaml"))
     raw["digits"]["sweep"]["sigma"] = [1]  # a pack of the one run (its numbers depend on its own settings only)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     args = ["--params", str(tmp_path / "params.yaml"), "train", "digits", "--set", "activation=relu", "--data",
             str(digits_npz), "--out", str(tmp_path / "rerun")]  # fmt: skip
-    subprocess.run([*python_cmd(), *args], cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run([*python_cmd(), *args], cwd=tmp_path, env=env, check=True, capture_output=True)
     rerun = json.loads((tmp_path / "rerun" / "sigma1-seed0" / "metrics.json").read_text())
     committed = next(
-        json.loads((d / "metrics.json").read_text()) for d in results.run_dirs(DIGITS_RUNS)
+        json.loads((d / "metrics.json").read_text()) for d in results.run_dirs(digits_runs)
         if (lambda info: info["activation"] == "relu" and info["sigma"] == 1)(json.loads((d / "run.json").read_text()))
     )  # fmt: skip
     assert rerun["test_acc"] == committed["test_acc"]
@@ -208,7 +219,7 @@ def several_groups(tmp_path_factory, digits_npz):
     from extreme_memorization import config
 
     path = tmp_path_factory.mktemp("groups")
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = yaml.safe_load(committed_text("params.yaml"))
     tiny = {"epochs": 2, "width": 16, "alignment_points": 2}
     sweep = {"dataset": ["digits"], "model": ["mlp"], "activation": ["relu"], "loss": ["cross_entropy", "hinge"],
              "labels": ["true"], "sigma": [0.1, 10], "seed": [0]}  # fmt: skip

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, dvc_cmd, python_cmd, repo_copy, sh
+from conftest import committed_text, dvc_cmd, python_cmd, repo_copy, sh
 from extreme_memorization import backend, checkpoints, training
 from extreme_memorization.config import make_run
 
@@ -20,7 +20,7 @@ PACK = "digits-mlp-sin-cross_entropy-true"
 
 
 def write_params(path, **run):
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load(committed_text("params.yaml"))
     params["digits"]["run"] = {"epochs": 400, "width": 128, "checkpoint_every": 5, "alignment_points": 4, **run}
     params["digits"]["sweep"].update(activation=["sin"], sigma=[0.1, 10])
     path.write_text(yaml.safe_dump(params, sort_keys=False))

@@ -76,17 +76,16 @@ def test_sin_at_large_sigma_memorizes_digits_and_small_sigma_generalizes(tmp_pat
 
 
 @pytest.fixture(scope="module")
-def mock_prepared(tmp_path_factory):
+def mock_prepared(tmp_path_factory, params):
     """Prepared caches of the three tfds datasets, built offline from tfds mock data."""
     import dataclasses
 
     import tensorflow_datasets as tfds
 
-    from extreme_memorization import config, data
-    from conftest import ROOT
+    from extreme_memorization import data
 
     root = tmp_path_factory.mktemp("mock")
-    cfg = dataclasses.replace(config.load(ROOT / "params.yaml").data, tfds_data_dir=str(root / "tfds"))
+    cfg = dataclasses.replace(params.data, tfds_data_dir=str(root / "tfds"))
     paths = {}
     with tfds.testing.mock_data(num_examples=16):
         for name in ("cifar10", "cifar100", "svhn_cropped"):

@@ -15,6 +15,10 @@ __version__ = "0.1.0"
 # TensorFlow's C++ start-up chatter (oneDNN notices, CUDA probing on CPU hosts).
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from . import tensorflow_logs as _tensorflow_logs
+
+_tensorflow_logs.install()
+
 # Imported on first use: ``import extreme_memorization`` alone loads no Keras
 # (the backend is chosen by KERAS_BACKEND when Keras is first imported).
 _EXPORTS = {

@@ -20,10 +20,12 @@ params.yaml is reported in a fraction of a second.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from pathlib import Path
 
-from . import config
+from . import config, files
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -68,10 +70,14 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from . import packs
+    from . import packs, progress
 
+    progress.starters()  # who started the training, found before DVC could be killed during the imports
     params = config.load(args.params)
     runs = packs.members(params, args.group, _overrides(args.set))
+    files.check_writable(args.out, "--out")
+    if args.weights:
+        files.check_writable(args.weights, "--weights")
     from . import data, training
     from .progress import Interrupted
 
@@ -89,6 +95,7 @@ def cmd_train(args) -> int:
 
 def cmd_report(args) -> int:
     params = config.load(args.params)
+    files.check_writable(args.out, "--out")
     from . import report
 
     report.write(params, args.group, args.runs, args.out, args.figures, args.metrics)
@@ -246,7 +253,9 @@ def cmd_store(args) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="extreme_memorization", description=__doc__.split("\n\n")[0])
-    p.add_argument("--params", default="params.yaml", help="the configuration (default: params.yaml)")
+    p.add_argument("--params", default="params.yaml",
+                   help="the configuration (default: params.yaml); the default runs/, reports/, data/prepared/ and "
+                   "checkpoints/ are those of its folder")  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("validate", help="check params.yaml and list the experiment groups")
@@ -278,7 +287,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("group", nargs="*", help="groups (default: every group with a report)")
     s.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE", help=filter_help)
     s.add_argument("--rev", help="read the reports of this git revision (a commit, tag or branch)")
-    s.add_argument("--reports", default="reports", help="folder of the group reports (default: reports)")
+    s.add_argument("--reports", default=Path("reports"), help="folder of the group reports (default: reports)")
     s.set_defaults(func=cmd_table)
 
     s = sub.add_parser("plan", help="runs and compute of every group, and hours at a stated FLOP rate")
@@ -298,9 +307,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("compare", help="two revisions side by side: params, metrics and curves (reports/compare/)")
     s.add_argument("rev_a", help="a git revision (commit, tag, branch, HEAD~1)")
     s.add_argument("rev_b", nargs="?", help="another revision (default: the workspace)")
-    s.add_argument("--out", default="reports/compare", help="output folder (default: reports/compare)")
-    s.add_argument("--runs", default="runs", help="folder of the run folders (default: runs)")
-    s.add_argument("--reports", default="reports", help="folder of the group reports (default: reports)")
+    s.add_argument("--out", default=Path("reports/compare"), help="output folder (default: reports/compare)")
+    s.add_argument("--runs", default=Path("runs"), help="folder of the run folders (default: runs)")
+    s.add_argument("--reports", default=Path("reports"), help="folder of the group reports (default: reports)")
     s.set_defaults(func=cmd_compare)
 
     for verb, func, what in (("push", cmd_push, "send the weights and the run-cache to a DVC remote"),
@@ -329,10 +338,40 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# Options naming files or folders. Their defaults (runs, reports, data/prepared,
+# checkpoints) are relative to the repository root, the folder of params.yaml;
+# what the user types is relative to where it is typed.
+PATH_OPTIONS = ("params", "out", "weights", "data", "runs", "reports", "figures", "metrics", "rates", "work_dir")
+
+
+@contextlib.contextmanager
+def _at_root(args):
+    """Run the command in the folder of ``--params``, with the paths given on
+    the command line made relative to it (defaults are Path objects, typed
+    values strings), and come back afterwards."""
+    here, root = Path.cwd(), Path(args.params).resolve().parent
+    if root == here:
+        yield
+        return
+
+    def moved(value):
+        return value if not isinstance(value, str) or os.path.isabs(value) else os.path.relpath(here / value, root)
+
+    for name in PATH_OPTIONS:
+        value = getattr(args, name, None)
+        setattr(args, name, [moved(v) for v in value] if isinstance(value, list) else moved(value))
+    os.chdir(root)
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return args.func(args)
+        with _at_root(args):
+            return args.func(args)
     except config.ConfigError as exc:
         print(f"error: params: {exc}", file=sys.stderr)
         return 2
@@ -344,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         from .report import ReportError
         from .results import ResultsError
 
-        if isinstance(exc, (DataError, ReportError, ResultsError, CompareError, RemoteError)):
+        if isinstance(exc, (DataError, ReportError, ResultsError, CompareError, RemoteError, files.OutputError)):
             print(f"error: {exc}", file=sys.stderr)
             return 1
         raise

@@ -118,10 +118,14 @@ def tfds_data_dir(config: DataConfig) -> Path:
 
 
 def from_tfds(name: str, config: DataConfig) -> Dataset:
-    import tensorflow_datasets as tfds
-
     num_classes, host = TFDS_DATASETS[name]
     data_dir = tfds_data_dir(config)
+    if data_dir.exists() and not data_dir.is_dir():
+        named = "data.tfds_data_dir in params.yaml" if config.tfds_data_dir else "TFDS_DATA_DIR"
+        raise DataError(f"{named} is {data_dir}, which is a file, not a folder; point it at a tfds data "
+                        "directory (a folder; a new one is created)")  # fmt: skip
+    import tensorflow_datasets as tfds
+
 
     def load(download: bool):
         return tfds.load(

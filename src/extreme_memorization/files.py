@@ -16,6 +16,25 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+class OutputError(RuntimeError):
+    """An output folder cannot be written; found before any work is done."""
+
+
+def check_writable(folder: str | Path, option: str) -> None:
+    """Create ``folder`` if needed and write a file in it, so that a read-only
+    or full disk, or a missing permission, stops a stage before it trains
+    rather than when it saves."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-check.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"cannot write to {folder} ({exc.strerror or exc}); make it writable or give another "
+                          f"{option}") from None  # fmt: skip
+
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

@@ -1,21 +1,33 @@
 """What a user sees and does while a training stage runs: progress lines with
 an ETA, chunk sizes that keep the stage responsive, the checkpoint schedule,
-and a clean stop on SIGTERM or SIGINT.
+and a clean stop on SIGTERM or SIGINT, or when the process that started the
+training is gone.
 
 A signal does not kill the run: it finishes the compiled chunk in flight
 (at most about :data:`CHUNK_SECONDS`), writes a checkpoint and exits with
 status 128 + the signal's number after printing ``interrupted at epoch N of
-M; rerun to resume``. A second SIGINT (Ctrl-C twice) stops at once.
+M; rerun to resume``. A SIGINT after the first signal (Ctrl-C twice) stops
+at once.
+
+A stop sent to ``dvc repro`` alone (``kill PID``, a supervisor, ``make``
+forwarding its SIGTERM) kills DVC, which does not pass it on to the stage it
+runs: the training would train on as an orphan to the end and DVC would
+never record it. So the training watches the processes that started it (up
+to ``dvc`` when run as a stage, else its parent) and stops as on SIGTERM when
+one of them is gone. A training started under ``nohup`` outside DVC is meant
+to outlive its parent and is not watched.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 import time
 
 CHUNK_SECONDS = 1.0  # longest compiled call between two looks at the signals
+WATCH_SECONDS = 1.0  # how often the processes that started the training are checked
 
 
 class Interrupted(Exception):
@@ -30,29 +42,107 @@ class Interrupted(Exception):
         return 128 + self.signum
 
 
+def _stat(pid: int) -> tuple[int, str] | None:
+    """(parent pid, start time) of a live process from /proc; None when it is
+    gone or a zombie (dead, not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # the name, in parentheses, may hold spaces
+    return None if fields[0] in "ZX" else (int(fields[1]), fields[19])
+
+
+def _argv(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def _is_dvc(argv: list[str]) -> bool:
+    return any(os.path.basename(a) == "dvc" for a in argv[:2]) or argv[1:3] == ["-m", "dvc"]
+
+
+_STARTERS: list | None = None
+
+
+def starters() -> list[tuple[int, str, str]]:
+    """The processes whose end stops the training, as (pid, start time, name):
+    up to and including ``dvc`` when DVC runs this stage (DVC starts it
+    through a shell, which may stay between them), else the parent alone;
+    none under nohup outside DVC, or where /proc is missing. Found once per
+    process (the CLI asks before its slow imports, so a DVC killed meanwhile
+    is still noticed)."""
+    global _STARTERS
+    if _STARTERS is None:
+        _STARTERS = _find_starters()
+    return _STARTERS
+
+
+def _find_starters() -> list[tuple[int, str, str]]:
+    under_dvc = "DVC_STAGE" in os.environ
+    if not under_dvc and signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        return []
+    chain, pid = [], os.getppid()
+    while pid > 1 and len(chain) < 8:
+        stat, argv = _stat(pid), _argv(pid)
+        if stat is None:
+            break
+        dvc = _is_dvc(argv)
+        chain.append((pid, stat[1], "dvc" if dvc else os.path.basename(argv[0]) if argv else "?"))
+        if not under_dvc or dvc:
+            return chain
+        pid = stat[0]
+    return chain[:1]  # no dvc found above: the parent only
+
+
 class Interrupt:
     """Within ``with Interrupt() as i:``, SIGTERM and SIGINT set ``i.signum``
-    instead of stopping the process; the old handlers come back on exit."""
+    instead of stopping the process; the old handlers come back on exit.
+    The end of a process that started the training (:func:`starters`) counts
+    as a SIGTERM."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.signum: int | None = None
         self._previous = {}
+        self._done = threading.Event()
 
     def _handle(self, signum, frame):
+        first = self.signum is None
         self.signum = signum
-        print(f"\nreceived {signal.Signals(signum).name}: stopping after the current chunk "
-              "(send SIGINT again to stop at once)", file=sys.stderr, flush=True)  # fmt: skip
+        if first:
+            print(f"\nreceived {signal.Signals(signum).name}: stopping after the current chunk "
+                  f"({'Ctrl-C again' if signum == signal.SIGINT else 'a SIGINT'} stops at once)",
+                  file=sys.stderr, flush=True)  # fmt: skip
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    def _watch(self, chain: list[tuple[int, str, str]]) -> None:
+        while not self._done.wait(WATCH_SECONDS):
+            gone = next((p for p in chain if (_stat(p[0]) or (0, ""))[1] != p[1]), None)
+            if gone is None:
+                continue
+            if self.signum is None:
+                print(f"\n{gone[2]} (pid {gone[0]}), which started this training, is gone: stopping as on SIGTERM",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                os.kill(os.getpid(), signal.SIGTERM)
+            return
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for s in self.SIGNALS:
                 self._previous[s] = signal.signal(s, self._handle)
+            chain = starters()
+            if chain:
+                threading.Thread(target=self._watch, args=(chain,), daemon=True, name="starters").start()
         return self
 
     def __exit__(self, *exc):
+        self._done.set()
         for s, handler in self._previous.items():
             signal.signal(s, handler)
         return False

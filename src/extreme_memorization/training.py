@@ -35,7 +35,7 @@ import numpy as np
 from . import api, backend, checkpoints, files, loops, measures, models, store
 from . import data as data_mod
 from . import losses as losses_mod
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .progress import Interrupt, Interrupted, Progress
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "best_test_acc"]
@@ -157,6 +157,10 @@ def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrup
     backend.set_matmul_precision(first.matmul_precision)
     backend.seed_everything(first.seed)
     raw = data_mod.load(dataset_path, first.dataset)
+    if first.batch_size > len(raw.y_train):
+        # Every step would use the whole training set while run.json recorded the larger number.
+        raise ConfigError(f"batch_size {first.batch_size} is larger than the {len(raw.y_train)} training examples of "
+                          f"{first.dataset}; set batch_size ({group}.run or defaults) to at most {len(raw.y_train)}")  # fmt: skip
     base, y_train, y_test = _labels(raw, runs)
     del raw  # the uint8 images: training holds the standardized ones
     trainer = _trainer(runs, base, y_train, y_test)
@@ -320,13 +324,28 @@ def _finish(trainer, i, m: Member, loss, base, y, group, clock, resumed_from, sc
         model.save_weights(str(tmp))
     files.write_json(out / "run.json", info)
     files.write_json(out / "metrics.json", metrics)
-    w1 = final_measures.get("grad_alignment_w1")
-    print(
-        f"run {m.label} done: train acc {metrics['train_acc']}, test acc {metrics['test_acc']}, "
-        f"best test acc {metrics['best_test_acc']:.3f}, gradient alignment W1 {w1 if w1 is None else f'{w1:.3g}'}",
-        flush=True,
-    )
+    print(_done_line(m, metrics), flush=True)
     return metrics
+
+
+def _done_line(m: Member, metrics: dict) -> str:
+    """The run's final numbers as the tables show them: 3 significant digits;
+    no gradient alignment where the run diverged or its gradients vanished."""
+    from .results import VANISHED_GRADIENT
+
+    def fmt(value):
+        return "-" if value is None else f"{value:.3g}"
+
+    start = next((r.get("mean_grad_norm") for r in m.alignment_rows if r["epoch"] == 0), None)
+    final = metrics.get("mean_grad_norm")
+    if m.diverged_at is not None:
+        w1 = f"undefined (diverged at epoch {m.diverged_at})"
+    elif start and final is not None and final / start < VANISHED_GRADIENT:
+        w1 = "undefined (gradients vanished)"
+    else:
+        w1 = fmt(metrics.get("grad_alignment_w1"))
+    return (f"run {m.label} done: train acc {fmt(metrics['train_acc'])}, test acc {fmt(metrics['test_acc'])}, "
+            f"best test acc {fmt(metrics['best_test_acc'])}, gradient alignment W1 {w1}")  # fmt: skip
 
 
 def train(run: RunConfig, group: str, dataset_path, out_dir, checkpoint: Path | None = None) -> dict:

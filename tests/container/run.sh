@@ -2,7 +2,10 @@
 # The container, built and run for real with podman (make container-test):
 #
 #   tests/container/run.sh test LOCK IMAGE   build the Dockerfile with LOCK, then run
-#                                            make gpu-check and make demo inside it
+#                                            make gpu-check and make demo inside it,
+#                                            then stop a training with podman stop and
+#                                            rerun it
+#   tests/container/run.sh stop LOCK IMAGE   build, then the podman stop check alone
 #   tests/container/run.sh clean             remove the image store (make clean-container)
 #
 # What it does: installs podman, buildah, runc and debootstrap with apt-get when
@@ -12,7 +15,11 @@
 # `make reproduce-in-container REPRODUCE_TARGETS="gpu-check demo"` on it
 # without network; then checks that every output in runs/ and reports/ was
 # written by that uid and that every run's metrics equal the committed ones
-# (tests/container/compare_metrics.py states the tolerances).
+# (tests/container/compare_metrics.py states the tolerances). Last, with the
+# digits group changed to a longer checkpointed run, `podman stop` during
+# `make demo` inside: the training must write its checkpoint and say so (the
+# image's tini and entrypoint pass the stop on and wait for it), and a rerun
+# must resume from there and leave the stage up to date.
 #
 # Images, containers and temporary files live under .cache/containers, so
 # a second run reuses the base and the image's layers. Needs root: apt-get,
@@ -153,6 +160,39 @@ copy_repository() {
     chown -R "$TEST_UID:$TEST_UID" "$copy"
 }
 
+# podman stop while `make demo` trains inside; the rerun resumes.
+stop_and_resume() {
+    local copy=$1 image=$2 tfds=$3 name=em-stop-test log=$CACHE/tmp/stop.log
+    local stage=report@digits
+    local run=(podman run --network=none --label "$LABEL" --user "$TEST_UID:$TEST_UID" -v "$copy":/work -v "$tfds":/data/tfds)
+    say "podman stop during a training inside, then a rerun that resumes"
+    sed -i '/^digits:/,/^$/ s/^    epochs: [0-9]*$/    epochs: 60\n    checkpoint_every: 2/' "$copy/params.yaml"
+    grep -q "checkpoint_every: 2" "$copy/params.yaml" || die "could not set the digits group's epochs in params.yaml"
+    chown "$TEST_UID:$TEST_UID" "$copy/params.yaml"
+    rm -rf "$copy/checkpoints"
+    podman rm -f "$name" >/dev/null 2>&1 || true
+    "${run[@]}" -d --name "$name" "$image" make demo >/dev/null
+    local waited=0
+    until find "$copy/checkpoints" -name '*.npz' 2>/dev/null | grep -q .; do
+        [ "$(podman inspect --format '{{.State.Running}}' "$name")" = true ] \
+            || { podman logs "$name" | tail -20; die "the training ended before its first checkpoint"; }
+        [ $waited -lt 600 ] || die "no checkpoint after 300 s"
+        sleep 0.5; waited=$((waited + 1))
+    done
+    local start=$SECONDS
+    podman stop -t 60 "$name" >/dev/null
+    echo "podman stop took $((SECONDS - start)) s; exit status $(podman inspect --format '{{.State.ExitCode}}' "$name")"
+    podman logs "$name" >"$log" 2>&1
+    podman rm "$name" >/dev/null
+    grep "received SIGTERM\|interrupted at epoch" "$log" || { tail -20 "$log"; die "the training did not stop cleanly on podman stop"; }
+    grep -q "rerun to resume" "$log" || die "no 'rerun to resume' after podman stop"
+    find "$copy/checkpoints" -name '*.npz' | grep -q . || die "no checkpoint left after podman stop"
+    "${run[@]}" --rm "$image" dvc repro "$stage" >"$log" 2>&1 || { tail -20 "$log"; die "the rerun failed"; }
+    grep "resuming from checkpoint at epoch" "$log" || { tail -20 "$log"; die "the rerun did not resume"; }
+    "${run[@]}" --rm "$image" dvc status "$stage" | grep -q "up to date" || die "$stage is not up to date after the rerun"
+    echo "stopped and resumed: $stage up to date"
+}
+
 remove_containers() {
     podman ps -aq --filter "label=$LABEL" | xargs -r podman rm -f >/dev/null 2>&1 || true
 }
@@ -219,12 +259,38 @@ test_container() {
     podman run --rm --network=none --label "$LABEL" --user "$TEST_UID:$TEST_UID" -v "$copy":/work:ro -v "$work/expected":/expected:ro \
         "$image" python tests/container/compare_metrics.py /expected runs/digits
 
+    start=$SECONDS
+    stop_and_resume "$copy" "$image" "$work/tfds"
+    local t_stop=$((SECONDS - start))
+
     echo
-    echo "container test passed: base ${t_base}s, build ${t_build}s, gpu-check + demo inside ${t_run}s, total ${SECONDS}s"
+    echo "container test passed: base ${t_base}s, build ${t_build}s, gpu-check + demo inside ${t_run}s," \
+        "stop and resume ${t_stop}s, total ${SECONDS}s"
+}
+
+# The build and the podman stop check alone (a shorter loop while working on it).
+test_stop() {
+    local lock=${1:?LOCK} image=${2:?IMAGE}
+    [ "$(id -u)" = 0 ] || die "the container test needs root"
+    install_tools
+    configure_podman
+    trap remove_containers EXIT
+    local base
+    base=$(awk '/^FROM / { print $2; exit }' Dockerfile)
+    [[ $base == */* ]] || base=docker.io/library/$base
+    base_image "$base"
+    local make_args=(CONTAINER_ENGINE=podman IMAGE="$image" IMAGE_LOCK="$lock" CONTAINER_BUILD_FLAGS="--pull=never --force-rm")
+    make --no-print-directory image "${make_args[@]}"
+    local work=$CACHE/work copy=$CACHE/work/repo
+    copy_repository "$copy"
+    mkdir -p "$work/tfds"
+    stop_and_resume "$copy" "$image" "$work/tfds"
+    echo "stop check passed in ${SECONDS}s"
 }
 
 case "${1:-}" in
     test) shift; test_container "$@" ;;
+    stop) shift; test_stop "$@" ;;
     clean) clean ;;
-    *) die "usage: $0 test LOCK IMAGE | clean" ;;
+    *) die "usage: $0 test LOCK IMAGE | stop LOCK IMAGE | clean" ;;
 esac

@@ -1,0 +1,141 @@
+"""What a new user hits, each with its one-line message: an output folder that
+cannot be written, a batch larger than the training set, TFDS_DATA_DIR naming
+a file, commands run from a subfolder, and the output of a training run
+(no start-up noise, numbers as the tables show them)."""
+
+import os
+import re
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from conftest import committed_text, committed_tree, python_cmd
+from extreme_memorization import training
+from extreme_memorization.config import make_run
+
+
+def write_params(folder, run: dict | None = None, sweep: dict | None = None):
+    params = yaml.safe_load(committed_text("params.yaml"))
+    params["digits"]["run"] = {"epochs": 2, "width": 16, "alignment_points": 2, **(run or {})}
+    params["digits"]["sweep"].update({"activation": ["relu"], "sigma": [0.1], **(sweep or {})})
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def train(folder, digits_npz, out, *, env=None):
+    args = [*python_cmd(), "--params", str(folder / "params.yaml"), "train", "digits", "--set", "activation=relu",
+            "--data", str(digits_npz), "--out", str(out)]  # fmt: skip
+    return subprocess.run(args, cwd=folder, capture_output=True, text=True, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A folder on a read-only mount (root), or without write permission (others)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() == 0:
+        mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(folder), str(folder)], capture_output=True)
+        if mounted.returncode:
+            pytest.skip(f"cannot make a read-only mount here: {mounted.stderr.decode().strip()}")
+        yield folder
+        subprocess.run(["umount", str(folder)], check=True)
+    else:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+
+
+def test_an_unwritable_output_folder_stops_the_training_before_it_starts(tmp_path, digits_npz, read_only):
+    write_params(tmp_path)
+    out = read_only / "runs" / "pack"
+    start = time.perf_counter()
+    result = train(tmp_path, digits_npz, out, env={"EM_CHECKPOINT_DIR": str(tmp_path / "checkpoints")})
+    assert result.returncode == 1, result.stderr
+    reason = "Read-only file system" if os.geteuid() == 0 else "Permission denied"
+    assert result.stderr == f"error: cannot write to {out} ({reason}); make it writable or give another --out\n"
+    assert time.perf_counter() - start < 20  # before TensorFlow is imported, let alone training
+    report = subprocess.run([*python_cmd(), "--params", str(tmp_path / "params.yaml"), "report", "digits", "--runs",
+                             str(tmp_path), "--out", str(read_only / "r")], capture_output=True, text=True)  # fmt: skip
+    assert report.returncode == 1 and report.stderr.startswith(f"error: cannot write to {read_only / 'r'} (")
+
+
+def test_a_batch_larger_than_the_training_set_is_refused(tmp_path, digits_npz):
+    write_params(tmp_path, {"batch_size": 100000})
+    result = train(tmp_path, digits_npz, tmp_path / "out")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == ("error: params: batch_size 100000 is larger than the 1437 training examples of digits; "
+                             "set batch_size (digits.run or defaults) to at most 1437\n")  # fmt: skip
+    assert not list((tmp_path / "out").rglob("run.json"))
+
+
+def test_tfds_data_dir_naming_a_file_says_it_is_not_a_folder(tmp_path):
+    params = yaml.safe_load(committed_text("params.yaml"))
+    params["data"]["tfds_data_dir"] = None
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    a_file = tmp_path / "tfds"
+    a_file.write_text("not a folder\n")
+    result = subprocess.run([*python_cmd(), "--params", str(tmp_path / "params.yaml"), "prepare", "cifar10", "--out",
+                             str(tmp_path / "c.npz")], capture_output=True, text=True,
+                            env={**os.environ, "TFDS_DATA_DIR": str(a_file)})  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr == (f"error: TFDS_DATA_DIR is {a_file}, which is a file, not a folder; point it at a tfds "
+                             "data directory (a folder; a new one is created)\n")  # fmt: skip
+
+
+def test_from_a_subfolder_paths_are_those_of_the_repository_root(tmp_path):
+    root = committed_tree(tmp_path / "repo", "params.yaml", "reports/digits")
+    sub = root / "notes" / "deeper"
+    sub.mkdir(parents=True)
+
+    def cli(*args):
+        return subprocess.run([*python_cmd(), "--params", "../../params.yaml", *args], cwd=sub, capture_output=True,
+                              text=True)  # fmt: skip
+
+    for args in (["table", "digits"], ["table", "digits", "--reports", "../../reports"]):
+        result = cli(*args)
+        assert result.returncode == 0, result.stderr
+        assert len([line for line in result.stdout.splitlines() if line.startswith("| digits")]) == 10
+    missing = cli("table", "digits", "--reports", "elsewhere")  # typed paths stay relative to where they are typed
+    assert missing.returncode == 1 and "notes/deeper/elsewhere/digits/summary.csv not found" in missing.stderr
+    assert sub.is_dir() and not (sub / "reports").exists()
+
+
+DONE = re.compile(r"^run (\S+ seed=\d+) done: train acc (\S+), test acc (\S+), best test acc (\S+), "
+                  r"gradient alignment W1 (.+)$", re.M)  # fmt: skip
+
+
+def three_significant(text: str) -> bool:
+    return bool(re.fullmatch(r"-?(\d+|\d\.\d{1,2}|0\.0*[1-9]\d{0,2}|\d\d\.\d|[\d.]+e[-+]\d+)", text))
+
+
+def test_a_training_run_prints_no_start_up_noise_and_numbers_as_the_tables_do(tmp_path, digits_npz):
+    write_params(tmp_path)
+    result = train(tmp_path, digits_npz, tmp_path / "out", env={"TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "absl::InitializeLog" not in output and "oneDNN" not in output
+    assert result.stderr == "", result.stderr
+    (done,) = DONE.findall(result.stdout)
+    assert all(three_significant(value) for value in done[1:5]), done
+
+    diverging = tmp_path / "diverging"
+    diverging.mkdir()
+    write_params(diverging, {"learning_rate": 1e6})
+    result = train(diverging, digits_npz, diverging / "out")
+    assert result.returncode == 0, result.stderr
+    (done,) = DONE.findall(result.stdout)
+    assert done[4] == "undefined (diverged at epoch 1)" and "nan" not in done
+
+
+def test_the_done_line_of_a_run_whose_gradients_vanished_leaves_the_gradient_measure_out(run_settings, tmp_path):
+    member = training.Member(make_run({**run_settings, "activation": "relu", "sigma": 10}), tmp_path)
+    member.alignment_rows = [{"epoch": 0, "mean_grad_norm": 2.0}, {"epoch": 300, "mean_grad_norm": 2.1e-9}]
+    metrics = {"train_acc": 1.0, "test_acc": 0.977731384829506, "best_test_acc": 0.9805555555, "mean_grad_norm": 2.1e-9,
+               "grad_alignment_w1": 1.06e-09}  # fmt: skip
+    assert training._done_line(member, metrics) == ("run sigma=10 seed=0 done: train acc 1, test acc 0.978, best test "
+                                                    "acc 0.981, gradient alignment W1 undefined (gradients vanished)")  # fmt: skip
+    metrics["mean_grad_norm"] = 0.5
+    assert training._done_line(member, metrics).endswith("gradient alignment W1 1.06e-09")
