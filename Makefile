@@ -8,6 +8,11 @@ ifeq ($(EM_CONTAINER),1)
 # Inside the CUDA image: its packages are installed system-wide from cuda.lock.
 BIN := /usr/local/bin
 STAMP :=
+else ifneq ($(ENV_BIN),)
+# An environment made elsewhere, used as it is (nothing installed):
+# make reproduce ENV_BIN=/abs/path/.venv/bin
+BIN := $(ENV_BIN)
+STAMP :=
 else
 VENV := .venv
 BIN := $(VENV)/bin
@@ -53,7 +58,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-jax test-slow reproduce data validate plan lint lock bench device-check device-wheels clean compare \
+.PHONY: help venv demo test test-jax test-slow reproduce data validate plan status lint lock bench device-check device-wheels clean compare \
         image reproduce-in-container shell gpu-check slurm test-slurm container-test container-test-cuda clean-container
 
 help: ## list the targets
@@ -98,7 +103,8 @@ slurm: validate ## a group's training on a Slurm cluster: make slurm GROUP=secti
 test-slurm: $(STAMP) ## the Slurm tests on a local single-node cluster (needs slurm-wlm and munge, as root)
 	$(BIN)/python -m pytest -m slurm tests/test_slurm.py
 
-reproduce: validate ## every experiment group of params.yaml (needs the datasets: GPU box)
+reproduce: $(STAMP) ## every experiment group of params.yaml (needs the datasets: GPU box)
+	@$(BIN)/python -m extreme_memorization validate --data
 	$(BIN)/dvc repro
 
 data: validate ## prepare tfds datasets only: make data DATASETS="cifar10 svhn_cropped"
@@ -106,6 +112,9 @@ data: validate ## prepare tfds datasets only: make data DATASETS="cifar10 svhn_c
 
 plan: validate ## runs and compute per group: make plan TFLOPS=25 STEP_MS=2 [RATES=device_check.json]
 	@$(BIN)/python -m extreme_memorization plan --tflops $(or $(TFLOPS),25) --step-ms $(or $(STEP_MS),2) $(if $(RATES),--rates $(RATES))
+
+status: $(STAMP) ## one line per group: runs done / planned, stale, running, report (dvc status in short)
+	@$(BIN)/python -m extreme_memorization status
 
 bench: $(STAMP) ## the training core against the old path and this machine's matmul rate -> reports/bench.json
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
