@@ -103,9 +103,9 @@ slurm: validate ## a group's training on a Slurm cluster: make slurm GROUP=secti
 test-slurm: $(STAMP) ## the Slurm tests on a local single-node cluster (needs slurm-wlm and munge, as root)
 	$(BIN)/python -m pytest -m slurm tests/test_slurm.py
 
-reproduce: $(STAMP) ## every experiment group of params.yaml (needs the datasets: GPU box)
+reproduce: $(STAMP) ## every experiment group of params.yaml (needs the datasets: GPU box); DRY=1: list what would run
 	@$(BIN)/python -m extreme_memorization validate --data
-	$(BIN)/dvc repro
+	$(if $(filter 1,$(DRY)),$(BIN)/python -m extreme_memorization.dry_run,$(BIN)/dvc repro)
 
 data: validate ## prepare tfds datasets only: make data DATASETS="cifar10 svhn_cropped"
 	$(BIN)/dvc repro $(addprefix prepare-tfds@,$(DATASETS))
