@@ -42,7 +42,7 @@ class GroupStatus:
     report: str  # "up to date", "stale" or "not made"
 
     def line(self, width: int) -> str:
-        parts = [f"{self.runs_done}/{self.runs_planned} runs done ({self.packs} packs)"]
+        parts = [f"{self.runs_done}/{self.runs_planned} runs done ({self.packs} pack{'s' if self.packs != 1 else ''})"]
         if self.stale:
             parts.append(f"stale: {_packs(self.stale)} (settings, code or data changed since trained)")
         if self.running:
