@@ -8,6 +8,11 @@ ifeq ($(EM_CONTAINER),1)
 # Inside the CUDA image: its packages are installed system-wide from cuda.lock.
 BIN := /usr/local/bin
 STAMP :=
+else ifneq ($(ENV_BIN),)
+# An environment made elsewhere, used as it is (nothing installed):
+# make reproduce ENV_BIN=/abs/path/.venv/bin
+BIN := $(ENV_BIN)
+STAMP :=
 else
 VENV := .venv
 BIN := $(VENV)/bin
@@ -55,7 +60,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test push pull test-jax test-slow reproduce data validate plan lint lock bench device-check device-wheels clean compare \
+.PHONY: help venv demo test push pull test-jax test-slow reproduce data validate plan status lint lock bench device-check device-wheels clean compare \
         image reproduce-in-container shell gpu-check slurm test-slurm container-test container-test-cuda clean-container
 
 help: ## list the targets
@@ -106,14 +111,18 @@ push: $(STAMP) ## send the weights and DVC's run-cache to the default DVC remote
 pull: $(STAMP) ## fetch what was pushed (stages never built are skipped), then reuse it: REMOTE=name
 	@$(BIN)/python -m extreme_memorization pull $(if $(REMOTE),-r $(REMOTE))
 
-reproduce: validate ## every experiment group of params.yaml (needs the datasets: GPU box)
-	$(BIN)/dvc repro
+reproduce: $(STAMP) ## every experiment group of params.yaml (needs the datasets: GPU box); DRY=1: list what would run
+	@$(BIN)/python -m extreme_memorization validate --data
+	$(if $(filter 1,$(DRY)),$(BIN)/python -m extreme_memorization.dry_run,$(BIN)/dvc repro)
 
 data: validate ## prepare tfds datasets only: make data DATASETS="cifar10 svhn_cropped"
 	$(BIN)/dvc repro $(addprefix prepare-tfds@,$(DATASETS))
 
 plan: validate ## runs and compute per group: make plan TFLOPS=25 STEP_MS=2 [RATES=device_check.json]
 	@$(BIN)/python -m extreme_memorization plan --tflops $(or $(TFLOPS),25) --step-ms $(or $(STEP_MS),2) $(if $(RATES),--rates $(RATES))
+
+status: $(STAMP) ## one line per group: runs done / planned, stale, running, report (dvc status in short)
+	@$(BIN)/python -m extreme_memorization status
 
 bench: $(STAMP) ## the training core against the old path and this machine's matmul rate -> reports/bench.json
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)

@@ -229,3 +229,47 @@ def test_a_sigma_listed_twice_as_equal_numbers_is_refused_not_trained_twice(tmp_
     message = str(info.value)
     assert message.startswith("digits.sweep.sigma = [") and f"lists {shown}, one run trained twice" in message
     assert message.endswith("list each value once")
+
+
+# --- datasets of the user's own (data.own) -----------------------------------
+
+
+def test_own_datasets_are_named_in_data_own_and_join_the_dataset_axis(raw):
+    raw["data"]["own"] = {"scans": "data/scans.npz", "faces": "/abs/faces.npz"}
+    raw["digits"]["sweep"]["dataset"] = ["digits", "scans", "faces"]
+    params = config.parse(raw)
+    assert params.data.own == {"scans": "data/scans.npz", "faces": "/abs/faces.npz"}
+    assert {r.dataset for r in params.group("digits").runs(params.defaults)} == {"digits", "scans", "faces"}
+    assert params.run("digits", {"dataset": "faces", "activation": "sin", "sigma": 1}).dataset == "faces"
+
+
+@pytest.mark.parametrize(
+    "own, message",
+    [
+        ({"Scans-1": "a.npz"}, "data.own.Scans-1 is not allowed as a dataset name; allowed: lowercase letters"),
+        ({"cifar10": "a.npz"}, "data.own.cifar10 takes the name of a built-in dataset; give your data another name"),
+        ({"scans": ""}, "data.own.scans = '' is not allowed; allowed: the path of an .npz file"),
+        ({"scans": "data/prepared/scans.npz"}, "data.own.scans = 'data/prepared/scans.npz' is inside data/prepared/"),
+        (["a.npz"], "data.own = ['a.npz'] is not allowed; allowed: a mapping of dataset names to .npz paths"),
+    ],
+)
+def test_bad_own_datasets_are_refused_in_one_line(raw, own, message):
+    raw["data"]["own"] = own
+    assert error_of(raw).startswith(message)
+
+
+def test_a_dataset_not_in_data_own_says_how_to_add_it(raw):
+    raw["digits"]["sweep"]["dataset"] = ["scans"]
+    assert error_of(raw) == (
+        "digits.sweep.dataset = 'scans' is not allowed; allowed: digits, cifar10, cifar100, svhn_cropped; for your "
+        "own data name its .npz file in params.yaml: data: own: {scans: data/scans.npz}"
+    )
+
+
+def test_the_old_npz_path_says_what_it_became(raw):
+    del raw["data"]["own"]
+    raw["data"]["npz_path"] = "data/local.npz"
+    assert error_of(raw) == (
+        "data.npz_path is now data.own, which names one or more .npz files: write own: {npz: data/local.npz} "
+        "(dataset: [npz] in a group stays as it is)"
+    )

@@ -125,8 +125,9 @@ def test_local_npz_refuses_pickled_objects_and_missing_files(tmp_path):
     with pytest.raises(data.DataError, match="array y_train holds Python objects.*save plain numeric arrays") as info:
         data.from_npz(tmp_path / "d.npz")
     assert "allow_pickle" not in str(info.value)
-    with pytest.raises(data.DataError, match="data.npz_path"):
-        data.from_npz(tmp_path / "missing.npz")
+    with pytest.raises(data.DataError, match="own dataset 'mine': .*missing.npz not found; save your data there .* "
+                                            "or point data.own.mine in params.yaml at your .npz file"):
+        data.from_npz(tmp_path / "missing.npz", "mine")
 
 
 # --- a user's .npz, as a new user gets it wrong -------------------------------
@@ -188,10 +189,10 @@ def test_classes_with_one_training_example_are_named_once_at_prepare(tmp_path, c
 
 def test_prepare_of_a_bad_npz_stops_with_one_line_and_of_a_thin_one_warns_once(tmp_path):
     raw = committed_raw()
-    raw["data"]["npz_path"] = str(tmp_path / "local.npz")
+    raw["data"]["own"] = {"mine": str(tmp_path / "local.npz")}
     params = tmp_path / "params.yaml"
     params.write_text(json.dumps(raw))  # JSON is YAML 1.2
-    prepare = [*python_cmd(), "--params", str(params), "prepare", "npz", "--out", str(tmp_path / "npz.npz")]
+    prepare = [*python_cmd(), "--params", str(params), "prepare", "mine", "--out", str(tmp_path / "npz.npz")]
     (tmp_path / "local.npz").write_text("not an npz\n")
     result = subprocess.run(prepare, capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 1 and not (tmp_path / "npz.npz").exists()

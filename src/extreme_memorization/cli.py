@@ -1,11 +1,13 @@
 """Command line: one subcommand per DVC stage.
 
     python -m extreme_memorization validate
+    python -m extreme_memorization add-group NAME --dataset D [--npz PATH] [--activation A ...] [--sigma S ...]
     python -m extreme_memorization prepare DATASET [--out PATH]
     python -m extreme_memorization train GROUP --set KEY=VALUE ... --out PACK_DIR [--weights PACK_DIR]
     python -m extreme_memorization report GROUP [GROUP ...] --runs DIR --out DIR
     python -m extreme_memorization table [GROUP ...] [--filter KEY=VALUE ...] [--rev REV]
     python -m extreme_memorization plan [--tflops R] [--step-ms T]
+    python -m extreme_memorization status [--no-dvc]
     python -m extreme_memorization runs GROUP [--filter KEY=VALUE ...]
     python -m extreme_memorization compare REV_A [REV_B]
     python -m extreme_memorization gpu-check
@@ -51,7 +53,53 @@ def cmd_validate(args) -> int:
         total += n
         varied = [f"{k} {v}" for k, v in group.sweep.items() if len(v) > 1]
         print(f"{name}: {n} runs, {group.run.get('epochs', params.defaults['epochs'])} epochs; {'; '.join(varied) or 'one run'}")
-    print(f"{args.params} is valid: {len(params.groups)} groups, {total} runs")
+    root = Path(args.params).resolve().parent
+    if (root / "dvc.yaml").is_file():
+        from . import pipeline
+
+        pipeline.check(params, config.read_yaml(root / "dvc.yaml"))
+        from .data import DataError, missing_own
+
+        for name, path in pipeline.missing_own_files(params, root):
+            if args.data:  # dvc repro would stop at prepare-own@<name> with a bare "No such file"
+                raise DataError(missing_own(name, path))
+            print(f"warning: {missing_own(name, path)} (dvc repro stops at prepare-own@{name} until then)")
+        where = "params.yaml and dvc.yaml agree"
+    else:
+        where = f"no dvc.yaml beside {args.params}: the stages are not checked"
+    print(f"{args.params} is valid: {len(params.groups)} groups, {total} runs; {where}")
+    return 0
+
+
+def cmd_add_group(args) -> int:
+    from . import pipeline
+
+    root = Path(args.params).resolve().parent
+    sweep, run, own = {}, {}, {}
+    given = [args.dataset, args.sigma, args.activation, args.model, args.loss, args.labels, args.seed, args.npz, args.set]
+    if any(v is not None and v != [] for v in given):
+        if not args.dataset:
+            raise config.ConfigError("add-group needs --dataset NAME (a built-in dataset or your own with --npz PATH)")
+        if args.npz:
+            if len(args.dataset) != 1:
+                raise config.ConfigError("--npz PATH names the file of one dataset; give one --dataset with it")
+            own[args.dataset[0]] = args.npz
+        sweep = {
+            "dataset": args.dataset, "model": args.model or ["mlp"], "activation": args.activation or ["relu"],
+            "loss": args.loss or ["cross_entropy"], "labels": args.labels or ["true"],
+            "sigma": [None if v in ("null", "None") else config.yaml_value(v, "--sigma") for v in args.sigma or ["null"]],
+            "seed": [config.yaml_value(v, "--seed") for v in args.seed or ["0"]],
+        }  # fmt: skip
+        if sweep["sigma"] == [None]:
+            run["init"] = "glorot"
+        run.update(_overrides(args.set))
+        for key in run:
+            if key in config.AXES:
+                raise config.ConfigError(f"--set {key}=... is an axis of the run; give it as --{key}")
+    comment = f"{args.name}: added by `add-group`; edit its run and sweep here."
+    for line in pipeline.add_group(root, args.name, sweep, run, own, comment):
+        print(f"added {line}")
+    print(f"run it: dvc repro report@{args.name}")
     return 0
 
 
@@ -140,6 +188,15 @@ def cmd_plan(args) -> int:
         for name, h in hours.items():
             print(f"| {name} | {h:,.2f} |")
         print(f"| all | {sum(hours.values()):,.2f} |")
+    return 0
+
+
+def cmd_status(args) -> int:
+    params = config.load(args.params)
+    from . import status
+
+    for line in status.lines(params, Path(args.params).resolve().parent, use_dvc=not args.no_dvc):
+        print(line)
     return 0
 
 
@@ -259,10 +316,24 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("validate", help="check params.yaml and list the experiment groups")
+    s.add_argument("--data", action="store_true", help="also fail when a file of data.own is missing")
     s.set_defaults(func=cmd_validate)
 
+    s = sub.add_parser("add-group", help="add an experiment group: params.yaml section, train stage, report entry")
+    s.add_argument("name", help="the group's name (an existing group of params.yaml: add what dvc.yaml lacks)")
+    s.add_argument("--dataset", nargs="+", help="dataset(s): built-in or your own (then with --npz)")
+    s.add_argument("--npz", help="your .npz file for the dataset: added to data.own")
+    s.add_argument("--model", nargs="+", help=f"{' | '.join(config.MODELS)} (default mlp)")
+    s.add_argument("--activation", nargs="+", help=f"{' | '.join(config.ACTIVATIONS)} (default relu)")
+    s.add_argument("--loss", nargs="+", help=f"{' | '.join(config.LOSSES)} (default cross_entropy)")
+    s.add_argument("--labels", nargs="+", help="true | shuffled (default true)")
+    s.add_argument("--sigma", nargs="+", help="stddev(s) of W1 (init normal); null or none given: init glorot")
+    s.add_argument("--seed", nargs="+", help="seed(s) (default 0)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a run setting (epochs=300, width=256)")
+    s.set_defaults(func=cmd_add_group)
+
     s = sub.add_parser("prepare", help="build data/prepared/DATASET.npz")
-    s.add_argument("dataset", choices=config.DATASETS)
+    s.add_argument("dataset", help=f"{', '.join(config.DATASETS)} or a name of data.own in params.yaml")
     s.add_argument("--out", help="output .npz (default data/prepared/DATASET.npz)")
     s.set_defaults(func=cmd_prepare)
 
@@ -295,6 +366,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--step-ms", type=float, default=2.0, help="fixed cost per step to assume, ms (default 2)")
     s.add_argument("--rates", help="measured rates (JSON from benchmarks/device_check.sh) to project MLP packs from")
     s.set_defaults(func=cmd_plan)
+
+    s = sub.add_parser("status", help="one line per group: runs done / planned, stale, running, report")
+    s.add_argument("--no-dvc", action="store_true", help="skip `dvc status` (no stale column; instant)")
+    s.set_defaults(func=cmd_status)
 
     s = sub.add_parser("gpu-check", help="fail when the host has a GPU that the backend does not see")
     s.set_defaults(func=cmd_gpu_check)

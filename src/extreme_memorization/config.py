@@ -23,13 +23,16 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import re
 from pathlib import Path
 from typing import Any, Callable
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-DATASETS = ("digits", "cifar10", "cifar100", "svhn_cropped", "npz")
+# Built-in datasets; the user's own .npz files join them by name (data.own).
+DATASETS = ("digits", "cifar10", "cifar100", "svhn_cropped")
+OWN_NAME = re.compile(r"[a-z][a-z0-9_]*")
 MODELS = ("mlp", "convnet", "resnet50", "densenet121")
 ACTIVATIONS = ("sin", "relu", "sigmoid", "tanh", "linear")
 LOSSES = ("cross_entropy", "hinge", "squared")
@@ -54,7 +57,7 @@ class DataConfig:
     digits_test_fraction: float  # held-out share of scikit-learn's digits
     split_seed: int  # seed of the stratified digits split
     tfds_data_dir: str | None  # None: $TFDS_DATA_DIR, else tfds' default
-    npz_path: str  # the user's own data for dataset 'npz'
+    own: dict[str, str]  # the user's own datasets: name -> path of its .npz file
     download_timeout: float  # seconds before an unreachable download gives up
 
 
@@ -95,6 +98,7 @@ class GroupConfig:
     name: str
     run: dict[str, Any]
     sweep: dict[str, list[Any]]
+    datasets: tuple[str, ...] = DATASETS  # the names sweep.dataset may use
 
     def locate(self, key: str) -> str:
         """Where in params.yaml a run's setting comes from (for errors)."""
@@ -106,7 +110,8 @@ class GroupConfig:
         keys = list(self.sweep)
         out = []
         for values in itertools.product(*(self.sweep[k] for k in keys)):
-            out.append(make_run({**defaults, **self.run, **dict(zip(keys, values))}, self.locate))
+            values = {**defaults, **self.run, **dict(zip(keys, values))}
+            out.append(make_run(values, self.locate, self.datasets))
         return out
 
 
@@ -136,7 +141,7 @@ class Params:
         for key, value in overrides.items():
             if not any(_same(value, v) for v in g.sweep[key]):
                 raise ConfigError(f"{group}.sweep.{key} has no value {value!r}; values: {g.sweep[key]}")
-        return make_run({**self.defaults, **g.run, **overrides}, g.locate)
+        return make_run({**self.defaults, **g.run, **overrides}, g.locate, g.datasets)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -168,6 +173,41 @@ def _choice(where: str, value: Any, allowed: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in allowed:
         raise ConfigError(f"{where} = {value!r} is not allowed; allowed: {', '.join(allowed)}")
     return value
+
+
+def _dataset(where: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if isinstance(value, str) and value not in allowed and OWN_NAME.fullmatch(value):
+        raise ConfigError(
+            f"{where} = {value!r} is not allowed; allowed: {', '.join(allowed)}; for your own data name its "
+            f".npz file in params.yaml: data: own: {{{value}: data/{value}.npz}}"
+        )
+    return _choice(where, value, allowed)
+
+
+def _own(raw: Any) -> dict[str, str]:
+    """data.own: the user's datasets, a name (used in sweep.dataset, stage
+    prepare-own@<name>, data/prepared/<name>.npz) -> the path of an .npz."""
+    example = "own: {mydata: data/mydata.npz}"
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"data.own = {raw!r} is not allowed; allowed: a mapping of dataset names to .npz paths, e.g. {example}")
+    for name, path in raw.items():
+        if not isinstance(name, str) or not OWN_NAME.fullmatch(name):
+            raise ConfigError(
+                f"data.own.{name} is not allowed as a dataset name; allowed: lowercase letters, digits and _ "
+                f"starting with a letter (it names a stage and files), e.g. {example}"
+            )
+        if name in DATASETS:
+            raise ConfigError(f"data.own.{name} takes the name of a built-in dataset; give your data another name")
+        if not isinstance(path, str) or not path.strip():
+            raise ConfigError(f"data.own.{name} = {path!r} is not allowed; allowed: the path of an .npz file, e.g. {example}")
+        if Path(path).parts[:2] == ("data", "prepared"):
+            raise ConfigError(
+                f"data.own.{name} = {path!r} is inside data/prepared/, where the prepare stages write; "
+                "keep your file elsewhere, e.g. data/"
+            )
+    return dict(raw)
 
 
 def _int(where: str, value: Any, minimum: int) -> int:
@@ -203,15 +243,18 @@ def _check_keys(where: str, mapping: Any, allowed: list[str], required: bool) ->
     return mapping
 
 
-def make_run(values: dict[str, Any], locate: Callable[[str], str] | None = None) -> RunConfig:
-    """Validate one run's settings; ``locate(key)`` names a key in errors."""
+def make_run(
+    values: dict[str, Any], locate: Callable[[str], str] | None = None, datasets: tuple[str, ...] = DATASETS
+) -> RunConfig:
+    """Validate one run's settings; ``locate(key)`` names a key in errors,
+    ``datasets`` are the dataset names allowed (the built-in ones and data.own's)."""
     v = values
     missing = [k for k in RUN_FIELDS if k not in v]
     if missing:
         raise ConfigError(f"run settings lack {', '.join(missing)}")
     key = locate or (lambda k: k)
     run = RunConfig(
-        dataset=_choice(key("dataset"), v["dataset"], DATASETS),
+        dataset=_dataset(key("dataset"), v["dataset"], datasets),
         model=_choice(key("model"), v["model"], MODELS),
         width=_int(key("width"), v["width"], 1),
         activation=_choice(key("activation"), v["activation"], ACTIVATIONS),
@@ -267,17 +310,20 @@ def parse(raw: Any) -> Params:
     for section in SECTIONS:
         if section not in raw:
             raise ConfigError(f"params.yaml has no section '{section}'; add it (see README)")
+    if isinstance(raw["data"], dict) and "npz_path" in raw["data"]:
+        raise ConfigError(
+            f"data.npz_path is now data.own, which names one or more .npz files: write "
+            f"own: {{npz: {raw['data']['npz_path']}}} (dataset: [npz] in a group stays as it is)"
+        )
     d = _check_keys("data", raw["data"], DATA_FIELDS, required=True)
     tfds_dir = d["tfds_data_dir"]
     if tfds_dir is not None and not isinstance(tfds_dir, str):
         raise ConfigError(f"data.tfds_data_dir = {tfds_dir!r} is not allowed; allowed: a path or null")
-    if not isinstance(d["npz_path"], str) or not d["npz_path"]:
-        raise ConfigError(f"data.npz_path = {d['npz_path']!r} is not allowed; allowed: a path to an .npz file")
     data = DataConfig(
         digits_test_fraction=_fraction("data.digits_test_fraction", d["digits_test_fraction"]),
         split_seed=_int("data.split_seed", d["split_seed"], 0),
         tfds_data_dir=tfds_dir,
-        npz_path=d["npz_path"],
+        own=_own(d["own"]),
         download_timeout=_positive("data.download_timeout", d["download_timeout"]),
     )
     shared = [k for k in RUN_FIELDS if k not in AXES]
@@ -307,7 +353,8 @@ def parse(raw: Any) -> Params:
                         "compared by value: 1, 1.0 and 1e0 are one); list each value once"
                     )
                 seen[_normalized(value)] = value
-        group = GroupConfig(name, dict(run), {k: list(sweep[k]) for k in AXES})
+        datasets = DATASETS + tuple(data.own)
+        group = GroupConfig(name, dict(run), {k: list(sweep[k]) for k in AXES}, datasets)
         group.runs(defaults)  # every combination must be valid, not only each value
         groups[name] = group
     return Params(data=data, defaults=dict(defaults), groups=groups)

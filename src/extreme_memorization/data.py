@@ -10,7 +10,8 @@ Sources:
   no network), split into train/test by a fixed stratified split.
 - ``cifar10``, ``cifar100``, ``svhn_cropped``: tensorflow-datasets (train and
   test splits; SVHN's "extra" split is not used, as in the paper).
-- ``npz``: the user's own file with ``x_train, y_train, x_test, y_test``.
+- the user's own datasets, each named in ``data.own`` of params.yaml: an
+  ``.npz`` file with ``x_train, y_train, x_test, y_test``.
 """
 
 from __future__ import annotations
@@ -240,7 +241,7 @@ def _check_classes(path: Path, y_train: np.ndarray, y_test: np.ndarray) -> int:
     return k
 
 
-def from_npz(path: str | Path) -> Dataset:
+def from_npz(path: str | Path, name: str = "npz") -> Dataset:
     """The user's own data: an .npz with x_train, y_train, x_test, y_test.
 
     Images are (n, H, W, C), (n, H, W) or flat (n, D); uint8 or float.
@@ -248,7 +249,7 @@ def from_npz(path: str | Path) -> Dataset:
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"local dataset file {path} not found; set data.npz_path in params.yaml to your .npz file")
+        raise DataError(missing_own(name, path))
     arrays = _read_npz(path)
     x = {}
     for split in ("train", "test"):
@@ -280,7 +281,38 @@ def from_npz(path: str | Path) -> Dataset:
             f"{path}: x_train rows have shape {x['train'][0].shape[1:]} but x_test rows {x['test'][0].shape[1:]}"
         )
     num_classes = _check_classes(path, x["train"][1], x["test"][1])
-    return Dataset("npz", *x["train"], *x["test"], num_classes)
+    return Dataset(name, *x["train"], *x["test"], num_classes)
+
+
+def npz_sizes(path: str | Path) -> tuple[int, int, tuple[int, ...], int]:
+    """(train examples, test examples, input shape, classes) of an .npz, from
+    the image arrays' headers (never their pixels) and the training labels."""
+    import zipfile
+
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            shapes = {}
+            for key in ("x_train", "x_test"):
+                with archive.open(f"{key}.npy") as f:
+                    version = np.lib.format.read_magic(f)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    shapes[key] = read(f)[0]
+        with np.load(path, allow_pickle=False) as f:
+            classes = int(np.max(f["y_train"])) + 1
+    except Exception as exc:
+        raise DataError(f"{path} has no readable x_train, x_test and y_train ({type(exc).__name__}); "
+                        f"run `python -m extreme_memorization prepare` on it for the details") from None
+    shape = tuple(shapes["x_train"][1:])
+    return shapes["x_train"][0], shapes["x_test"][0], shape + (1,) if len(shape) == 2 else shape, classes
+
+
+def missing_own(name: str, path: str | Path) -> str:
+    """What to do when the file of an own dataset is not there (one line)."""
+    return (
+        f"own dataset {name!r}: {path} not found; save your data there with {NPZ_SAVE}, "
+        f"or point data.own.{name} in params.yaml at your .npz file"
+    )
 
 
 def build(name: str, config: DataConfig) -> Dataset:
@@ -289,9 +321,13 @@ def build(name: str, config: DataConfig) -> Dataset:
         return digits(config.digits_test_fraction, config.split_seed)
     if name in TFDS_DATASETS:
         return from_tfds(name, config)
-    if name == "npz":
-        return from_npz(config.npz_path)
-    raise DataError(f"unknown dataset {name!r}; allowed: digits, npz, {', '.join(TFDS_DATASETS)}")
+    if name in config.own:
+        return from_npz(config.own[name], name)
+    raise DataError(
+        f"unknown dataset {name!r}; allowed: digits, {', '.join(TFDS_DATASETS)}"
+        + (f", {', '.join(config.own)}" if config.own else "")
+        + f"; for your own data add data: own: {{{name}: path/to/{name}.npz}} to params.yaml"
+    )
 
 
 # --- the prepared cache ------------------------------------------------------

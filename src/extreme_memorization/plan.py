@@ -24,7 +24,7 @@ import json
 import math
 from pathlib import Path
 
-from .config import Params, RunConfig
+from .config import DataConfig, Params, RunConfig
 
 # Train/test sizes and image shapes of the datasets (tfds and scikit-learn).
 SIZES = {
@@ -42,20 +42,44 @@ class GroupCost:
     epochs: str
     flops: float  # all runs of the group together
     steps: int  # training steps and evaluation batches of all runs
+    unplanned: str | None = None  # why the group cannot be planned (its data file is missing)
 
     def hours(self, tflops: float, step_ms: float) -> float:
         return (self.flops / (tflops * 1e12) + self.steps * step_ms / 1000) / 3600
 
 
-def run_flops(run: RunConfig, forward: int) -> float:
-    n_train, n_test, _, _ = SIZES[run.dataset]
+class Unplannable(Exception):
+    """A group whose size is unknown: the file of its own dataset is missing."""
+
+
+def dataset_sizes(name: str, data: DataConfig | None = None) -> tuple[int, int, tuple[int, ...], int]:
+    """(train examples, test examples, input shape, classes) of a dataset: the
+    built-in ones from :data:`SIZES`, the user's own from its file's headers."""
+    if name in SIZES:
+        return SIZES[name]
+    from . import data as datasets
+
+    own = (data.own if data else {}).get(name)
+    if own is None:
+        raise Unplannable(f"dataset {name!r} is not in data.own")
+    for path in (Path(own), datasets.prepared_path(name)):
+        if path.is_file():
+            try:
+                return datasets.npz_sizes(path)
+            except datasets.DataError as exc:
+                raise Unplannable(str(exc)) from None
+    raise Unplannable(f"{own} not found (data.own.{name})")
+
+
+def run_flops(run: RunConfig, forward: int, sizes: tuple | None = None) -> float:
+    n_train, n_test, _, _ = sizes or SIZES[run.dataset]
     per_epoch = 3 * forward * n_train + forward * (n_train + n_test)
     measurements = run.alignment_points * 2 * forward * n_train
     return run.epochs * per_epoch + measurements
 
 
-def run_steps(run: RunConfig, eval_batch: int = 2048) -> int:
-    n_train, n_test, _, _ = SIZES[run.dataset]
+def run_steps(run: RunConfig, eval_batch: int = 2048, sizes: tuple | None = None) -> int:
+    n_train, n_test, _, _ = sizes or SIZES[run.dataset]
     per_epoch = math.ceil(n_train / run.batch_size) + math.ceil(n_train / eval_batch) + math.ceil(n_test / eval_batch)
     return run.epochs * per_epoch
 
@@ -69,19 +93,22 @@ def group_costs(params: Params) -> list[GroupCost]:
     costs = []
     for name, group in params.groups.items():
         runs = group.runs(params.defaults)
+        epochs = "/".join(map(str, sorted({r.epochs for r in runs})))
         total, steps = 0.0, 0
-        for run in runs:
-            if run.dataset not in SIZES:
-                raise ValueError(f"no size known for dataset {run.dataset!r}; the plan covers {', '.join(SIZES)}")
-            _, _, shape, k = SIZES[run.dataset]
-            key = (run.model, run.width, shape, k)
-            if key not in forward_cache:
-                forward_cache[key] = models.forward_flops(models.build(run, shape, k))
-                keras.backend.clear_session()
-            total += run_flops(run, forward_cache[key])
-            steps += run_steps(run)
-        epochs = sorted({r.epochs for r in runs})
-        costs.append(GroupCost(name, len(runs), "/".join(map(str, epochs)), total, steps))
+        try:
+            for run in runs:
+                sizes = dataset_sizes(run.dataset, params.data)
+                _, _, shape, k = sizes
+                key = (run.model, run.width, shape, k)
+                if key not in forward_cache:
+                    forward_cache[key] = models.forward_flops(models.build(run, shape, k))
+                    keras.backend.clear_session()
+                total += run_flops(run, forward_cache[key], sizes)
+                steps += run_steps(run, sizes=sizes)
+        except Unplannable as exc:
+            costs.append(GroupCost(name, len(runs), epochs, 0.0, 0, unplanned=str(exc)))
+            continue
+        costs.append(GroupCost(name, len(runs), epochs, total, steps))
     return costs
 
 
@@ -91,12 +118,17 @@ def table(costs: list[GroupCost], tflops: float, step_ms: float) -> str:
         "|---|---|---|---|---|---|",
     ]
     for c in costs:
+        if c.unplanned:
+            lines.append(f"| {c.group} | {c.runs} | {c.epochs} | cannot plan: {c.unplanned} | | |")
+            continue
         lines.append(
             f"| {c.group} | {c.runs} | {c.epochs} | {c.flops / 1e15:,.1f} | {c.steps / 1e6:,.2f} | {c.hours(tflops, step_ms):,.1f} |"
         )
-    total = GroupCost("all", sum(c.runs for c in costs), "", sum(c.flops for c in costs), sum(c.steps for c in costs))
+    planned = [c for c in costs if not c.unplanned]
+    total = GroupCost("all", sum(c.runs for c in planned), "", sum(c.flops for c in planned), sum(c.steps for c in planned))
+    label = "all" if len(planned) == len(costs) else "all planned"
     lines.append(
-        f"| all | {total.runs} | | {total.flops / 1e15:,.1f} | {total.steps / 1e6:,.2f} | {total.hours(tflops, step_ms):,.1f} |"
+        f"| {label} | {total.runs} | | {total.flops / 1e15:,.1f} | {total.steps / 1e6:,.2f} | {total.hours(tflops, step_ms):,.1f} |"
     )
     return "\n".join(lines)
 
@@ -122,25 +154,32 @@ def measured_hours(params: Params, rates: dict, tflops: float, step_ms: float) -
     out = {}
     for name in params.groups:
         hours = 0.0
-        for runs in packs(params, name).values():
-            run = runs[0]
-            if run.model == "mlp":
-                n_train, n_test, _, _ = SIZES[run.dataset]
-                seconds = measured_epoch_seconds(rates, len(runs)) * (n_train + n_test) / cifar_examples
-                hours += run.epochs * seconds / 3600
-            else:
-                forward = _forward(run)
-                hours += sum(GroupCost(name, 1, "", run_flops(r, forward), run_steps(r)).hours(tflops, step_ms) for r in runs)
+        try:
+            for runs in packs(params, name).values():
+                run = runs[0]
+                sizes = dataset_sizes(run.dataset, params.data)
+                if run.model == "mlp":
+                    n_train, n_test, _, _ = sizes
+                    seconds = measured_epoch_seconds(rates, len(runs)) * (n_train + n_test) / cifar_examples
+                    hours += run.epochs * seconds / 3600
+                else:
+                    forward = _forward(run, sizes)
+                    hours += sum(
+                        GroupCost(name, 1, "", run_flops(r, forward, sizes), run_steps(r, sizes=sizes)).hours(tflops, step_ms)
+                        for r in runs
+                    )
+        except Unplannable:
+            continue  # group_costs' table says why
         out[name] = hours
     return out
 
 
-def _forward(run: RunConfig) -> int:
+def _forward(run: RunConfig, sizes: tuple) -> int:
     import keras
 
     from . import models
 
-    _, _, shape, k = SIZES[run.dataset]
+    _, _, shape, k = sizes
     flops = models.forward_flops(models.build(run, shape, k))
     keras.backend.clear_session()
     return flops

@@ -1,0 +1,130 @@
+"""The whole pipeline in a fresh `git clone`: planned by `dvc repro --dry`, run
+end to end by `make reproduce` on a shrunk configuration.
+
+No network here: the tfds datasets are prepared by the real `prepare`
+command under tfds.testing.mock_data (random images of the real shapes) and
+recorded with `dvc commit`, as a machine with network would have them after
+`make data`; digits and everything after are real `dvc repro` stages.
+"""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, dvc_cmd, sh
+
+TFDS = ("cifar10", "cifar100", "svhn_cropped")
+GROUPS = ("digits", "section3", "section4", "section4_fixes", "section5", "appendix")
+
+PREPARE_TFDS = """
+import sys
+import tensorflow_datasets as tfds
+from extreme_memorization import cli
+with tfds.testing.mock_data(num_examples=int(sys.argv[1])):
+    for name in sys.argv[2:]:
+        assert cli.main(["prepare", name]) == 0
+"""
+
+
+def clone_env(path: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("EM_CHECKPOINT_DIR", "TFDS_DATA_DIR", "MAKEFLAGS")}
+    return {
+        **env,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+        "PYTHONPATH": str(path / "src"),  # the clone's code, not the checkout the venv was installed from
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory):
+    """A fresh clone of the committed repository."""
+    path = tmp_path_factory.mktemp("clone") / "repo"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(path)], check=True)
+    return path, clone_env(path)
+
+
+def stages_run(out: str) -> set[str]:
+    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+
+
+def test_dry_run_of_the_whole_pipeline_plans_every_stage_and_no_own_data(clone):
+    path, env = clone
+    make = ["make", "reproduce", "DRY=1", f"ENV_BIN={Path(sys.executable).parent}"]
+    planned = stages_run(sh(make, path, env))
+    assert not any(stage.startswith("prepare-own") or "npz" in stage for stage in planned)
+    assert {"prepare-digits", "report-relu_losses"} <= planned
+    for group in GROUPS:
+        assert any(stage.startswith(f"train-{group}@") for stage in planned), group
+        assert f"report@{group}" in planned
+    assert not (path / "data/prepared/digits.npz").exists() and not (path / "runs/section3").exists()
+    # Plain `dvc repro --dry` gets through every prepare stage; DVC 3.67 itself
+    # then stops at the first stage whose input is not made yet (DVC issue 9818).
+    result = subprocess.run([dvc_cmd(), "repro", "--dry"], cwd=path, env=env, capture_output=True, text=True)
+    assert {"prepare-digits", *(f"prepare-tfds@{name}" for name in TFDS)} <= stages_run(result.stdout)
+    assert "prepare-" not in "".join(line for line in result.stderr.splitlines() if "failed to reproduce" in line)
+
+
+def test_a_missing_own_dataset_stops_reproduce_with_one_line_before_dvc(clone):
+    path, env = clone
+    raw = yaml.safe_load((path / "params.yaml").read_text())
+    raw["data"]["own"] = {"scans": "data/scans.npz"}
+    (path / "params.yaml").write_text(yaml.safe_dump(raw))
+    try:
+        result = subprocess.run(["make", "reproduce", f"ENV_BIN={Path(sys.executable).parent}"], cwd=path, env=env,
+                                capture_output=True, text=True)  # fmt: skip
+    finally:
+        sh(["git", "checkout", "params.yaml"], path, env)
+    assert result.returncode != 0
+    assert result.stderr.splitlines()[0] == (
+        "error: own dataset 'scans': data/scans.npz not found; save your data there with numpy.savez(path, "
+        "x_train=..., y_train=..., x_test=..., y_test=...), or point data.own.scans in params.yaml at your .npz file"
+    )
+    assert "Running stage" not in result.stdout
+
+
+def shrink(params: dict) -> dict:
+    """Every group tiny: 2 epochs, 16 hidden units, sigmas 0.1 and 10, and one
+    pack per group except section3's three datasets and section5's four models
+    (each pack is a process that starts TensorFlow: the time goes there)."""
+    for group in GROUPS:
+        params[group]["run"] = {**(params[group].get("run") or {}), "epochs": 2, "width": 16, "alignment_points": 2}
+        sweep = params[group]["sweep"]
+        if sweep["sigma"] != [None]:
+            sweep["sigma"] = [0.1, 10]
+        for axis in ("activation", "loss", "labels"):
+            sweep[axis] = sweep[axis][:1]
+    return params
+
+
+@pytest.mark.slow
+def test_make_reproduce_runs_every_group_end_to_end(clone):
+    path, env = clone
+    # What `make data` leaves on a machine with network, made offline.
+    sh([sys.executable, "-c", PREPARE_TFDS, "48", *TFDS], path, env)
+    sh([dvc_cmd(), "commit", "-f", *(f"prepare-tfds@{name}" for name in TFDS)], path, env)
+    raw = shrink(yaml.safe_load((path / "params.yaml").read_text()))
+    (path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    start = time.perf_counter()
+    result = subprocess.run(["make", "reproduce", f"ENV_BIN={Path(sys.executable).parent}"], cwd=path, env=env,
+                            capture_output=True, text=True)  # fmt: skip
+    seconds = time.perf_counter() - start
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for group in (*GROUPS, "relu_losses"):
+        assert (path / "reports" / group / "report.md").stat().st_size > 0, group
+        assert (path / "reports/metrics" / f"{group}.json").is_file()
+    for model in ("mlp", "convnet", "resnet50", "densenet121"):
+        assert (path / f"runs/section5/cifar10-{model}-relu-cross_entropy-true/glorot-seed0/metrics.json").is_file()
+    for dataset in TFDS:
+        assert (path / f"runs/section3/{dataset}-mlp-sin-cross_entropy-true/sigma10-seed0/metrics.json").is_file()
+    status = sh([sys.executable, "-m", "extreme_memorization", "status"], path, env, stdout_only=True)
+    for group in GROUPS:
+        line = next(line for line in status.splitlines() if line.startswith(f"{group} "))
+        assert "stale" not in line and line.endswith("report up to date"), line
+    assert "Running stage" not in sh([dvc_cmd(), "repro"], path, env)
+    print(f"make reproduce of the shrunk pipeline: {seconds:.0f} s")
