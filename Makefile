@@ -98,8 +98,12 @@ slurm: validate ## a group's training on a Slurm cluster: make slurm GROUP=secti
 test-slurm: $(STAMP) ## the Slurm tests on a local single-node cluster (needs slurm-wlm and munge, as root)
 	$(BIN)/python -m pytest -m slurm tests/test_slurm.py
 
-reproduce: validate ## every experiment group of params.yaml (needs the datasets: GPU box)
-	$(BIN)/dvc repro
+reproduce: validate ## every group (GPU box); side by side: make reproduce JOBS=4 [GPUS=0,1,2,3] [GROUPS="section3"]
+ifneq ($(JOBS)$(GPUS),)
+	$(BIN)/python -m extreme_memorization local $(GROUPS) $(if $(JOBS),--jobs $(JOBS)) $(if $(GPUS),--gpus $(GPUS))
+else
+	$(BIN)/dvc repro $(addprefix report@,$(GROUPS))
+endif
 
 data: validate ## prepare tfds datasets only: make data DATASETS="cifar10 svhn_cropped"
 	$(BIN)/dvc repro $(addprefix prepare-tfds@,$(DATASETS))

@@ -27,7 +27,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import backend, checkpoints, files, loops, measures, models
+from . import backend, checkpoints, files, loops, measures, models, provenance
 from . import data as data_mod
 from . import losses as losses_mod
 from .config import RunConfig
@@ -60,6 +60,7 @@ class Member:
         self.diverged_at: int | None = None
         self.diverged_reason = ""
         self.initial_loss = float("nan")
+        self.started_at = provenance.utc_now()  # kept in checkpoints: a resumed run keeps its first start
 
     def record(self) -> dict:
         return {k: v for k, v in vars(self).items() if k not in ("run", "out_dir")}
@@ -295,6 +296,7 @@ def _finish(trainer, i, m: Member, loss, base, y, group, clock, resumed_from, sc
         "device": backend.device_name(),
         "keras": keras.__version__,
         "backend": backend.name(),
+        **provenance.where_and_when(m.started_at),
     }
     out = m.out_dir
     files.write_text(out / "history.csv", _csv(m.rows, HISTORY_COLUMNS))
