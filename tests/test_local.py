@@ -192,7 +192,7 @@ def test_sigterm_stops_every_worker_with_a_checkpoint_and_the_same_command_resum
     else:
         pytest.fail("".join(lines))
     time.sleep(1)
-    sent = time.monotonic()
+    sent, sent_at = time.monotonic(), datetime.datetime.now(datetime.timezone.utc)
     proc.send_signal(signal.SIGTERM)
     rest, _ = proc.communicate(timeout=60)
     stopped_in = time.monotonic() - sent
@@ -215,4 +215,5 @@ def test_sigterm_stops_every_worker_with_a_checkpoint_and_the_same_command_resum
     assert len(resumed) == 2 and all("resuming from checkpoint at epoch" in p.read_text() for p in resumed)
     records = run_records(path)
     assert all(r["resumed_from_epoch"] and r["resumed_from_epoch"] > 0 for r in records)
+    assert all(utc(r["started_at"]) < sent_at < utc(r["finished_at"]) for r in records)  # the first start is kept
     assert not list((path / ".workers/checkpoints").rglob("*.npz"))
