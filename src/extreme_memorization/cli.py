@@ -229,6 +229,9 @@ def cmd_local(args) -> int:
     except fanout.FanoutError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # before the workers start, or during the report
+        print("stopped (Ctrl-C); run the same command again to go on", file=sys.stderr)
+        return 130
 
 
 def parser() -> argparse.ArgumentParser:
