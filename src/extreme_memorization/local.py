@@ -174,7 +174,9 @@ def run(root: Path, groups: list[str], jobs: int | None = None, gpus: str | None
     root = root.resolve()
     slots = device_slots(jobs, gpus, os.environ)
     area = root / WORK_DIR
-    with _exclusive(area) if not dry_run else contextlib.nullcontext():
+    with contextlib.ExitStack() as stack:
+        if not dry_run:
+            stack.enter_context(_exclusive(area))
         plan = fanout.make_plan(root, groups, area, dry_run, again="run again")
         if everything:
             plan.reports = []  # dvc repro with no target: the whole pipeline
@@ -192,22 +194,22 @@ def run(root: Path, groups: list[str], jobs: int | None = None, gpus: str | None
             return 0
         start = time.monotonic()
         done, failed, stopped = _train(plan, workers)
-    if stopped or failed:
+        if stopped or failed:
+            _summary(plan, done, failed, stopped, start)
+            if stopped:
+                print(f"stopped on {signal.Signals(stopped[0]).name}: {len(stopped) - 1} stage(s) keep their "
+                      "checkpoints; run the same command again to resume them", flush=True)  # fmt: skip
+                return 128 + stopped[0]
+            print("no report: it needs every stage; fix the failures (logs above) and run the same command again",
+                  flush=True)  # fmt: skip
+            return 1
+        print(f"report: dvc repro {' '.join(plan.reports)}".rstrip(), flush=True)
+        report = subprocess.run([sys.executable, "-m", "dvc", "repro", *plan.reports], cwd=root)
         _summary(plan, done, failed, stopped, start)
-        if stopped:
-            print(f"stopped on {signal.Signals(stopped[0]).name}: {len(stopped) - 1} stage(s) keep their "
-                  "checkpoints; run the same command again to resume them", flush=True)  # fmt: skip
-            return 128 + stopped[0]
-        print(f"no report: it needs every stage; fix the failures (logs above) and run the same command again",
-              flush=True)  # fmt: skip
-        return 1
-    print(f"report: dvc repro {' '.join(plan.reports)}".rstrip(), flush=True)
-    report = subprocess.run([sys.executable, "-m", "dvc", "repro", *plan.reports], cwd=root)
-    _summary(plan, done, failed, stopped, start)
-    if report.returncode != 0:
-        print(f"error: dvc repro {' '.join(plan.reports)} failed (its output is above)", flush=True)
-        return 1
-    return 0
+        if report.returncode != 0:
+            print(f"error: dvc repro {' '.join(plan.reports)} failed (its output is above)", flush=True)
+            return 1
+        return 0
 
 
 def _train(plan: fanout.Plan, workers: list[Worker]) -> tuple[list[str], list[tuple[str, Path]], list]:
