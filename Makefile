@@ -111,9 +111,13 @@ push: $(STAMP) ## send the weights and DVC's run-cache to the default DVC remote
 pull: $(STAMP) ## fetch what was pushed (stages never built are skipped), then reuse it: REMOTE=name
 	@$(BIN)/python -m extreme_memorization pull $(if $(REMOTE),-r $(REMOTE))
 
-reproduce: $(STAMP) ## every experiment group of params.yaml (needs the datasets: GPU box); DRY=1: list what would run
+reproduce: $(STAMP) ## every group (GPU box); side by side: JOBS=4 [GPUS=0,1,2,3]; GROUPS="section3" for some; DRY=1: what would run
 	@$(BIN)/python -m extreme_memorization validate --data
-	$(if $(filter 1,$(DRY)),$(BIN)/python -m extreme_memorization.dry_run,$(BIN)/dvc repro)
+ifneq ($(JOBS)$(GPUS),)
+	$(BIN)/python -m extreme_memorization local $(GROUPS) $(if $(JOBS),--jobs $(JOBS)) $(if $(GPUS),--gpus $(GPUS)) $(if $(filter 1,$(DRY)),--dry-run)
+else
+	$(if $(filter 1,$(DRY)),$(BIN)/python -m extreme_memorization.dry_run $(addprefix report@,$(GROUPS)),$(BIN)/dvc repro $(addprefix report@,$(GROUPS)))
+endif
 
 data: validate ## prepare tfds datasets only: make data DATASETS="cifar10 svhn_cropped"
 	$(BIN)/dvc repro $(addprefix prepare-tfds@,$(DATASETS))

@@ -175,6 +175,9 @@ def test_a_group_trained_on_slurm_is_restored_here_and_trains_nothing(cluster, t
     assert "up to date" in dvc(repo, "status", "--with-deps", "report@digits")
     assert "nothing to submit" in slurm_cli(repo)
 
+    records = [json.loads(p.read_text()) for p in (repo[0] / "runs").rglob("run.json")]
+    assert len(records) == 2 and all(r["hostname"] and r["started_at"] < r["finished_at"] for r in records)
+    assert max(r["started_at"] for r in records) < min(r["finished_at"] for r in records)  # side by side
     assert local_run.wait(timeout=300) == 0, local_run.stdout.read()
     assert metrics(repo[0]) == metrics(local[0]) and len(metrics(repo[0])) == 2
 

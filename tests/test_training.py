@@ -33,6 +33,24 @@ def test_one_real_epoch_writes_every_output(tmp_path, run_settings, digits_npz):
     assert info["status"] == "completed" and info["parameters"] == 64 * 64 + 64 * 10
 
 
+def test_run_json_says_where_and_when_the_run_ran(tmp_path, run_settings, digits_npz, monkeypatch):
+    import datetime
+    import socket
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    before = datetime.datetime.now(datetime.timezone.utc)
+    train(run_settings, digits_npz, tmp_path / "a", epochs=2, width=16, alignment_points=0)
+    after = datetime.datetime.now(datetime.timezone.utc)
+    info = json.loads((tmp_path / "a" / "run.json").read_text())
+    started, finished = (datetime.datetime.fromisoformat(info[k]) for k in ("started_at", "finished_at"))
+    assert started.utcoffset() == datetime.timedelta(0) and info["started_at"].endswith("+00:00")
+    assert before <= started < finished <= after
+    assert info["hostname"] == socket.gethostname() and info["visible_devices"] == "3"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    train(run_settings, digits_npz, tmp_path / "b", epochs=1, width=16, alignment_points=0)
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["visible_devices"] is None
+
+
 def test_same_seed_same_numbers(tmp_path, run_settings, digits_npz):
     a = train(run_settings, digits_npz, tmp_path / "a", epochs=3, width=32, seed=5)
     b = train(run_settings, digits_npz, tmp_path / "b", epochs=3, width=32, seed=5)

@@ -14,6 +14,7 @@
     python -m extreme_memorization push|pull [-r REMOTE]
     python -m extreme_memorization store
     python -m extreme_memorization slurm GROUP [--dry-run] [--partition P] ... [--sbatch=OPTION]
+    python -m extreme_memorization local [GROUP ...] [--jobs N] [--gpus LIST] [--dry-run]
 
 Heavy imports (TensorFlow, Keras) happen inside the subcommands, so a bad
 params.yaml is reported in a fraction of a second.
@@ -266,7 +267,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_slurm(args) -> int:
-    from . import cluster
+    from . import cluster, fanout
 
     params = config.load(args.params)
     params.group(args.group)  # an unknown group is a params error, before DVC is asked
@@ -277,7 +278,7 @@ def cmd_slurm(args) -> int:
     )  # fmt: skip
     try:
         return cluster.submit(Path(args.params).resolve().parent, args.group, options, dry_run=args.dry_run)
-    except cluster.ClusterError as exc:
+    except fanout.FanoutError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
@@ -306,6 +307,23 @@ def cmd_store(args) -> int:
     total = sum(1 for p in kept.iterdir() if not p.name.startswith(".")) if kept.is_dir() else 0
     print(f"run store {kept}: {total} runs ({added} added now" + (f"; {missing} runs here lack weights: dvc pull" if missing else "") + ")")
     return 0
+
+
+def cmd_local(args) -> int:
+    from . import fanout, local
+
+    params = config.load(args.params)
+    for group in args.group:
+        params.group(group)  # an unknown group is a params error, before DVC is asked
+    try:
+        return local.run(Path(args.params).resolve().parent, args.group or list(params.groups), args.jobs, args.gpus,
+                         dry_run=args.dry_run, everything=not args.group)  # fmt: skip
+    except fanout.FanoutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # before the workers start, or during the report
+        print("stopped (Ctrl-C); run the same command again to go on", file=sys.stderr)
+        return 130
 
 
 def parser() -> argparse.ArgumentParser:
@@ -410,6 +428,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
                    help="one more sbatch option, e.g. --sbatch=--qos=high (repeat it for more)")
     s.set_defaults(func=cmd_slurm)
+
+    s = sub.add_parser("local", help="train groups' stages side by side on this machine, then their reports")
+    s.add_argument("group", nargs="*", help="experiment groups (default: every group of params.yaml)")
+    s.add_argument("--jobs", type=int, help="workers at once (default: one per visible GPU, else 1)")
+    s.add_argument("--gpus", help="CUDA_VISIBLE_DEVICES of each worker, e.g. 0,1 (0,0,1,1: two workers per GPU)")
+    s.add_argument("--dry-run", action="store_true", help="print the plan (stages, device slots), run nothing")
+    s.set_defaults(func=cmd_local)
     return p
 
 

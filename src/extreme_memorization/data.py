@@ -19,14 +19,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import socket
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 
-from . import files
+from . import files, network
 from .config import DataConfig
 
 TFDS_DATASETS = {
@@ -77,27 +75,6 @@ def digits(test_fraction: float, split_seed: int) -> Dataset:
     return Dataset("digits", x_tr, y_tr, x_te, y_te, 10)
 
 
-def _reachable(host: str, timeout: float) -> bool:
-    """Whether a TCP connection to host:443 opens within ``timeout`` seconds.
-
-    Name resolution can hang far longer than any socket timeout, so the whole
-    probe runs in a daemon thread that is abandoned when time is up.
-    """
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, 443), timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return bool(result and result[0])
-
-
 def _remove_partial_downloads(data_dir: Path, name: str) -> None:
     """tfds leaves incomplete.* and *.tmp.* folders behind when a download fails."""
     for root in (data_dir / name, data_dir / "downloads"):
@@ -142,9 +119,11 @@ def from_tfds(name: str, config: DataConfig) -> Dataset:
     except AssertionError:
         # Not prepared yet. tfds alone retries an unreachable download for
         # minutes; probe the source host first and fail fast instead.
-        if not _reachable(host, config.download_timeout):
+        if not network.reachable(host, config.download_timeout):
+            proxy = network.proxy_for(host)
+            via = f" through the proxy {network.without_password(proxy)} (HTTPS_PROXY)" if proxy else ""
             raise DataError(
-                f"dataset {name!r} is not prepared in {data_dir} and {host} cannot be reached "
+                f"dataset {name!r} is not prepared in {data_dir} and {host} cannot be reached{via} "
                 f"(no network within {config.download_timeout:g} s). Either run "
                 f"`make data DATASETS={name}` on a machine with network and copy its tfds data "
                 f"directory here, then point TFDS_DATA_DIR (or data.tfds_data_dir in params.yaml) "

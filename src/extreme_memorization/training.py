@@ -32,7 +32,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import api, backend, checkpoints, files, loops, measures, models, store
+from . import api, backend, checkpoints, files, loops, measures, models, provenance, store
 from . import data as data_mod
 from . import losses as losses_mod
 from .config import ConfigError, RunConfig
@@ -66,6 +66,7 @@ class Member:
         self.diverged_at: int | None = None
         self.diverged_reason = ""
         self.initial_loss = float("nan")
+        self.started_at = provenance.utc_now()  # kept in checkpoints: a resumed run keeps its first start
 
     def record(self) -> dict:
         return {k: v for k, v in vars(self).items() if k not in ("run", "out_dir", "weights_file")}
@@ -316,6 +317,7 @@ def _finish(trainer, i, m: Member, loss, base, y, group, clock, resumed_from, sc
         "keras": keras.__version__,
         "backend": backend.name(),
         "fingerprint": fingerprint,  # store.key: settings, code, data, backend, group
+        **provenance.where_and_when(m.started_at),
     }
     out = m.out_dir
     files.write_text(out / "history.csv", _csv(m.rows, HISTORY_COLUMNS))

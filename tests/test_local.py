@@ -1,0 +1,219 @@
+"""A group's training fanned out over local workers (``python -m extreme_memorization local``).
+
+Each test runs the CLI, as a user would, in a temporary git copy of the
+repository whose digits group is tiny (2 packs: sin and relu, one run each),
+with real worker processes, real git worktrees and a real DVC. There is no
+GPU here: ``--gpus 0,1`` still pins each worker's CUDA_VISIBLE_DEVICES, which
+the CPU build of TensorFlow ignores and run.json records.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import repo_copy
+from extreme_memorization import local
+from extreme_memorization.fanout import FanoutError, slug
+
+BIN = Path(sys.executable).parent
+TINY = {"epochs": 150, "width": 16, "alignment_points": 2}
+
+
+def make_repo(path: Path, run=TINY, activations=("sin", "relu")) -> tuple[Path, dict]:
+    path.mkdir(parents=True)
+    env = repo_copy(path, dict(run), {"activation": list(activations), "sigma": [0.1]})
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return path, {**env, "PYTHONUNBUFFERED": "1"}
+
+
+def cli(repo, *args) -> subprocess.CompletedProcess:
+    path, env = repo
+    return subprocess.run([sys.executable, "-m", "extreme_memorization", "local", "digits", *args], cwd=path, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+def dvc(repo, *args) -> str:
+    path, env = repo
+    result = subprocess.run([str(BIN / "dvc"), *args], cwd=path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def run_records(path: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((path / "runs").rglob("run.json"))]
+
+
+def stage_of(repo, activation: str) -> str:
+    return next(s for s in dvc(repo, "stage", "list", "--name-only").split()
+                if s.startswith("train-digits@") and f"-{activation}-" in s)  # fmt: skip
+
+
+# --- device slots ------------------------------------------------------------
+
+
+def test_gpus_pin_one_worker_per_slot_and_a_device_twice_runs_two_workers_on_it():
+    assert local.device_slots(None, "0,1", {}) == ["0", "1"]
+    assert local.device_slots(None, "0,0,1,1", {}) == ["0", "0", "1", "1"]
+    assert local.device_slots(4, "0,0,1,1", {}) == ["0", "0", "1", "1"]
+    with pytest.raises(FanoutError, match=r"--jobs 3 with --gpus 0,1: one slot per worker"):
+        local.device_slots(3, "0,1", {})
+    with pytest.raises(FanoutError, match=r"--gpus '0,,1'"):
+        local.device_slots(None, "0,,1", {})
+
+
+def test_without_gpus_workers_take_the_visible_devices_or_the_cpu():
+    assert local.device_slots(None, None, {"CUDA_VISIBLE_DEVICES": "2,3"}) == ["2", "3"]
+    assert local.device_slots(4, None, {"CUDA_VISIBLE_DEVICES": "2,3"}) == ["2", "3", "2", "3"]
+    assert local.device_slots(2, None, {"CUDA_VISIBLE_DEVICES": ""}) == [None, None]
+    assert local.device_slots(None, None, {"CUDA_VISIBLE_DEVICES": "-1"}) == [None]
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    if not local.visible_gpus(env):  # this machine: no nvidia-smi, no GPU
+        assert local.device_slots(3, None, env) == [None, None, None]
+
+
+# --- the plan, without training ----------------------------------------------
+
+
+def test_dry_run_prints_the_stages_and_slots_and_changes_nothing(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    result = cli(repo, "--dry-run", "--gpus", "0,0,1")
+    assert result.returncode == 0, result.stderr
+    sin, relu = stage_of(repo, "sin"), stage_of(repo, "relu")
+    assert "2 train stages, 0 up to date or in the run-cache, 2 to train" in result.stdout
+    assert "3 worker(s): 1 on GPU 0, 2 on GPU 0, 3 on GPU 1" in result.stdout
+    assert re.search(rf"{re.escape(sin)}: worker \d \(GPU 0\)", result.stdout)
+    assert re.search(rf"{re.escape(relu)}: worker \d \(GPU 0\)", result.stdout)
+    assert "then, here: dvc repro report@digits" in result.stdout
+    assert not (repo[0] / ".workers").exists() and not (repo[0] / "data/prepared").exists()
+
+
+def test_uncommitted_inputs_are_refused_with_one_line(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    with open(repo[0] / "params.yaml", "a") as f:
+        f.write("# an edit\n")
+    result = cli(repo, "--jobs", "2")
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("error: uncommitted changes in params.yaml: the tasks run the committed state; "
+                                     "commit them (git commit) and run again")  # fmt: skip
+
+
+def test_bad_slots_are_refused_with_one_line(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    result = cli(repo, "--jobs", "3", "--gpus", "0,1", "--dry-run")
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("error: --jobs 3 with --gpus 0,1: one slot per worker")
+
+
+# --- real workers --------------------------------------------------------------
+
+
+def utc(text: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(text)
+
+
+def test_two_packs_train_side_by_side_and_dvc_repro_afterwards_trains_nothing(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    start = time.monotonic()
+    result = cli(repo, "--gpus", "0,1")
+    seconds = time.monotonic() - start
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "summary: 2 trained, 0 skipped (up to date or in the run-cache), 0 failed" in out, out
+    # A progress line per worker, from the stage logs.
+    assert re.search(r"worker 1 \(GPU [01]\): train-digits@\S+  epoch \d+/150  ETA", out), out
+    assert re.search(r"worker 2 \(GPU [01]\): train-digits@\S+  epoch \d+/150  ETA", out), out
+
+    records = run_records(repo[0])
+    assert len(records) == 2
+    assert sorted(r["visible_devices"] for r in records) == ["0", "1"]
+    assert all(r["hostname"] == os.uname().nodename for r in records)
+    spans = [(utc(r["started_at"]), utc(r["finished_at"])) for r in records]
+    assert all(s.tzinfo == datetime.timezone.utc and s < f for s, f in spans)
+    assert max(s for s, _ in spans) < min(f for _, f in spans), spans  # they trained at the same time
+    print(f"\nlocal --gpus 0,1, two packs: {seconds:.1f} s wall; training spans "
+          + ", ".join(f"{(f - s).total_seconds():.1f} s" for s, f in spans)
+          + f"; overlap {(min(f for _, f in spans) - max(s for s, _ in spans)).total_seconds():.1f} s")
+
+    # The report ran here, and the workspace is as after dvc repro.
+    assert (repo[0] / "reports/digits/report.md").is_file()
+    again = dvc(repo, "repro", "report@digits")
+    assert "Running stage" not in again, again
+    assert "up to date" in dvc(repo, "status", "--with-deps", "report@digits")
+    assert "0 to train" in cli(repo, "--jobs", "2").stdout
+    assert not list((repo[0] / ".workers" / "worktrees").iterdir())
+
+
+def test_a_failing_stage_does_not_stop_the_other_and_the_rerun_trains_only_it(tmp_path):
+    repo = make_repo(tmp_path / "repo", run={**TINY, "epochs": 3})
+    sin, relu = stage_of(repo, "sin"), stage_of(repo, "relu")
+    blocker = repo[0] / ".workers/checkpoints" / slug(relu)  # a file where relu's checkpoints go
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("not a folder")
+    result = cli(repo, "--jobs", "2")
+    out = result.stdout
+    assert result.returncode == 1, out
+    assert "summary: 1 trained, 0 skipped (up to date or in the run-cache), 1 failed" in out, out
+    assert f"  trained: {sin}" in out
+    log = re.search(rf"  failed:  {re.escape(relu)}  log (\S+)", out)
+    assert log, out
+    text = (repo[0] / log[1]).read_text()
+    assert f"FAILED: {relu}" in text and "File exists" in text, text
+    assert "no report: it needs every stage" in out and not (repo[0] / "reports/digits").exists()
+
+    blocker.unlink()
+    again = cli(repo, "--jobs", "2")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "2 train stages, 1 up to date or in the run-cache, 1 to train" in again.stdout
+    assert "summary: 1 trained, 1 skipped" in again.stdout and f"  trained: {relu}" in again.stdout
+    assert "Running stage" not in dvc(repo, "repro", "report@digits")
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_worker_with_a_checkpoint_and_the_same_command_resumes(tmp_path):
+    repo = make_repo(tmp_path / "repo", run={**TINY, "epochs": 1500, "checkpoint_every": 50})
+    path, env = repo
+    command = [sys.executable, "-m", "extreme_memorization", "local", "digits", "--jobs", "2"]
+    proc = subprocess.Popen(command, cwd=path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:  # both workers report training epochs
+        lines.append(line)
+        if len({m for m in re.findall(r"worker (\d) \(CPU\): \S+  epoch", "".join(lines))}) == 2:
+            break
+    else:
+        pytest.fail("".join(lines))
+    time.sleep(1)
+    sent, sent_at = time.monotonic(), datetime.datetime.now(datetime.timezone.utc)
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=60)
+    stopped_in = time.monotonic() - sent
+    out = "".join(lines) + rest
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    assert stopped_in < 20, stopped_in
+    assert "summary: 0 trained, 0 skipped (up to date or in the run-cache), 0 failed, 2 stopped" in out, out
+    assert "stopped on SIGTERM: 2 stage(s) keep their checkpoints" in out
+    checkpoints = sorted((path / ".workers/checkpoints").rglob("*.npz"))
+    assert len(checkpoints) == 2, out
+    logs = sorted((path / ".workers/runs").rglob("*.log"))
+    assert all(re.search(r"interrupted at epoch \d+ of 1500", p.read_text()) for p in logs), [p.read_text() for p in logs]
+    print(f"\nSIGTERM to local --jobs 2: every worker stopped with a checkpoint in {stopped_in:.1f} s")
+
+    # The same command again: both stages resume from their checkpoints.
+    result = subprocess.run(command, cwd=path, env={**env}, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "summary: 2 trained" in result.stdout
+    resumed = [p for p in (path / ".workers/runs").rglob("*.log") if p not in logs]
+    assert len(resumed) == 2 and all("resuming from checkpoint at epoch" in p.read_text() for p in resumed)
+    records = run_records(path)
+    assert all(r["resumed_from_epoch"] and r["resumed_from_epoch"] > 0 for r in records)
+    assert all(utc(r["started_at"]) < sent_at < utc(r["finished_at"]) for r in records)  # the first start is kept
+    assert not list((path / ".workers/checkpoints").rglob("*.npz"))
