@@ -100,8 +100,10 @@ def named_make_targets(text: str) -> set[str]:
     """The targets of every `make ...` command in the code of a Markdown text."""
     named = set()
     for code in code_of(text):
+        if re.match(r"\s*(error|warning|notice):", code):
+            continue  # a message the bundle prints, not a command
         code = re.sub(r"(^|\s)#.*$", "", code)  # a shell comment
-        for match in re.finditer(r"(?:^|[\s;|&(`'\"])make((?:[ \t]+[^\s;|&)`'\"]+)*)", code):
+        for match in re.finditer(r"(?:^\s*|[;|&(`'\"]\s*|\$\s+)make((?:[ \t]+[^\s;|&)`'\"]+)*)", code):
             named.update(w for w in match.group(1).split() if not w.startswith("-") and "=" not in w)
     return named
 
@@ -191,7 +193,7 @@ def test_make_targets_are_read_from_the_makefile_and_commands_from_the_code(tmp_
     assert make_targets(makefile) == {"demo", "test", "push", "$(VENV)/.installed"}
     text = (
         "Run `make demo`, then `make compare A=HEAD~1` and `echo 'make validate' | make shell`;\n"
-        "to make it work, make sure.\n\n```sh\nmake -j2 reproduce-in-container TFDS_DIR=/x   # comment make gone\n```\n"
+        "to make it work, make sure; `error: ... make it writable`.\n\n```sh\nmake -j2 reproduce-in-container TFDS_DIR=/x   # comment make gone\n```\n"
     )
     assert named_make_targets(text) == {"demo", "compare", "validate", "shell", "reproduce-in-container"}
 

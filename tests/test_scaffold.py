@@ -41,7 +41,7 @@ def test_add_group_writes_all_three_pieces_keeps_comments_and_dvc_repro_runs_it(
     path, env = repo
     tiny_npz(path / "data/scans.npz")
     result = cli(path, env, "add-group", "mine", "--dataset", "scans", "--npz", "data/scans.npz", "--sigma", "0.01", "1",
-                 "--set", "epochs=2", "--set", "width=8", "--set", "alignment_points=2")  # fmt: skip
+                 "--set", "epochs=2", "--set", "width=8", "--set", "alignment_points=2", "--set", "batch_size=16")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "added params.yaml: data.own.scans = data/scans.npz (stage prepare-own@scans)",

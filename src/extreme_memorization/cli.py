@@ -414,7 +414,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("store", help="file this workspace's runs in the run store (after a plain dvc pull)")
     s.set_defaults(func=cmd_store)
 
-    s = sub.add_parser("slurm", help="train a group's stages as a Slurm job array, then its report (README: Slurm)")
+    s = sub.add_parser("slurm", help="train a group's stages as a Slurm job array, then its report (docs/slurm.md)")
     s.add_argument("group")
     s.add_argument("--dry-run", action="store_true", help="print the batch scripts, submit nothing")
     s.add_argument("--partition", help="sbatch --partition")

@@ -309,7 +309,7 @@ def parse(raw: Any) -> Params:
         raise ConfigError("params.yaml must be a mapping with sections data, defaults and experiment groups")
     for section in SECTIONS:
         if section not in raw:
-            raise ConfigError(f"params.yaml has no section '{section}'; add it (see README)")
+            raise ConfigError(f"params.yaml has no section '{section}'; add it (see docs/experiments.md)")
     if isinstance(raw["data"], dict) and "npz_path" in raw["data"]:
         raise ConfigError(
             f"data.npz_path is now data.own, which names one or more .npz files: write "
