@@ -172,9 +172,17 @@ def test_dvc_reads_the_compact_metrics_and_the_report_figures(committed_copy):
 
 
 def test_dvc_metrics_and_plots_read_only_the_report_files_without_warnings(committed_copy):
-    for args in (["metrics", "show"], ["metrics", "diff", "HEAD"], ["plots", "show", "-o", "plots"]):
+    for args in (["metrics", "show"], ["metrics", "diff", "HEAD"], ["plots", "show", "-o", "plots", "reports/figures"]):
         result = subprocess.run([dvc_bin(), *args], capture_output=True, text=True, cwd=committed_copy)
         assert result.returncode == 0 and "failed to load" not in result.stderr + result.stdout
+    # Every pack folder is a plots output: DVC draws those that exist and
+    # names only the packs never trained here as not loaded.
+    shown = subprocess.run([dvc_bin(), "plots", "show", "--json"], capture_output=True, text=True, cwd=committed_copy)
+    plots = json.loads(shown.stdout)
+    assert any(name.startswith("runs/digits/") and name.endswith("/history.csv") for name in plots["data"])
+    assert {e["name"] for e in plots.get("errors", [])} == {
+        e["name"] for e in plots.get("errors", []) if not (committed_copy / e["name"]).exists()
+    }
     shown = subprocess.run([dvc_bin(), "metrics", "show", "--json"], capture_output=True, text=True, cwd=committed_copy)
     assert all(name.startswith("reports/metrics/") for name in next(iter(json.loads(shown.stdout).values()))["data"])
 
