@@ -153,6 +153,7 @@ def test_two_packs_train_side_by_side_and_dvc_repro_afterwards_trains_nothing(tm
     assert not list((repo[0] / ".workers" / "worktrees").iterdir())
 
 
+@pytest.mark.slow
 def test_a_failing_stage_does_not_stop_the_other_and_the_rerun_trains_only_it(tmp_path):
     repo = make_repo(tmp_path / "repo", run={**TINY, "epochs": 3})
     sin, relu = stage_of(repo, "sin"), stage_of(repo, "relu")
