@@ -159,7 +159,7 @@ reproduce-in-container: image ## make gpu-check reproduce inside the image (GPU 
 shell: image ## a shell inside the image, repository mounted at /work (reads stdin when not a terminal)
 	$(CONTAINER_RUN) $$([ -t 0 ] && echo -it || echo -i) $(IMAGE) bash
 
-container-test: ## build the image from cpu.lock with podman, make demo inside as another uid (3-4 minutes, 10 cold)
+container-test: ## build the image from cpu.lock with podman, make demo inside as another uid, podman stop + resume (13 min loaded)
 	$(CONTAINER_TEST) test requirements/cpu.lock extreme-memorization:cpu
 
 container-test-cuda: ## the same with cuda.lock (7.7 GB image, 36 GB free disk)
