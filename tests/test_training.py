@@ -81,6 +81,7 @@ def test_measurement_schedule_is_init_then_log_spaced():
     assert training.measurement_epochs(300, 8) == [0, 1, 3, 7, 17, 45, 116, 300]
     assert training.measurement_epochs(5, 1) == [5]
     assert training.measurement_epochs(5, 0) == []
+    assert training.measurement_epochs(5, 2) == [0, 5]  # initialization and the last epoch
 
 
 def test_sin_at_large_sigma_memorizes_digits_and_small_sigma_generalizes(tmp_path, run_settings, digits_npz):

@@ -50,6 +50,8 @@ def measurement_epochs(epochs: int, points: int) -> list[int]:
         return []
     if points == 1:
         return [epochs]
+    if points == 2:
+        return [0, epochs]
     later = np.unique(np.round(np.geomspace(1, epochs, points - 1)).astype(int))
     return [0, *[int(e) for e in later]]
 
