@@ -28,7 +28,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import config, files
+from . import cli_elsewhere, config, files
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -266,66 +266,6 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def cmd_slurm(args) -> int:
-    from . import cluster, fanout
-
-    params = config.load(args.params)
-    params.group(args.group)  # an unknown group is a params error, before DVC is asked
-    options = cluster.Options(
-        partition=args.partition, gpus_per_task=args.gpus_per_task, cpus_per_task=args.cpus_per_task,
-        time=args.time, max_parallel=args.max_parallel, signal_seconds=args.signal_seconds,
-        work_dir=Path(args.work_dir) if args.work_dir else None, sbatch_options=args.sbatch,
-    )  # fmt: skip
-    try:
-        return cluster.submit(Path(args.params).resolve().parent, args.group, options, dry_run=args.dry_run)
-    except fanout.FanoutError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-
-
-def cmd_push(args) -> int:
-    from . import remotes
-
-    return remotes.push(Path(args.params).resolve().parent, args.remote)
-
-
-def cmd_pull(args) -> int:
-    from . import remotes
-
-    return remotes.pull(Path(args.params).resolve().parent, args.remote)
-
-
-def cmd_store(args) -> int:
-    from . import store
-
-    root = Path(args.params).resolve().parent
-    kept = store.root(root)
-    if kept is None:
-        print("the run store is off (EM_REUSE_RUNS=0, or no DVC repository here)")
-        return 0
-    added, missing = store.import_runs(root / "runs", root / "weights", kept)
-    total = sum(1 for p in kept.iterdir() if not p.name.startswith(".")) if kept.is_dir() else 0
-    print(f"run store {kept}: {total} runs ({added} added now" + (f"; {missing} runs here lack weights: dvc pull" if missing else "") + ")")
-    return 0
-
-
-def cmd_local(args) -> int:
-    from . import fanout, local
-
-    params = config.load(args.params)
-    for group in args.group:
-        params.group(group)  # an unknown group is a params error, before DVC is asked
-    try:
-        return local.run(Path(args.params).resolve().parent, args.group or list(params.groups), args.jobs, args.gpus,
-                         dry_run=args.dry_run, everything=not args.group)  # fmt: skip
-    except fanout.FanoutError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:  # before the workers start, or during the report
-        print("stopped (Ctrl-C); run the same command again to go on", file=sys.stderr)
-        return 130
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="extreme_memorization", description=__doc__.split("\n\n")[0])
     p.add_argument("--params", default="params.yaml",
@@ -405,36 +345,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--reports", default=Path("reports"), help="folder of the group reports (default: reports)")
     s.set_defaults(func=cmd_compare)
 
-    for verb, func, what in (("push", cmd_push, "send the weights and the run-cache to a DVC remote"),
-                             ("pull", cmd_pull, "fetch what was pushed, and file the pulled runs in the run store")):
-        s = sub.add_parser(verb, help=f"{what} (probes the remote first)")
-        s.add_argument("-r", "--remote", help="the DVC remote (default: the one set with dvc remote add -d)")
-        s.set_defaults(func=func)
-
-    s = sub.add_parser("store", help="file this workspace's runs in the run store (after a plain dvc pull)")
-    s.set_defaults(func=cmd_store)
-
-    s = sub.add_parser("slurm", help="train a group's stages as a Slurm job array, then its report (docs/slurm.md)")
-    s.add_argument("group")
-    s.add_argument("--dry-run", action="store_true", help="print the batch scripts, submit nothing")
-    s.add_argument("--partition", help="sbatch --partition")
-    s.add_argument("--gpus-per-task", type=int, help="sbatch --gpus-per-task (train tasks only)")
-    s.add_argument("--cpus-per-task", type=int, help="sbatch --cpus-per-task")
-    s.add_argument("--time", help="sbatch --time per task, e.g. 04:00:00")
-    s.add_argument("--max-parallel", type=int, help="at most this many tasks at once (array throttle %%N)")
-    s.add_argument("--signal-seconds", type=int, default=300,
-                   help="SIGTERM this many seconds before the time limit, to checkpoint and requeue (default 300)")
-    s.add_argument("--work-dir", help="worktrees, checkpoints, scripts and logs (default .slurm in the repository)")
-    s.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
-                   help="one more sbatch option, e.g. --sbatch=--qos=high (repeat it for more)")
-    s.set_defaults(func=cmd_slurm)
-
-    s = sub.add_parser("local", help="train groups' stages side by side on this machine, then their reports")
-    s.add_argument("group", nargs="*", help="experiment groups (default: every group of params.yaml)")
-    s.add_argument("--jobs", type=int, help="workers at once (default: one per visible GPU, else 1)")
-    s.add_argument("--gpus", help="CUDA_VISIBLE_DEVICES of each worker, e.g. 0,1 (0,0,1,1: two workers per GPU)")
-    s.add_argument("--dry-run", action="store_true", help="print the plan (stages, device slots), run nothing")
-    s.set_defaults(func=cmd_local)
+    cli_elsewhere.add_parsers(sub)
     return p
 
 
