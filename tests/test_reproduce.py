@@ -61,7 +61,10 @@ def test_dry_run_of_the_whole_pipeline_plans_every_stage_and_no_own_data(clone):
     assert {"prepare-digits", "report-relu_losses"} <= planned
     for group in GROUPS:
         assert any(stage.startswith(f"train-{group}@") for stage in planned), group
-        assert f"report@{group}" in planned
+        # digits' runs and report are committed; its weights are not (make pull
+        # fetches them), so a fresh clone retrains its packs, and the dry run
+        # cannot know the report's inputs would change.
+        assert f"report@{group}" in planned or group == "digits", group
     assert not (path / "data/prepared/digits.npz").exists() and not (path / "runs/section3").exists()
     # Plain `dvc repro --dry` gets through every prepare stage; DVC 3.67 itself
     # then stops at the first stage whose input is not made yet (DVC issue 9818).
