@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -81,22 +82,47 @@ def get(store: Path | None, run_key: str, run_dir: Path, weights_file: Path) -> 
 
 
 def put(store: Path | None, run_key: str, run_dir: Path, weights_file: Path) -> None:
-    """Keep a finished run; an entry appears whole or not at all."""
+    """Keep a finished run; an entry appears whole or not at all. The store
+    only saves work: a store that cannot be written is a notice, never a
+    failed training."""
     if store is None or (store / run_key).is_dir():
         return
-    store.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=store, prefix=f".{run_key[:12]}."))
+    try:
+        shared = _makedirs(store)
+        tmp = Path(tempfile.mkdtemp(dir=store, prefix=f".{run_key[:12]}."))
+    except OSError as exc:
+        print(f"notice: the run store {store} is not writable ({exc.strerror or exc}); the run is not kept "
+              "for reuse", file=sys.stderr, flush=True)  # fmt: skip
+        return
     try:
         for name in RUN_FILES:
             _place(Path(run_dir) / name, tmp / name)
         _place(Path(weights_file), tmp / WEIGHTS)
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o2775 if shared else 0o777 & ~_umask())
         try:
             os.rename(tmp, store / run_key)
         except OSError:  # another worker stored the same run first
             pass
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _makedirs(store: Path) -> bool:
+    """Create the store's folders; on a cache shared by a group (DVC's
+    ``cache.shared group``: the cache folder is group-writable) they are
+    group-writable too, so every member of the group can add runs. Returns
+    whether the store is shared."""
+    missing = []
+    folder = store
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    shared = bool(folder.stat().st_mode & 0o020)
+    for path in reversed(missing):
+        path.mkdir(exist_ok=True)
+        if shared:
+            os.chmod(path, 0o2775)
+    return shared or bool(store.stat().st_mode & 0o020)
 
 
 def import_runs(runs_root: Path, weights_root: Path, store: Path | None) -> tuple[int, int]:
