@@ -169,6 +169,7 @@ def test_a_failing_stage_does_not_stop_the_other_and_the_rerun_trains_only_it(tm
     assert log, out
     text = (repo[0] / log[1]).read_text()
     assert f"FAILED: {relu}" in text and "File exists" in text, text
+    assert re.search(rf"FAILED: {re.escape(relu)} \(exit status 1\): mkdir: .*File exists", out), out  # the cause, here
     assert "no report: it needs every stage" in out and not (repo[0] / "reports/digits").exists()
 
     blocker.unlink()

@@ -128,6 +128,10 @@ def test_two_users_of_one_group_share_a_cache_and_restore_each_others_stages(peo
         first.use_cache(a, env_a, cache)
         out = first.sh(local, a, env_a)
         assert "summary: 1 trained, 0 skipped" in out, out
+        # What the workers wrote the others can write into: a folder that is
+        # not the group's fails a later stage only when its hash lands there.
+        private = [str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_dir() and not p.stat().st_mode & 0o020]
+        assert not private, f"folders of the shared cache the group cannot write into: {private}"
 
         b = base / "b"
         env_b = second.checkout(b, ["sin", "relu"])

@@ -264,6 +264,11 @@ git -C "$REPO" worktree add --force --detach --quiet "$WORKTREE" "$COMMIT" || fa
 cd "$WORKTREE" || fail "cannot enter $WORKTREE"
 # The worktree's own code, not the starting checkout's editable install.
 export PYTHONPATH="$WORKTREE/src${{PYTHONPATH:+:$PYTHONPATH}}"
+# The checkout's own DVC settings (cache.shared group on a lab's shared cache,
+# cache.type), which git does not carry into a worktree; then the cache.
+if [ -f "$REPO/.dvc/config.local" ]; then
+    cp "$REPO/.dvc/config.local" .dvc/config.local || fail "cannot copy $REPO/.dvc/config.local"
+fi
 "$PYTHON" -m dvc cache dir --local "$CACHE" || fail "cannot point DVC at the cache $CACHE"
 [ "$signalled" = 1 ] && stop_for_signal
 

@@ -266,7 +266,7 @@ def _train(plan: fanout.Plan, workers: list[Worker]) -> tuple[list[str], list[tu
                     stopped.append(w.stage)
                 else:
                     failed.append((w.stage, w.log))
-                    board.say(f"FAILED: {w.stage} (exit status {code}); log {_rel(w.log, plan.root)}")
+                    board.say(f"FAILED: {w.stage} (exit status {code}){_cause(w.log)}; log {_rel(w.log, plan.root)}")
                 w.stage, w.proc = None, None
             board.refresh()
             time.sleep(0.5)
@@ -275,6 +275,17 @@ def _train(plan: fanout.Plan, workers: list[Worker]) -> tuple[list[str], list[tu
             signal.signal(s, handler)
         board.clear()
     return done, failed, stopped
+
+
+def _cause(log: Path) -> str:
+    """The stage's own error line from its log (DVC's or this package's), if it has one."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    errors = [line.strip() for line in lines  # not the script's own "[worker time] ..." lines
+              if not line.startswith("[") and re.search(r"\b(ERROR|[Ee]rror|cannot|\w+Error)\b", line)]
+    return f": {errors[-1][:300]}" if errors else ""
 
 
 def _rel(path: Path, root: Path) -> Path:
