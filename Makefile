@@ -60,7 +60,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test push pull test-jax test-slow reproduce data validate plan status lint lock bench device-check device-wheels clean compare \
+.PHONY: help venv demo offline-paper test push pull test-jax test-slow reproduce data validate plan status lint lock bench device-check device-wheels clean compare \
         image reproduce-in-container shell gpu-check slurm test-slurm container-test container-test-cuda clean-container
 
 help: ## list the targets
@@ -83,6 +83,10 @@ validate: $(STAMP) ## check params.yaml and list the experiment groups
 demo: validate ## the offline digits sweep through dvc repro, then its table
 	$(BIN)/dvc repro report@digits
 	@echo; echo "Report: reports/digits/report.md"; $(BIN)/python -m extreme_memorization table digits
+
+offline-paper: validate ## the whole study on digits: all seven claims, Fig. 1-5, 3 seeds (about 25 minutes on 2 cores) -> reports/offline/
+	$(BIN)/dvc repro report-offline
+	@echo; echo "Report: reports/offline/report.md"
 
 compare: $(STAMP) ## two revisions offline: make compare A=HEAD~1 [B=rev, default the workspace] -> reports/compare/
 	@test -n "$(A)" || { echo "error: name the revision to compare: make compare A=HEAD~1 (and B=... for another than the workspace)"; exit 2; }

@@ -204,3 +204,18 @@ def test_prepare_of_a_bad_npz_stops_with_one_line_and_of_a_thin_one_warns_once(t
     result = subprocess.run(prepare, capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0 and (tmp_path / "npz.npz").exists()
     assert result.stderr.count("warning: ") == 1 and "every class has fewer than 2 training examples" in result.stderr
+
+
+def test_image_size_enlarges_each_pixel_into_a_block_and_refuses_other_sizes(digits_raw):
+    images = data.standardize(digits_raw.x_train[:5])
+    big = data.enlarge(images, 32)
+    assert big.shape == (5, 32, 32, 1)
+    np.testing.assert_array_equal(big[:, ::4, ::4], images)  # the same picture, in 4x4 blocks
+    np.testing.assert_array_equal(big[:, 3::4, 2::4], images)
+    assert data.enlarge(images, None) is images and data.enlarge(images, 8) is images
+    with pytest.raises(data.DataError, match="not a multiple of the images' 8x8"):
+        data.enlarge(images, 30)
+    with pytest.raises(data.DataError, match="needs images"):
+        data.enlarge(images.reshape(5, -1), 32)
+    trained = data.for_training(digits_raw, "true", 0, 32)
+    assert trained.input_shape == (32, 32, 1) and len(trained.x_test) == len(digits_raw.x_test)

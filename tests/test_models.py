@@ -78,3 +78,17 @@ def test_keras_applications_build_untrained_on_32x32(run_settings, name, count):
     model = build(run_settings, model=name, activation="relu", init="glorot", sigma=None)
     assert model.count_params() == count
     assert model.output.shape[-1] == 10
+
+
+@pytest.mark.parametrize("name, small, big", [("resnet14", 8_059_146, "resnet50"), ("densenet21", 414_794, "densenet121")])
+def test_the_smaller_family_members_keep_the_blocks_at_less_depth(run_settings, name, small, big):
+    glorot = dict(activation="relu", init="glorot", sigma=None)
+    model = build(run_settings, input_shape=(32, 32, 1), model=name, **glorot)
+    assert model.count_params() == small
+    full = build(run_settings, input_shape=(32, 32, 1), model=big, **glorot)
+    # The same block layers (names end the same way), fewer of them, a fraction of the work.
+    block = "_1_conv" if name.startswith("resnet") else "_block1_1_conv"
+    assert any(layer.name.endswith(block) for layer in model.layers[1].layers)
+    assert models.forward_flops(model) < 0.3 * models.forward_flops(full)
+    with pytest.raises(ConfigError, match="set image_size: 32"):
+        build(run_settings, input_shape=(8, 8, 1), model=name, **glorot)

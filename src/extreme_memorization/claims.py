@@ -27,9 +27,12 @@ THRESHOLDS = (
     f"(1 / classes), at the largest sigma. Drop: best test accuracy at the smallest sigma minus at the largest "
     f"(mean over seeds). ReLU degrades less: its drop is below sin's (margin {LESS_DEGRADATION:g}). Follows the "
     f"loss: the ReLU drops of the losses differ by >= {LOSS_SPREAD:g}. Fix restores: drop <= {RESTORED_DROP:g} "
-    f"for every loss. Falls with sigma: Kendall's tau(sigma, alignment) <= {FALLS_TAU:g} for each line of runs. "
+    f"for every loss. Falls with sigma: Kendall's tau(sigma, alignment) over the runs (seeds included) <= {FALLS_TAU:g} "
+    f"for each line of runs. "
     f"Tracks generalization better: |tau(best test accuracy, gradient alignment)| above every compared measure's. "
-    f"Separates labels: alignment with true labels exceeds shuffled by >= {SEPARATION:g} for every model."
+    f"Separates labels: alignment with true labels exceeds shuffled by >= {SEPARATION:g} for every model. "
+    f"Verdicts use means over seeds; [a, b] after a mean is its range over the seeds, after a tau its "
+    f"{statistics.CONFIDENCE:.0%} bootstrap interval over runs."
 )
 
 HOLDS, FAILS, NOT_RUN = "holds", "does not hold", "not run"
@@ -51,14 +54,25 @@ def _sigma_runs(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["init"] == "normal"].dropna(subset=["sigma"])
 
 
-def drops(frame: pd.DataFrame, by: list[str]) -> dict[tuple, float]:
-    """Best test accuracy at the smallest sigma minus at the largest, per line of runs."""
+def seed_drops(frame: pd.DataFrame, by: list[str]) -> dict[tuple, np.ndarray]:
+    """Per line of runs, one value per seed: best test accuracy at the
+    smallest sigma minus at the largest (seeds with both)."""
     out = {}
     for key, sub in _sigma_runs(frame).groupby(by, sort=True):
-        acc = _mean(sub, ["sigma"], "best_test_acc")
-        if len(acc) >= 2:
-            out[key if isinstance(key, tuple) else (key,)] = float(acc.iloc[0] - acc.iloc[-1])
+        acc = sub.pivot_table(index="seed", columns="sigma", values="best_test_acc")
+        if acc.shape[1] >= 2:
+            per_seed = (acc.iloc[:, 0] - acc.iloc[:, -1]).dropna().to_numpy()
+            if len(per_seed):
+                out[key if isinstance(key, tuple) else (key,)] = per_seed
     return out
+
+
+def spread(values) -> str:
+    """A mean, with [min, max] over seeds where there are several."""
+    values = np.asarray(values, float)
+    if len(values) < 2:
+        return f"{values.mean():.3f}"
+    return f"{values.mean():.3f} [{values.min():.3f}, {values.max():.3f}]"
 
 
 def main_alignment(frame: pd.DataFrame) -> str:
@@ -84,19 +98,19 @@ def extreme_memorization(frame: pd.DataFrame) -> Claim:
 
 def relu_degrades_less(frame: pd.DataFrame) -> Claim:
     text, source = "ReLU degrades less than sin as sigma grows", "Sec. 4"
-    d = drops(frame[frame["labels"] == "true"], ["dataset", "loss", "loss_scaling", "activation"])
+    d = seed_drops(frame[frame["labels"] == "true"], ["dataset", "loss", "loss_scaling", "activation"])
     pairs = [(k[:3], d[k], d.get((*k[:3], "relu"))) for k in d if k[3] == "sin"]
     pairs = [(k, s, r) for k, s, r in pairs if r is not None]
     if not pairs:
         return Claim(text, source, NOT_RUN, "needs sin and relu sweeps on one dataset")
-    ok = all(r < s - LESS_DEGRADATION for _, s, r in pairs)
-    evidence = "; ".join(f"{k[0]}: drop sin {s:.3f}, relu {r:.3f}" for k, s, r in pairs)
+    ok = all(r.mean() < s.mean() - LESS_DEGRADATION for _, s, r in pairs)
+    evidence = "; ".join(f"{k[0]} {k[1]}: drop sin {spread(s)}, relu {spread(r)}" for k, s, r in pairs)
     return Claim(text, source, HOLDS if ok else FAILS, evidence)
 
 
-def _relu_losses(frame: pd.DataFrame, scaling: str) -> dict[str, float]:
+def _relu_losses(frame: pd.DataFrame, scaling: str) -> dict[str, np.ndarray]:
     relu = frame[(frame["activation"] == "relu") & (frame["labels"] == "true") & (frame["loss_scaling"] == scaling)]
-    return {k[0]: v for k, v in drops(relu, ["loss"]).items()}
+    return {k[0]: v for k, v in seed_drops(relu, ["loss"]).items()}
 
 
 def relu_follows_loss(frame: pd.DataFrame) -> Claim:
@@ -104,9 +118,10 @@ def relu_follows_loss(frame: pd.DataFrame) -> Claim:
     d = _relu_losses(frame, "none")
     if len(d) < 2:
         return Claim(text, source, NOT_RUN, "needs ReLU sigma sweeps with two or more losses (group section4)")
-    spread = max(d.values()) - min(d.values())
-    evidence = ", ".join(f"{k} drop {v:.3f}" for k, v in d.items()) + f"; spread {spread:.3f}"
-    return Claim(text, source, HOLDS if spread >= LOSS_SPREAD else FAILS, evidence)
+    means = {k: float(v.mean()) for k, v in d.items()}
+    gap = max(means.values()) - min(means.values())
+    evidence = ", ".join(f"{k} drop {spread(v)}" for k, v in d.items()) + f"; spread of the means {gap:.3f}"
+    return Claim(text, source, HOLDS if gap >= LOSS_SPREAD else FAILS, evidence)
 
 
 def fixes_restore(frame: pd.DataFrame) -> Claim:
@@ -115,8 +130,8 @@ def fixes_restore(frame: pd.DataFrame) -> Claim:
     if not fixed:
         return Claim(text, source, NOT_RUN, "needs ReLU sigma sweeps with loss_scaling: output (group section4_fixes)")
     plain = _relu_losses(frame, "none")
-    ok = all(v <= RESTORED_DROP for v in fixed.values())
-    evidence = ", ".join(f"{k} drop {v:.3f}" + (f" (without fix {plain[k]:.3f})" if k in plain else "")
+    ok = all(v.mean() <= RESTORED_DROP for v in fixed.values())
+    evidence = ", ".join(f"{k} drop {spread(v)}" + (f" (without fix {spread(plain[k])})" if k in plain else "")
                          for k, v in fixed.items())  # fmt: skip
     return Claim(text, source, HOLDS if ok else FAILS, evidence)
 
@@ -129,12 +144,17 @@ def alignment_falls(frame: pd.DataFrame) -> Claim:
     parts, ok = [], True
     for measure in (main_alignment(frame), "rep_alignment"):
         for key, sub in runs.groupby(lines, sort=True):
-            means = _mean(sub, ["sigma"], measure).dropna()
-            if len(means) < 3:
+            sub = sub.dropna(subset=[measure])  # a seed whose gradients vanished is left out, not its sigma
+            if sub["sigma"].nunique() < 3:
                 continue
-            tau = float(statistics.kendall_tau_b(np.log(means.index.to_numpy())[None], means.to_numpy()[None])[0])
+            # Over the runs (every seed of every sigma), with a bootstrap interval where there are enough.
+            c = statistics.correlation(np.log(sub["sigma"].to_numpy()), sub[measure].to_numpy())
+            tau = c["tau"] if not np.isnan(c["tau"]) else float(statistics.kendall_tau_b(
+                np.log(sub["sigma"].to_numpy())[None], sub[measure].to_numpy()[None])[0])  # fmt: skip
             ok &= bool(tau <= FALLS_TAU)
-            parts.append(f"{measure} {key[1]}/{key[2]} on {key[0]}: tau {tau:+.2f} ({len(means)} sigmas)")
+            interval = f" [{c['tau_low']:+.2f}, {c['tau_high']:+.2f}]" if not np.isnan(c.get("tau_low", np.nan)) else ""
+            parts.append(f"{measure} {key[1]}/{key[2]}{'/fix' if key[3] != 'none' else ''} on {key[0]}: "
+                         f"tau {tau:+.2f}{interval} ({len(sub)} runs, {sub['sigma'].nunique()} sigmas)")  # fmt: skip
     if not parts:
         return Claim(text, source, NOT_RUN, "needs a sigma sweep of 3 or more values")
     return Claim(text, source, HOLDS if ok else FAILS, "; ".join(parts))
@@ -152,8 +172,17 @@ def alignment_tracks_best(correlations: pd.DataFrame, frame: pd.DataFrame) -> Cl
         return Claim(text, source, NOT_RUN, "no compared measure defined")
     tau = abs(table.loc[measure, "tau"])
     ok = all(tau > abs(table.loc[m, "tau"]) for m in compared)
-    evidence = f"|tau| {measure} {tau:.2f} (n={table.loc[measure, 'runs']}) vs " + ", ".join(
-        f"{m} {abs(table.loc[m, 'tau']):.2f}" for m in compared
+
+    def shown(m: str) -> str:  # |tau| and its bootstrap interval, as |.| of the signed one
+        row = table.loc[m]
+        if np.isnan(row["tau_low"]):
+            return f"{abs(row['tau']):.2f}"
+        lo, hi = sorted((abs(row["tau_low"]), abs(row["tau_high"])))
+        lo = 0.0 if row["tau_low"] < 0 < row["tau_high"] else lo
+        return f"{abs(row['tau']):.2f} [{lo:.2f}, {hi:.2f}]"
+
+    evidence = f"|tau| {measure} {shown(measure)} (n={table.loc[measure, 'runs']}) vs " + ", ".join(
+        f"{m} {shown(m)}" for m in compared
     )
     return Claim(text, source, HOLDS if ok else FAILS, evidence)
 
@@ -168,8 +197,13 @@ def labels_separate(frame: pd.DataFrame) -> Claim:
         return Claim(text, source, NOT_RUN, "needs two or more models with true and shuffled labels (group section5)")
     gaps = {m: means[m, "true"] - means[m, "shuffled"] for m in models}
     ok = all(g >= SEPARATION for g in gaps.values())
-    evidence = ", ".join(f"{m}: {means[m, 'true']:.3f} vs {means[m, 'shuffled']:.3f}" for m in models)
-    return Claim(text, source, HOLDS if ok else FAILS, f"{measure} true vs shuffled: {evidence}")
+    by_seed = frame.pivot_table(index=["model", "seed"], columns="labels", values=measure)
+    parts = []
+    for m in models:
+        seeds = by_seed.loc[m].dropna() if m in by_seed.index.get_level_values(0) else None
+        gap = f"gap {spread(seeds['true'] - seeds['shuffled'])}" if seeds is not None and len(seeds) else f"gap {gaps[m]:.3f}"
+        parts.append(f"{m}: {means[m, 'true']:.3f} vs {means[m, 'shuffled']:.3f} ({gap})")
+    return Claim(text, source, HOLDS if ok else FAILS, f"{measure} true vs shuffled: {', '.join(parts)}")
 
 
 def judge(frame: pd.DataFrame, correlations: pd.DataFrame) -> list[Claim]:

@@ -33,7 +33,9 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 # Built-in datasets; the user's own .npz files join them by name (data.own).
 DATASETS = ("digits", "cifar10", "cifar100", "svhn_cropped")
 OWN_NAME = re.compile(r"[a-z][a-z0-9_]*")
-MODELS = ("mlp", "convnet", "resnet50", "densenet121")
+# resnet14 and densenet21: the ResNet-50 and DenseNet-121 families at a depth a
+# 2-core CPU trains in minutes (models.py).
+MODELS = ("mlp", "convnet", "resnet50", "densenet121", "resnet14", "densenet21")
 ACTIVATIONS = ("sin", "relu", "sigmoid", "tanh", "linear")
 LOSSES = ("cross_entropy", "hinge", "squared")
 INITS = ("normal", "glorot")
@@ -86,6 +88,7 @@ class RunConfig:
     alignment_points: int  # training-time alignment measurements (log-spaced)
     alignment_batch_size: int  # minibatch scope of the released code
     matmul_precision: str  # float32 (true float32 matmuls) or tf32 (faster on Ampere/Hopper GPUs)
+    image_size: int | None  # None: images as prepared; N: enlarged to N x N (data.enlarge)
     checkpoint_every: int  # epochs between checkpoints (0: only on a signal and on the time basis)
     checkpoint_minutes: float  # also checkpoint when this much time has passed since the last one
 
@@ -275,6 +278,7 @@ def make_run(
         alignment_points=_int(key("alignment_points"), v["alignment_points"], 0),
         alignment_batch_size=_int(key("alignment_batch_size"), v["alignment_batch_size"], 2),
         matmul_precision=_choice(key("matmul_precision"), v["matmul_precision"], MATMUL_PRECISIONS),
+        image_size=None if v["image_size"] is None else _int(key("image_size"), v["image_size"], 1),
         checkpoint_every=_int(key("checkpoint_every"), v["checkpoint_every"], 0),
         checkpoint_minutes=_positive(key("checkpoint_minutes"), v["checkpoint_minutes"]),
     )

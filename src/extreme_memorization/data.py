@@ -369,16 +369,35 @@ def shuffle_labels(labels: np.ndarray, seed: int) -> np.ndarray:
     return labels[rng.permutation(len(labels))]
 
 
-def for_training(dataset: Dataset, labels: str = "true", seed: int = 0) -> Dataset:
-    """Standardized float32 images; labels shuffled if asked (train and test)."""
+def enlarge(images: np.ndarray, size: int | None) -> np.ndarray:
+    """The one place images are resized (the run setting ``image_size``):
+    each pixel becomes a block of (size / H) x (size / W) equal pixels, so an
+    8x8 digit at size 32 is the same picture in 4x4 blocks, nothing
+    interpolated. For models that need larger images than a dataset has
+    (keras.applications' ResNet and DenseNet: 32x32; the ConvNet: 15x15)."""
+    if size is None or images.shape[1:3] == (size, size):
+        return images
+    if images.ndim != 4:
+        raise DataError(f"image_size {size} needs images (n, H, W, C); these rows have shape {images.shape[1:]}; "
+                        "set image_size: null")  # fmt: skip
+    h, w = images.shape[1:3]
+    if size % h or size % w:
+        raise DataError(f"image_size {size} is not a multiple of the images' {h}x{w}; set image_size to a multiple "
+                        f"of {h if h == w else f'{h} and {w}'} (pixels are repeated, not interpolated)")  # fmt: skip
+    return images.repeat(size // h, axis=1).repeat(size // w, axis=2)
+
+
+def for_training(dataset: Dataset, labels: str = "true", seed: int = 0, image_size: int | None = None) -> Dataset:
+    """Standardized float32 images (enlarged to ``image_size`` if set);
+    labels shuffled if asked (train and test)."""
     y_train, y_test = dataset.y_train, dataset.y_test
     if labels == "shuffled":
         y_train = shuffle_labels(y_train, seed)
         y_test = shuffle_labels(y_test, seed + 1)
     return dataclasses.replace(
         dataset,
-        x_train=standardize(dataset.x_train),
+        x_train=enlarge(standardize(dataset.x_train), image_size),
         y_train=y_train,
-        x_test=standardize(dataset.x_test),
+        x_test=enlarge(standardize(dataset.x_test), image_size),
         y_test=y_test,
     )

@@ -45,7 +45,7 @@ def load_run(path) -> LoadedRun:
         raise RunLoadError(f"{run_dir} holds no run.json: pass a run folder runs/<group>/<pack>/<run>/ of a finished run")
     try:
         info = json.loads(info_file.read_text())
-        run = make_run({k: info[k] for k in RUN_FIELDS if k in info})
+        run = make_run({"image_size": None, **{k: info[k] for k in RUN_FIELDS if k in info}})  # older records lack it
     except (json.JSONDecodeError, ConfigError) as exc:
         raise RunLoadError(f"{info_file} is not a run's record ({exc}); retrain the run with `dvc repro`") from None
     shape = info.get("input_shape") or INPUT_SHAPES.get(run.dataset)

@@ -74,10 +74,39 @@ def convnet(input_shape, num_classes: int) -> keras.Model:
     return keras.Model(inputs, z, name="convnet")
 
 
+def _resnet14(include_top, weights, input_shape, pooling):
+    """ResNet-50's family at depth 14: keras.applications' ResNet (v1
+    bottleneck blocks, 64-128-256-512 filters) with one block per stage
+    instead of 3-4-6-3 (1 + 3 x 4 + 1 layers); a quarter of ResNet-50's work."""
+    from keras.src.applications import resnet
+
+    def stacks(x):
+        x = resnet.stack_residual_blocks_v1(x, 64, 1, stride1=1, name="conv2")
+        for stage, filters in enumerate((128, 256, 512), start=3):
+            x = resnet.stack_residual_blocks_v1(x, filters, 1, name=f"conv{stage}")
+        return x
+
+    return resnet.ResNet(stacks, preact=False, use_bias=True, include_top=include_top, weights=weights,
+                         input_shape=input_shape, pooling=pooling, name="resnet14")  # fmt: skip
+
+
+def _densenet21(include_top, weights, input_shape, pooling):
+    """DenseNet-121's family at depth 21: keras.applications' DenseNet (growth
+    32, compression 0.5) with dense blocks of 2-2-2-2 layers instead of
+    6-12-24-16 (1 + 2 x 8 + 3 + 1 layers)."""
+    from keras.src.applications import densenet
+
+    return densenet.DenseNet([2, 2, 2, 2], include_top=include_top, weights=weights, input_shape=input_shape,
+                             pooling=pooling, name="densenet21")  # fmt: skip
+
+
+APPLICATIONS = {"resnet50": keras.applications.ResNet50, "densenet121": keras.applications.DenseNet121,
+                "resnet14": _resnet14, "densenet21": _densenet21}  # fmt: skip
+
+
 def application(name: str, input_shape, num_classes: int) -> keras.Model:
-    """ResNet-50 / DenseNet-121 from keras.applications, untrained, with our head."""
-    builder = {"resnet50": keras.applications.ResNet50, "densenet121": keras.applications.DenseNet121}[name]
-    base = builder(include_top=False, weights=None, input_shape=tuple(input_shape), pooling="avg")
+    """ResNet / DenseNet from keras.applications, untrained, with our head."""
+    base = APPLICATIONS[name](include_top=False, weights=None, input_shape=tuple(input_shape), pooling="avg")
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     r = layers.Identity(name="representation")(base(inputs))
     z = layers.Dense(num_classes, name="logits")(r)
@@ -104,11 +133,13 @@ def build(run: RunConfig, input_shape, num_classes: int) -> keras.Model:
             )
         if run.model == "convnet":
             if min(input_shape[:2]) < 15:
-                raise ConfigError(f"model 'convnet' needs images of at least 15x15; got {tuple(input_shape)}")
+                raise ConfigError(f"model 'convnet' needs images of at least 15x15; got {tuple(input_shape)}: "
+                                  "set image_size (e.g. 32) to enlarge them")  # fmt: skip
             model = convnet(input_shape, num_classes)
         else:
             if min(input_shape[:2]) < 32:
-                raise ConfigError(f"model {run.model!r} needs images of at least 32x32; got {tuple(input_shape)}")
+                raise ConfigError(f"model {run.model!r} needs images of at least 32x32; got {tuple(input_shape)}: "
+                                  "set image_size: 32 to enlarge them")  # fmt: skip
             model = application(run.model, input_shape, num_classes)
     if run.init == "glorot":
         scale_kernels(model, run.init_scale)

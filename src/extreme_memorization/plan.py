@@ -99,6 +99,7 @@ def group_costs(params: Params) -> list[GroupCost]:
             for run in runs:
                 sizes = dataset_sizes(run.dataset, params.data)
                 _, _, shape, k = sizes
+                shape = trained_shape(shape, run)
                 key = (run.model, run.width, shape, k)
                 if key not in forward_cache:
                     forward_cache[key] = models.forward_flops(models.build(run, shape, k))
@@ -180,9 +181,14 @@ def _forward(run: RunConfig, sizes: tuple) -> int:
     from . import models
 
     _, _, shape, k = sizes
-    flops = models.forward_flops(models.build(run, shape, k))
+    flops = models.forward_flops(models.build(run, trained_shape(shape, run), k))
     keras.backend.clear_session()
     return flops
+
+
+def trained_shape(shape: tuple, run: RunConfig) -> tuple:
+    """The input shape training sees: the dataset's, enlarged to image_size (data.enlarge)."""
+    return shape if run.image_size is None or len(shape) != 3 else (run.image_size, run.image_size, shape[2])
 
 
 def load_rates(path: str | Path) -> dict:

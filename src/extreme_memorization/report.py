@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from . import claims as claims_mod
-from . import figures, results, statistics
+from . import digits_and_cifar, figures, results, statistics
 from .config import Params
 from .files import atomic_path, write_text
 
@@ -162,7 +162,8 @@ def write(params: Params, groups: list[str], runs_dirs: list[str | Path], out_di
     lines = [
         f"# Report: {', '.join(f'`{g}`' for g in groups)}",
         "",
-        f"Made by `python -m extreme_memorization report {' '.join(groups)}` (`dvc repro report@{groups[0]}`) from "
+        f"Made by `python -m extreme_memorization report {' '.join(groups)}` (`dvc repro "
+        f"{f'report@{groups[0]}' if len(groups) == 1 else f'report-{name}'}`) from "
         f"{len(frame)} of the {found.expected} runs of `params.yaml` under {where}:",
         "",
         _settings(params, groups),
@@ -174,6 +175,7 @@ def write(params: Params, groups: list[str], runs_dirs: list[str | Path], out_di
         f"Thresholds (`claims.py`): {claims_mod.THRESHOLDS}",
         "",
         *_gradient_note(frame),
+        *(digits_and_cifar.section(verdicts) if set(frame["dataset"]) == {"digits"} else []),
         "## Figures",
         "",
     ]

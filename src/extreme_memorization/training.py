@@ -85,10 +85,10 @@ class Member:
 def _labels(raw: data_mod.Dataset, runs: list[RunConfig]):
     """Standardized images once; labels per member ((R, N): shuffled labels
     depend on the member's seed)."""
-    base = data_mod.for_training(raw, "true", 0)
+    base = data_mod.for_training(raw, "true", 0, runs[0].image_size)
     train, test = [], []
     for run in runs:
-        d = base if run.labels == "true" else data_mod.for_training(raw, run.labels, run.seed)
+        d = base if run.labels == "true" else data_mod.for_training(raw, run.labels, run.seed, run.image_size)
         train.append(d.y_train)
         test.append(d.y_test)
     return base, np.stack(train), np.stack(test)
