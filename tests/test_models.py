@@ -89,6 +89,6 @@ def test_the_smaller_family_members_keep_the_blocks_at_less_depth(run_settings, 
     # The same block layers (names end the same way), fewer of them, a fraction of the work.
     block = "_1_conv" if name.startswith("resnet") else "_block1_1_conv"
     assert any(layer.name.endswith(block) for layer in model.layers[1].layers)
-    assert models.forward_flops(model) < 0.3 * models.forward_flops(full)
+    assert models.forward_flops(model) < 0.35 * models.forward_flops(full)
     with pytest.raises(ConfigError, match="set image_size: 32"):
         build(run_settings, input_shape=(8, 8, 1), model=name, **glorot)

@@ -4,9 +4,9 @@
 ``reports/compare/compare.md``: ``dvc params diff`` and ``dvc metrics diff``
 as Markdown tables, a per-run table, and PNG figures overlaying the two
 revisions' curves (accuracies against sigma; history and alignment over
-training per run). A revision's run files are read with ``git archive``
-into a temporary folder; the workspace is never checked out. Without REV_B
-the workspace is compared. Runs are matched by their identity (group and
+training per setting, means over its seeds). A revision's run files are
+read with ``git archive`` into a temporary folder; the workspace is never
+checked out. Without REV_B the workspace is compared. Runs are matched by their identity (group and
 swept settings), not by folder, so two layouts of ``runs/`` compare too.
 """
 
@@ -27,11 +27,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from . import results  # noqa: E402
-from .files import atomic_path, write_text  # noqa: E402
+from . import figure_style as style  # noqa: E402
+from . import results, seed_spread  # noqa: E402
+from .files import write_text  # noqa: E402
 
-COLORS = ("C0", "C1")  # revision A, revision B
-DPI = 100
+# Revisions A and B: colour, marker, line width (A wider, drawn beneath B).
+# Line styles keep the report's meaning: dashed train, solid test.
+COLORS = ("C0", "C1")
+MARKERS = ("o", "s")
+WIDTHS = (2.8, 1.2)
 
 
 class CompareError(RuntimeError):
@@ -109,61 +113,95 @@ def _label(key: tuple) -> str:
     return f"{dataset} {model} {activation} {loss} labels={labels} sigma={sigma} seed={seed}"
 
 
+def _setting_labels(settings: list[tuple]) -> list[str]:
+    """Short names of settings (a run's identity but its seed): the fields that vary among them."""
+    fields = ["group", "dataset", "model", "activation", "loss", "labels", "sigma"]
+    vary = [i for i in range(len(fields)) if len({s[i] for s in settings}) > 1] or [len(fields) - 1]
+    return [", ".join(f"{fields[i]}={s[i]}" for i in vary) for s in settings]
+
+
+def _revision_handles(names: list[str], markers=MARKERS) -> dict:
+    return {f"{which}: {name}": plt.Line2D([], [], color=color, marker=marker, lw=width)
+            for which, name, color, marker, width in zip("AB", names, COLORS, markers, WIDTHS)}  # fmt: skip
+
+
+def _grid(count: int, width: float, height: float, **kwargs):
+    """Panels for ``count`` plots, at most three a row; the unused ones removed."""
+    cols = min(count, 3)
+    rows = -(-count // cols)
+    fig, axes = style.figure(rows, cols, width * cols + 2.6, height * rows + 0.7, **kwargs)
+    for ax in axes.ravel()[count:]:
+        fig.delaxes(ax)
+    return fig, axes.ravel()[:count]
+
+
 def accuracy_figure(frames: list[pd.DataFrame], names: list[str], group: str, out: Path) -> str | None:
+    """Train (dashed) and test (solid) accuracy against sigma, one panel per
+    line of runs; colour and marker: revision."""
     parts = [f[(f["group"] == group) & f["sigma"].notna()] for f in frames]
     if all(p["sigma"].nunique() < 2 for p in parts):
         return None
-    keys = [k for k in ("dataset", "model", "activation", "loss", "labels", "loss_scaling")
-            if pd.concat(parts)[k].nunique() > 1]  # fmt: skip
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
-    for part, name, color in zip(parts, names, COLORS):
-        for i, (values, sub) in enumerate(part.groupby(keys, sort=True) if keys else [("", part)]):
-            values = values if isinstance(values, tuple) else (values,)
-            label = f"{name}: {', '.join(map(str, values))}" if keys else name
-            for ax, col in zip(axes, ("train_acc", "test_acc")):
-                agg = sub.groupby("sigma", sort=True)[col].mean()
-                ax.plot(agg.index, agg.values, marker="os^Dv"[i % 5], color=color, ls=["-", "--", ":", "-."][i % 4],
-                        label=label if col == "train_acc" else None, ms=4)  # fmt: skip
-    for ax, title in zip(axes, ("train accuracy (last epoch)", "test accuracy (last epoch)")):
-        ax.set_xscale("log")
-        ax.set_xlabel("sigma")
-        ax.set_title(title)
-    fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    fig.suptitle(f"{group}: accuracy against sigma, {names[0]} vs {names[1]}")
+    both = pd.concat(parts)
+    keys = [k for k in ("dataset", "model", "activation", "loss", "labels", "loss_scaling") if both[k].nunique() > 1]
+    settings = sorted(both.groupby(keys).groups) if keys else [()]
+    fig, axes = _grid(len(settings), 3.6, 3.0, sharey=True)
+    for ax, values in zip(axes, settings):
+        values = values if isinstance(values, tuple) else (values,)
+        for part, color, marker, width in zip(parts, COLORS, MARKERS, WIDTHS):
+            sub = part[(part[keys] == pd.Series(dict(zip(keys, values)))).all(axis=1)] if keys else part
+            for col, ls in (("train_acc", style.TRAIN), ("test_acc", style.TEST)):
+                agg = seed_spread.by_sigma(sub, col)
+                style.errorbar(ax, agg["sigma"], agg, color, ls, marker, lw=width)
+        ax.set_title(", ".join(f"{k}={v}" for k, v in zip(keys, values)) or group)
+        style.sigma_axis(ax)
+        ax.set_ylim(-0.02, 1.02)
+    axes[0].set_ylabel("accuracy at the last epoch")
+    style.legend(fig, ("colour: revision", _revision_handles(names)),
+                 (None, {**style.split_handles(), **style.spread_handle(both, "bars")}))  # fmt: skip
+    style.suptitle(fig, f"{group}: accuracy against sigma, A {names[0]} vs B {names[1]}")
     name = f"{group}_accuracy_vs_sigma.png"
-    with atomic_path(out / name) as tmp:
-        fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
+    style.save(fig, out, name)
     return name
+
+
+def _setting_curve(run_curves: dict, keys: list[tuple], which: int, col: str) -> pd.DataFrame | None:
+    return seed_spread.over_training([run_curves[k][which] for k in keys if k in run_curves], col)
 
 
 def curves_figure(curves: list[dict], names: list[str], keys: list[tuple], group: str, out: Path) -> str:
-    panels = [(0, ("train_acc", "test_acc"), "accuracy (train dashed, test solid)"),
-              (1, ("grad_alignment_w1", "grad_alignment_w2"), "gradient alignment (W1, else W2)"),
-              (1, ("rep_alignment",), "representation alignment")]  # fmt: skip
-    fig, axes = plt.subplots(len(keys), len(panels), figsize=(11, 2.3 * len(keys) + 0.6), squeeze=False)
-    for r, key in enumerate(keys):
+    """Per setting (a run's identity but its seed), its curves over training in
+    both revisions: means over seeds with their range."""
+    panels = [(0, ("train_acc", "test_acc"), "accuracy"), (1, ("grad_alignment_w1", "grad_alignment_w2"),
+              "gradient alignment\n(W1, else W2)"), (1, ("rep_alignment",), "representation\nalignment")]  # fmt: skip
+    settings = {}
+    for key in keys:
+        settings.setdefault(key[:-1], []).append(key)
+    fig, axes = style.figure(len(settings), len(panels), 11.5, 2.2 * len(settings) + 0.9, sharex=True)
+    for r, ((setting, seeds), label) in enumerate(zip(settings.items(), _setting_labels(list(settings)))):
+        counts = [sum(k in c for k in seeds) for c in curves]
         for c, (which, cols, title) in enumerate(panels):
             ax = axes[r][c]
-            for run_curves, color, width in zip(curves, COLORS, (2.6, 1.2)):  # A wide below B: both show
-                if key not in run_curves:
-                    continue
-                table = run_curves[key][which]
-                present = [col for col in cols if col in table and table[col].notna().any()]
-                for col in present if which == 0 else present[:1]:
-                    ax.plot(table["epoch"].clip(lower=0.5), table[col], color=color, lw=width,
-                            ls="--" if col == "train_acc" else "-")  # fmt: skip
-            ax.set_xscale("log")
-            ax.set_title(f"{_label(key)}\n{title}" if c == 0 else title, fontsize=8, loc="left" if c == 0 else "center")
-    axes[-1][0].set_xlabel("epoch")
-    handles = [plt.Line2D([], [], color=color) for color in COLORS]
-    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
+            for run_curves, color, width in zip(curves, COLORS, WIDTHS):  # A wide beneath B: equal curves show both
+                drawn = [(col, _setting_curve(run_curves, seeds, which, col)) for col in cols]
+                drawn = [(col, curve) for col, curve in drawn if curve is not None]
+                for col, curve in drawn if which == 0 else drawn[:1]:
+                    style.plot_curve(ax, curve, color, style.TRAIN if col == "train_acc" else style.TEST, lw=width)
+            style.epoch_axis(ax)
+            ax.set_ylabel(title)
+        axes[r][0].set_title(f"{label}   (seeds: A {counts[0]}, B {counts[1]})", loc="left", fontweight="bold")
+    fig.supxlabel(style.EPOCH_LABEL, fontsize=9)
+    style.legend(fig, ("colour: revision", _revision_handles(names, markers=("", ""))),
+                 (None, {**style.split_handles(), **style.spread_handle(_seed_frame(keys))}))  # fmt: skip
+    style.suptitle(fig, f"{group}: curves over training, A {names[0]} vs B {names[1]}")
     name = f"{group}_curves.png"
-    with atomic_path(out / name) as tmp:
-        fig.savefig(tmp, dpi=DPI)
-    plt.close(fig)
+    style.save(fig, out, name)
     return name
+
+
+def _seed_frame(keys: list[tuple]) -> pd.DataFrame:
+    """The identities of ``keys`` as a table (to tell whether a setting has several seeds)."""
+    return pd.DataFrame([{**dict(zip(results.IDENTITY, k[:-1])), "seed": k[-1]} for k in keys],
+                        columns=[*results.IDENTITY])  # fmt: skip
 
 
 def run_table(frames: list[pd.DataFrame], names: list[str]) -> str:
@@ -205,7 +243,9 @@ def write(rev_a: str, rev_b: str | None, out_dir: str | Path = "reports/compare"
         "",
         f"Made by `python -m extreme_memorization compare {rev_a}{' ' + rev_b if rev_b else ''}`. "
         f"A: `{describe(rev_a)}`; B: {f'`{describe(rev_b)}`' if rev_b else 'the workspace'}. "
-        f"Blue ({COLORS[0]}): A, orange ({COLORS[1]}): B.",
+        "In the figures: colour is the revision (blue: A, orange: B; A drawn wider beneath B, so equal curves "
+        "show both), dashed is train and solid is test accuracy; curves and points are means over seeds, "
+        "with bands or bars from the lowest to the highest seed.",
         "",
         "## Parameters that differ (`dvc params diff`)",
         "",
@@ -228,7 +268,7 @@ def write(rev_a: str, rev_b: str | None, out_dir: str | Path = "reports/compare"
             lines += [f"![{group}: accuracy against sigma]({accuracy})", ""]
         keys = sorted({k for f in frames for k in f.loc[f["group"] == group, "key"]}, key=str)
         curves_png = curves_figure(curves, names, keys, group, out)
-        lines += [f"![{group}: curves per run]({curves_png})", ""]
+        lines += [f"![{group}: curves over training per setting]({curves_png})", ""]
     page = out / "compare.md"
     write_text(page, "\n".join(lines))
     return page

@@ -2,9 +2,10 @@
 
 Each function draws the analog of one figure of the paper (see
 SCIENCE.md) or says why it cannot: a figure whose runs do not exist is
-listed as "not run". Means over seeds, with error bars (points) or bands
-(curves) of one standard deviation where there are several seeds. Sigma
-axes are logarithmic; legends and colour bars sit outside the data.
+listed as "not run", and a panel without data is not drawn. Points and
+curves are means over the seeds where a measure is defined; bars and bands
+span the lowest to the highest seed (:mod:`seed_spread`). The visual cues
+(dashed train, solid test, one colour per sigma) are in :mod:`figure_style`.
 """
 
 from __future__ import annotations
@@ -16,23 +17,21 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
 
-from .files import atomic_path  # noqa: E402
+from . import figure_style as style  # noqa: E402
+from . import seed_spread  # noqa: E402
 from .claims import main_alignment  # noqa: E402
-from .results import COMPARED  # noqa: E402
+from .results import COMPARED, GRADIENT_MEASURES  # noqa: E402
 
 TITLES = {"rep_alignment": "representation alignment", "grad_alignment_w1": "gradient alignment, W1",
           "grad_alignment_w2": "gradient alignment, W2", "grad_alignment_logits": "gradient alignment, logits",
-          **COMPARED}  # fmt: skip
-
+          "train_acc": "train accuracy", "grad_norm_ratio_w1": "||grad W1|| / ||W1|| (log)",
+          **COMPARED, "gradient_diversity": "gradient diversity (log)",
+          "gradient_confusion": "gradient confusion (linear)\nin-class min of <g_i, g_j>"}  # fmt: skip
+LOG_CURVES = ("grad_norm_ratio_w1",)  # drawn on a log axis over training
 LINE_KEYS = ["group", "dataset", "model", "activation", "loss", "loss_scaling", "labels"]
-MARKERS = "osD^vP*Xh"
-DPI = 100
-plt.rcParams.update({"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 8})
 
 
 @dataclasses.dataclass
@@ -67,217 +66,211 @@ def lines(frame: pd.DataFrame, keys: list[str]):
         yield _label(keys, values), sub
 
 
-def _by_sigma(sub: pd.DataFrame, col: str) -> pd.DataFrame:
-    return sub.groupby("sigma", sort=True)[col].agg(["mean", "std", "count"]).reset_index()
+def _marker(i: int) -> str:
+    return style.MARKERS[i % len(style.MARKERS)]
 
 
-def _sigma_axis(ax):
-    ax.set_xscale("log")
-    ax.set_xlabel("sigma (stddev of W1 at initialization)")
+def _spread_note(frame: pd.DataFrame, kind: str) -> str:
+    return f" {kind.capitalize()}: {seed_spread.SPREAD}." if seed_spread.several_seeds(frame) else ""
 
 
-def _figure(rows: int, cols: int, width: float, height: float, **kwargs):
-    """A grid of axes laid out by matplotlib's constrained layout, so titles,
-    labels, colour bars and outside legends never overlap."""
-    return plt.subplots(rows, cols, figsize=(width, height), squeeze=False, layout="constrained", **kwargs)
-
-
-def _save(fig, out: Path, name: str, legend_handles=None, legend_title=None) -> None:
-    if legend_handles:
-        fig.legend(*legend_handles, loc="outside right center", title=legend_title, frameon=False)
-    with atomic_path(out / name) as tmp:
-        fig.savefig(tmp, dpi=DPI)
-    plt.close(fig)
-
-
-def _symlog(axis, set_scale, limits) -> None:
-    """Symmetric log scale for a measure that spans zero and several decades
-    (gradient confusion): linear within 1e-3 of 0, a tick every two decades."""
-    set_scale("symlog", linthresh=1e-3)
-    top = max(abs(v) for v in limits)
-    decades = range(-2, int(np.ceil(np.log10(max(top, 1e-2)))) + 1, 2)
-    ticks = sorted([0.0, *[10.0**k for k in decades], *[-(10.0**k) for k in decades]])
-    ticks = [t for t in ticks if min(limits) <= t <= max(limits)]
-
-    def label(value, _):
-        return "0" if value == 0 else f"${'-' if value < 0 else ''}10^{{{int(round(np.log10(abs(value))))}}}$"
-
-    axis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
-    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(label))
-    axis.set_minor_locator(matplotlib.ticker.NullLocator())
-
-
-def _sigma_norm(frame: pd.DataFrame) -> LogNorm:
-    sigmas = frame["sigma"].dropna()
-    return LogNorm(vmin=sigmas.min(), vmax=max(sigmas.max(), sigmas.min() * 10))
-
-
-def _sigma_colorbar(fig, axes, norm, shrink=0.9):
-    mappable = plt.cm.ScalarMappable(norm=norm, cmap="viridis")
-    fig.colorbar(mappable, ax=axes, label="sigma", shrink=shrink, aspect=25)
-
-
-def _curve(curves: dict, runs: pd.DataFrame, which: int, col: str) -> pd.DataFrame | None:
-    """Mean and std over seeds of one curve (0: history, 1: alignment) of ``runs``."""
-    tables = [curves[d][which][["epoch", col]] for d in runs["run_dir"] if col in curves[d][which]]
-    tables = [t.dropna() for t in tables if t[col].notna().any()]
-    if not tables:
-        return None
-    joined = pd.concat(tables).groupby("epoch")[col].agg(["mean", "std"]).reset_index()
-    joined["epoch"] = joined["epoch"].clip(lower=0.5)  # epoch 0 (initialization) on a log axis
-    return joined
-
-
-def _epoch_axis(ax):
-    ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # short runs: no crowded minor labels
-
-
-def _plot_curve(ax, curve, **style):
-    ax.plot(curve["epoch"], curve["mean"], lw=1.3, **style)
-    if curve["std"].notna().any():
-        ax.fill_between(curve["epoch"], curve["mean"] - curve["std"], curve["mean"] + curve["std"],
-                        alpha=0.2, color=style.get("color"), lw=0)  # fmt: skip
-
-
-def _chance(ax, frame):
-    for k in sorted(frame["num_classes"].dropna().unique()):
-        ax.axhline(1.0 / k, color="grey", lw=0.8, ls=":")
+def _seed_curve(curves: dict, runs: pd.DataFrame, which: int, col: str) -> pd.DataFrame | None:
+    """The mean over ``runs``' seeds of one curve (0: history, 1: alignment).
+    On a log axis (LOG_CURVES) a value of 0 is a gradient that vanished
+    exactly: left out like an undefined one."""
+    tables = [curves[d][which] for d in runs["run_dir"]]
+    if col in LOG_CURVES:
+        tables = [t.assign(**{col: t[col].where(t[col] > 0)}) if col in t else t for t in tables]
+    return seed_spread.over_training(tables, col)
 
 
 def fig1_accuracy(frame: pd.DataFrame, out: Path) -> Figure:
     name = "fig1_accuracy_vs_sigma.png"
     datasets = sorted(frame["dataset"].unique())
     keys = line_keys(frame, skip=("sigma", "seed", "dataset"))
-    fig, axes = _figure(1, len(datasets), 4.2 * len(datasets) + 2.2, 3.4, sharey=True)
+    fig, axes = style.figure(1, len(datasets), 4.2 * len(datasets) + 2.2, 3.4, sharey=True)
     handles = {}
     for ax, dataset in zip(axes[0], datasets):
         sub = frame[frame["dataset"] == dataset]
         for i, (label, runs) in enumerate(lines(sub, keys)):
-            color = f"C{i}"
-            for col, style, kind in (("train_acc", "--", "train"), ("test_acc", "-", "test")):
-                agg = _by_sigma(runs, col)
-                h = ax.errorbar(agg["sigma"], agg["mean"], yerr=agg["std"].fillna(0), fmt=style + "o", ms=4,
-                                capsize=2, color=color, mfc="white" if kind == "train" else color)  # fmt: skip
-                handles[f"{label} ({kind})"] = h
-        _chance(ax, sub)
-        _sigma_axis(ax)
+            for col, ls in (("train_acc", style.TRAIN), ("test_acc", style.TEST)):
+                agg = seed_spread.by_sigma(runs, col)
+                style.errorbar(ax, agg["sigma"], agg, f"C{i}", ls)
+            handles[label] = plt.Line2D([], [], color=f"C{i}", lw=2)
+        chance = style.chance(ax, sub)
+        style.sigma_axis(ax)
         ax.set_title(dataset)
         ax.set_ylim(-0.02, 1.02)
     axes[0][0].set_ylabel("accuracy at the last epoch")
-    handles["chance (1 / classes)"] = plt.Line2D([], [], color="grey", ls=":")
-    fig.suptitle("Fig. 1 (left) analog: train (dashed) and test (solid) accuracy against sigma")
-    _save(fig, out, name, (list(handles.values()), list(handles)))
+    style.legend(fig, ("line of runs", handles), (None, {**style.split_handles(), **chance,
+                                                         **style.spread_handle(frame, "bars")}))  # fmt: skip
+    style.suptitle(fig, "Fig. 1 (left) analog: train and test accuracy against sigma")
+    style.save(fig, out, name)
     return Figure(name, "Fig. 1 (left) analog: accuracy against sigma",
-                  "Train (dashed, open markers) and test (solid) accuracy at the last epoch against sigma, one "
-                  "panel per dataset; dotted: chance.")  # fmt: skip
+                  "Train (dashed, open markers) and test (solid) accuracy at the last epoch against sigma (log), one "
+                  f"panel per dataset; dotted: chance.{_spread_note(frame, 'error bars')}")  # fmt: skip
 
 
-def _scatter_by_sigma(ax, frame, col, keys, norm, handles):
-    for i, (label, runs) in enumerate(lines(frame, keys)):
+def _scatter_by_sigma(ax, frame, col, keys, colours) -> None:
+    """Best test accuracy against ``col``: one point per sigma and line of runs,
+    coloured by sigma, marked by line of runs, with bars over seeds."""
+    for i, (_, runs) in enumerate(lines(frame, keys)):
         runs = runs.dropna(subset=[col])
         if runs.empty:
             continue
-        agg = runs.groupby("sigma", sort=True).agg(x=(col, "mean"), xs=(col, "std"), y=("best_test_acc", "mean"),
-                                                   ys=("best_test_acc", "std")).reset_index()  # fmt: skip
-        ax.errorbar(agg["x"], agg["y"], xerr=agg["xs"].fillna(0), yerr=agg["ys"].fillna(0), fmt="none",
+        x, y = seed_spread.by_sigma(runs, col), seed_spread.by_sigma(runs, "best_test_acc")
+        ax.errorbar(x["mean"], y["mean"], xerr=seed_spread.errors(x), yerr=seed_spread.errors(y), fmt="none",
                     ecolor="grey", lw=0.8, capsize=2)  # fmt: skip
-        ax.scatter(agg["x"], agg["y"], c=agg["sigma"], cmap="viridis", norm=norm, marker=MARKERS[i % len(MARKERS)],
-                   s=36, edgecolors="black", linewidths=0.5, zorder=3)  # fmt: skip
-        handles[label] = plt.Line2D([], [], marker=MARKERS[i % len(MARKERS)], ls="", color="grey", mec="black")
+        ax.scatter(x["mean"], y["mean"], c=[colours(s) for s in x["sigma"]], marker=_marker(i), s=40,
+                   edgecolors="black", linewidths=0.5, zorder=3)  # fmt: skip
 
 
-def fig1_alignment(frame: pd.DataFrame, out: Path) -> Figure:
+def _why_undefined(seeds: pd.DataFrame) -> str:
+    """Why the gradient measures of ``seeds`` are undefined: 'gradients vanished',
+    'diverged', or a count of each."""
+    why = ["diverged" if st == "diverged" else "gradients vanished" if g == "vanished" else "undefined"
+           for st, g in zip(seeds["status"], seeds["gradients"])]  # fmt: skip
+    counts = pd.Series(why).value_counts()
+    return counts.index[0] if len(counts) == 1 else ", ".join(f"{n} {w}" for w, n in counts.items())
+
+
+def _undrawn_sigmas(frame: pd.DataFrame, cols: list[str]) -> dict:
+    """{sigma: why} for the sigmas none of whose runs has any of ``cols``."""
+    return {float(sigma): _why_undefined(runs) for sigma, runs in frame.groupby("sigma")
+            if runs[cols].isna().all().all()}  # fmt: skip
+
+
+def _line_handles(frame: pd.DataFrame, keys: list[str], col: str | None, coloured: bool) -> dict:
+    """Legend entries of the lines of runs (marker; with ``coloured``, also
+    their colour), each noting the sigmas where no seed has ``col`` and why."""
+    handles = {}
+    for i, (label, runs) in enumerate(lines(frame, keys)):
+        notes = {}
+        for sigma, why in (_undrawn_sigmas(runs, [col]) if col else {}).items():
+            if why != "undefined":  # a measure the model lacks needs no note
+                notes.setdefault(why, []).append(f"{sigma:g}")
+        label += "".join(f"\n(sigma = {', '.join(sigmas)}: {why})" for why, sigmas in notes.items())
+        handles[label] = plt.Line2D([], [], marker=_marker(i), mfc="lightgrey", mec="black",
+                                    color=f"C{i}" if coloured else "lightgrey", ls="-" if coloured else "")  # fmt: skip
+    return handles
+
+
+def _scatter_legends(fig, frame, keys, colours, cols) -> None:
+    markers = _line_handles(frame, keys, cols[0] if cols else None, False) if keys else {}
+    style.legend(fig, ("colour: sigma", colours.handles("marker", _undrawn_sigmas(frame, cols))),
+                 ("marker: line of runs", markers), (None, style.spread_handle(frame, "bars")))
+
+
+def fig1_alignment(frame: pd.DataFrame, colours: style.SigmaColours, out: Path) -> Figure:
     name = "fig1_best_test_vs_gradient_alignment.png"
     cols = [c for c in ("grad_alignment_w1", "grad_alignment_w2", "grad_alignment_logits") if frame[c].notna().any()]
     keys = line_keys(frame)
-    norm = _sigma_norm(frame)
-    fig, axes = _figure(1, len(cols), 3.4 * len(cols) + 2.0, 3.4, sharey=True)
-    handles = {}
+    fig, axes = style.figure(1, max(len(cols), 1), 3.4 * max(len(cols), 1) + 2.0, 3.4, sharey=True)
     for ax, col in zip(axes[0], cols):
-        _scatter_by_sigma(ax, frame, col, keys, norm, handles)
+        _scatter_by_sigma(ax, frame, col, keys, colours)
         ax.set_xlabel(f"in-class {TITLES[col]}")
         ax.axvline(0, color="grey", lw=0.6)
+    if not cols:
+        style.blank(axes[0][0], "no run has a defined gradient alignment")
     axes[0][0].set_ylabel("best test accuracy")
-    _sigma_colorbar(fig, axes[0].tolist(), norm)
-    fig.suptitle("Fig. 1 (right) analog: best test accuracy against in-class gradient alignment")
-    undefined = int(frame[cols[0]].isna().sum()) if cols else 0
-    _save(fig, out, name, (list(handles.values()), list(handles)) if len(handles) > 1 else None)
-    note = f" {undefined} run(s) with undefined gradient alignment (vanished gradients) are left out." if undefined else ""
+    _scatter_legends(fig, frame, keys, colours, cols)
+    style.suptitle(fig, "Fig. 1 (right) analog: best test accuracy against in-class gradient alignment")
+    style.save(fig, out, name)
+    undefined = frame[frame["gradients"] == "vanished"]
+    note = (f" {len(undefined)} run(s) whose gradients vanished are left out (a sigma's other seeds still give its "
+            "point)." if len(undefined) else "")  # fmt: skip
     return Figure(name, "Fig. 1 (right) analog: best test accuracy against gradient alignment",
                   "Best test accuracy over training against the final in-class gradient alignment of W1, W2 and "
-                  f"the logits; colour: sigma, marker: line of runs.{note}")  # fmt: skip
+                  f"the logits; colour: sigma, marker: line of runs.{_spread_note(frame, 'error bars')}{note}")  # fmt: skip
 
 
-def fig2_training(frame: pd.DataFrame, curves: dict, out: Path) -> Figure:
+def _fig2_rows(frame: pd.DataFrame, curves: dict, groups: list) -> list[tuple[int, str, list[dict]]]:
+    """(0: history / 1: alignment, measure, per line of runs {sigma: curve}) for
+    each measure that some line of runs has."""
+    rows = []
+    for which, col in ((0, "train_acc"), (1, "grad_norm_ratio_w1"), (1, main_alignment(frame)), (1, "rep_alignment")):
+        drawn = [{s: _seed_curve(curves, seeds, which, col) for s, seeds in runs.groupby("sigma", sort=True)}
+                 for _, runs in groups]  # fmt: skip
+        drawn = [{s: curve for s, curve in d.items() if curve is not None} for d in drawn]
+        if any(drawn):
+            rows.append((which, col, drawn))
+    return rows
+
+
+def fig2_training(frame: pd.DataFrame, curves: dict, colours: style.SigmaColours, out: Path) -> Figure:
     name = "fig2_training.png"
-    keys = line_keys(frame)
-    main = main_alignment(frame)
-    panels = [(0, "train_acc", "train accuracy"), (1, "grad_norm_ratio_w1", "||grad W1|| / ||W1||"),
-              (1, main, TITLES[main]), (1, "rep_alignment", "representation alignment")]
-    panels = [p for p in panels if p[1] != "grad_norm_ratio_w1" or frame[p[1]].notna().any()]  # fmt: skip
-    groups = list(lines(frame, keys))
-    norm = _sigma_norm(frame)
-    fig, axes = _figure(len(groups), len(panels), 2.8 * len(panels) + 1.0, 2.4 * len(groups) + 0.6)
-    for r, (label, runs) in enumerate(groups):
-        for c, (which, col, title) in enumerate(panels):
+    groups = list(lines(frame, line_keys(frame)))
+    rows = _fig2_rows(frame, curves, groups)
+    fig, axes = style.figure(len(rows), len(groups), 2.9 * len(groups) + 2.2, 2.1 * len(rows) + 0.8, sharex=True,
+                             sharey="row")  # fmt: skip
+    ended = False
+    for r, (which, col, drawn) in enumerate(rows):
+        for c, (label, _) in enumerate(groups):
             ax = axes[r][c]
-            for sigma, seeds in runs.groupby("sigma", sort=True):
-                curve = _curve(curves, seeds, which, col)
-                if curve is not None:
-                    _plot_curve(ax, curve, color=plt.cm.viridis(norm(sigma)))
-            _epoch_axis(ax)
-            if col == "grad_norm_ratio_w1":
+            style.epoch_axis(ax)
+            if col in LOG_CURVES:
                 ax.set_yscale("log")
+            for sigma, curve in drawn[c].items():
+                end = col in GRADIENT_MEASURES or col in LOG_CURVES
+                style.plot_curve(ax, curve, colours(sigma), style.TRAIN if col == "train_acc" else style.TEST, end)
+                ended |= end and bool(curve.attrs.get("ended"))
+            if not drawn[c]:
+                style.blank(ax, f"{TITLES[col]}:\nnot measured for these runs")
             if r == 0:
-                ax.set_title(title)
-            if c == 0 and keys:
-                ax.set_ylabel(label, fontweight="bold")
-            if r == len(groups) - 1:
-                ax.set_xlabel("epoch (0 drawn at 0.5)" if which else "epoch")
-    _sigma_colorbar(fig, axes.ravel().tolist(), norm)
-    fig.suptitle("Fig. 2 analog: training accuracy, relative W1 gradient and alignment over training, per sigma")
-    _save(fig, out, name)
+                ax.set_title(style.wrap(label), fontweight="bold")
+            if c == 0:
+                ax.set_ylabel(TITLES[col] + (" (dashed)" if col == "train_acc" else ""))
+    fig.supxlabel(style.EPOCH_LABEL, fontsize=9)
+    style.legend(fig, ("colour: sigma", colours.handles()),
+                 (None, {**style.spread_handle(frame), **(style.vanished_handle() if ended else {})}))
+    style.suptitle(fig, "Fig. 2 analog: over training, per sigma (each row shares its y axis)")
+    style.save(fig, out, name)
     return Figure(name, "Fig. 2 analog: over training, per sigma",
-                  "Training accuracy per epoch, ||grad W1|| / ||W1|| and the in-class gradient and representation "
-                  "alignment at the measurement points; colour: sigma. Gradient measures are blank where the "
-                  "gradients had vanished.")  # fmt: skip
+                  "Rows: training accuracy per epoch, ||grad W1|| / ||W1||, the in-class gradient alignment and the "
+                  "representation alignment at the measurement points; columns: lines of runs, with a shared y axis "
+                  f"per row; colour: sigma.{_spread_note(frame, 'bands')} A seed's gradient measures are left out "
+                  "where its gradients had vanished, and ||grad W1|| / ||W1|| where it is exactly 0 (the other seeds "
+                  "still give the curve); X: the curve ends because every seed's gradients had vanished.")  # fmt: skip
 
 
-def fig3_measures(frame: pd.DataFrame, out: Path) -> Figure:
+def fig3_measures(frame: pd.DataFrame, colours: style.SigmaColours, out: Path) -> Figure:
     name = "fig3_measures.png"
-    measures = {main_alignment(frame): TITLES[main_alignment(frame)], "rep_alignment": TITLES["rep_alignment"],
-                **COMPARED}  # fmt: skip
-    measures = {k: v for k, v in measures.items() if frame[k].notna().any()}
+    measures = [main_alignment(frame), "rep_alignment", *COMPARED]
+    measures = [m for m in measures if frame[m].notna().any()]
     keys = line_keys(frame)
-    norm = _sigma_norm(frame)
-    fig, axes = _figure(len(measures), 2, 9.5, 2.2 * len(measures) + 0.6)
-    handles = {}
-    for r, (col, title) in enumerate(measures.items()):
+    fig, axes = style.figure(max(len(measures), 1), 2, 9.5, 2.3 * max(len(measures), 1) + 0.6)
+    for r, col in enumerate(measures):
         left, right = axes[r]
-        for i, (label, runs) in enumerate(lines(frame, keys)):
-            agg = _by_sigma(runs.dropna(subset=[col]), col)
-            h = left.errorbar(agg["sigma"], agg["mean"], yerr=agg["std"].fillna(0), fmt="-" + MARKERS[i % 9],
-                              ms=4, capsize=2, color=f"C{i}")  # fmt: skip
-            handles[label] = h
-        _scatter_by_sigma(right, frame, col, keys, norm, {})
-        _sigma_axis(left)
-        left.set_ylabel(title)
-        right.set_xlabel(title)
+        for i, (_, runs) in enumerate(lines(frame, keys)):
+            agg = seed_spread.by_sigma(runs.dropna(subset=[col]), col)
+            style.errorbar(left, agg["sigma"], agg, f"C{i}", marker=_marker(i))
+        _scatter_by_sigma(right, frame, col, keys, colours)
+        style.sigma_axis(left)
+        left.set_ylabel(TITLES[col])
+        right.set_xlabel(TITLES[col].replace("\n", " "))
         right.set_ylabel("best test accuracy")
         if col == "gradient_diversity":
             left.set_yscale("log")
             right.set_xscale("log")
+            style.log_measure_axis(left.yaxis)
+            style.log_measure_axis(right.xaxis)
         elif col == "gradient_confusion":
-            _symlog(left.yaxis, left.set_yscale, left.get_ylim())
-            _symlog(right.xaxis, right.set_xscale, right.get_xlim())
-    _sigma_colorbar(fig, axes[:, 1].tolist(), norm, shrink=0.4)
-    fig.suptitle("Fig. 3 analog: alignment and the compared measures against sigma (left) and best test accuracy (right)")
-    _save(fig, out, name, (list(handles.values()), list(handles)) if len(handles) > 1 else None)
+            left.axhline(0, color="grey", lw=0.6)
+            right.axvline(0, color="grey", lw=0.6)
+    if not measures:
+        style.blank(axes[0][0], "no measure is defined on these runs")
+        axes[0][1].set_axis_off()
+    handles = _line_handles(frame, keys, main_alignment(frame), True)
+    style.legend(fig, ("line of runs (left: colour,\nright: marker)", handles),
+                 ("right, colour: sigma", colours.handles("marker")), (None, style.spread_handle(frame, "bars")))
+    style.suptitle(fig, "Fig. 3 analog: each final measure against sigma (left) and against best test accuracy (right)")
+    style.save(fig, out, name)
     return Figure(name, "Fig. 3 analog: alignment, gradient diversity, cosine stiffness, gradient confusion",
                   "Each final measure against sigma (left, one line per line of runs) and against the best test "
-                  "accuracy (right; colour: sigma, marker: line of runs). Gradient measures of runs whose gradients "
-                  "had vanished are left out.")  # fmt: skip
+                  "accuracy (right; colour: sigma, marker: line of runs); gradient diversity on a log axis, gradient "
+                  "confusion (the smallest in-class inner product of two examples' gradients; below 0: gradients "
+                  f"that conflict) on a linear one.{_spread_note(frame, 'error bars')} Gradient measures of runs whose "
+                  "gradients had vanished are left out; the legend names the sigmas where no seed's are defined.")  # fmt: skip
 
 
 def fig4_relu_losses(frame: pd.DataFrame, out: Path) -> Figure | NotRun:
@@ -287,25 +280,51 @@ def fig4_relu_losses(frame: pd.DataFrame, out: Path) -> Figure | NotRun:
         return NotRun(title, "needs ReLU sigma sweeps with several losses (groups section4, section4_fixes)")
     name = "fig4_relu_losses.png"
     scalings = [s for s in ("none", "output") if (relu["loss_scaling"] == s).any()]
-    fig, axes = _figure(1, len(scalings), 4.4 * len(scalings) + 2.4, 3.6, sharey=True)
-    handles = {}
+    losses = sorted(relu["loss"].unique())
+    fig, axes = style.figure(1, len(scalings), 4.4 * len(scalings) + 2.4, 3.6, sharey=True)
+    handles, chance = {}, {}
     for ax, scaling in zip(axes[0], scalings):
         sub = relu[relu["loss_scaling"] == scaling]
-        for i, (loss, runs) in enumerate(sub.groupby("loss", sort=True)):
-            for col, style in (("train_acc", "--"), ("best_test_acc", "-")):
-                agg = _by_sigma(runs, col)
-                h = ax.errorbar(agg["sigma"], agg["mean"], yerr=agg["std"].fillna(0), fmt=style + "o", ms=4,
-                                capsize=2, color=f"C{i}", mfc="white" if col == "train_acc" else f"C{i}")  # fmt: skip
-                handles[f"{loss} ({'train' if col == 'train_acc' else 'best test'})"] = h
-        _chance(ax, sub)
-        _sigma_axis(ax)
+        for loss, runs in sub.groupby("loss", sort=True):
+            i = losses.index(loss)
+            for col, ls in (("train_acc", style.TRAIN), ("best_test_acc", style.TEST)):
+                agg = seed_spread.by_sigma(runs, col)
+                style.errorbar(ax, agg["sigma"], agg, f"C{i}", ls)
+            handles[loss] = plt.Line2D([], [], color=f"C{i}", lw=2)
+        chance = style.chance(ax, sub)
+        style.sigma_axis(ax)
         ax.set_ylim(-0.02, 1.02)
-        ax.set_title("as in the paper (loss_scaling: none)" if scaling == "none" else "with the proposed fix (loss_scaling: output)")
+        fixed = "with the proposed fix (loss_scaling: output)"
+        ax.set_title("as in the paper (loss_scaling: none)" if scaling == "none" else fixed)
     axes[0][0].set_ylabel("accuracy")
-    fig.suptitle(title)
-    _save(fig, out, name, (list(handles.values()), list(handles)))
+    split = {"train, last epoch (dashed)": plt.Line2D([], [], color="black", ls=style.TRAIN),
+             "best test (solid)": plt.Line2D([], [], color="black", ls=style.TEST)}  # fmt: skip
+    style.legend(fig, ("colour: loss", handles), (None, {**split, **chance, **style.spread_handle(relu, "bars")}))
+    style.suptitle(fig, title)
+    style.save(fig, out, name)
     return Figure(name, title, "ReLU MLP: train accuracy at the last epoch (dashed) and best test accuracy (solid) "
-                  "against sigma per loss; side by side without and with the loss scaled to the initial output scale.")
+                  "against sigma per loss; side by side without and with the loss scaled to the initial output scale."
+                  f"{_spread_note(relu, 'error bars')}")  # fmt: skip
+
+
+def _fig5_bars(ax, frame: pd.DataFrame, models: list[str]) -> dict:
+    width = 0.38
+    for j, labels in enumerate(("true", "shuffled")):
+        agg = seed_spread.by_value(frame[frame["labels"] == labels], "model", "test_acc").set_index("model")
+        agg = agg.reindex(models)
+        x = np.arange(len(models)) + (j - 0.5) * width
+        ax.bar(x, agg["mean"], width, color=[f"C{i}" for i in range(len(models))], alpha=1.0 if j == 0 else 0.35,
+               hatch="//" if j else None, edgecolor="black", lw=0.5)  # fmt: skip
+        ax.errorbar(x, agg["mean"], yerr=seed_spread.errors(agg.fillna({"mean": 0})), fmt="none", ecolor="black",
+                    capsize=2, lw=0.8)  # fmt: skip
+    ax.set_xticks(np.arange(len(models)), models, rotation=20)
+    ax.set_xlim(-1.0, len(models))
+    ax.set_ylabel("final test accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("test accuracy per model")
+    return {"bars, solid: true labels": plt.Rectangle((0, 0), 1, 1, fc="grey", ec="black", lw=0.5),
+            "bars, hatched: shuffled labels": plt.Rectangle((0, 0), 1, 1, fc="grey", alpha=0.35, hatch="//", ec="black",
+                                                            lw=0.5)}  # fmt: skip
 
 
 def fig5_architectures(frame: pd.DataFrame, curves: dict, out: Path) -> Figure | NotRun:
@@ -316,34 +335,38 @@ def fig5_architectures(frame: pd.DataFrame, curves: dict, out: Path) -> Figure |
     if (frame["init"] == "glorot").any():  # Section 5's setting; sigma sweeps have their own figures
         frame = frame[frame["init"] == "glorot"]
     models = sorted(frame["model"].unique())
-    fig, axes = _figure(1, 3, 13.0, 3.6)
-    axes = axes[0]
-    handles = {}
-    for i, model in enumerate(models):
-        for labels, style in (("true", "-"), ("shuffled", "--")):
-            runs = frame[(frame["model"] == model) & (frame["labels"] == labels)]
-            for ax, col in zip(axes[:2], ("grad_alignment_w2", "rep_alignment")):
-                curve = _curve(curves, runs, 1, col) if len(runs) else None
+    labelings = [lab for lab in ("true", "shuffled") if (frame["labels"] == lab).any()]
+    measures = [m for m in ("grad_alignment_w2", "rep_alignment") if frame[m].notna().any()]
+    mosaic = [[f"{m}|{lab}" for lab in labelings] + ["bars"] for m in measures] or [["bars"]]
+    fig, axes = plt.subplot_mosaic(mosaic, figsize=(3.4 * len(labelings) + 6.0, 2.6 * len(mosaic) + 0.8),
+                                   layout="constrained", width_ratios=[1] * len(labelings) + [1.2])  # fmt: skip
+    for m, col in enumerate(measures):
+        for lab in labelings:
+            ax = axes[f"{col}|{lab}"]
+            if lab != labelings[0]:
+                ax.sharey(axes[f"{col}|{labelings[0]}"])
+            for i, model in enumerate(models):
+                runs = frame[(frame["model"] == model) & (frame["labels"] == lab)]
+                curve = _seed_curve(curves, runs, 1, col) if len(runs) else None
                 if curve is not None:
-                    _plot_curve(ax, curve, color=f"C{i}", ls=style)
-                    handles[f"{model}, {labels} labels"] = plt.Line2D([], [], color=f"C{i}", ls=style)
-    for ax, title_ in zip(axes[:2], ("gradient alignment (W2, last layer)", "representation alignment")):
-        _epoch_axis(ax)
-        ax.set_xlabel("epoch (0 drawn at 0.5)")
-        ax.set_title(title_)
-    width = 0.38
-    for j, labels in enumerate(("true", "shuffled")):
-        means = frame[frame["labels"] == labels].groupby("model")["test_acc"].agg(["mean", "std"]).reindex(models)
-        axes[2].bar(np.arange(len(models)) + (j - 0.5) * width, means["mean"], width, yerr=means["std"].fillna(0),
-                    color="C7" if j else "C0", label=f"{labels} labels", capsize=2)  # fmt: skip
-    axes[2].set_xticks(np.arange(len(models)), models, rotation=20)
-    axes[2].set_ylabel("final test accuracy")
-    axes[2].legend(loc="upper right")
-    _chance(axes[2], frame)
-    fig.suptitle(title)
-    _save(fig, out, name, (list(handles.values()), list(handles)))
+                    style.plot_curve(ax, curve, f"C{i}", end_marker=True)
+            style.epoch_axis(ax)
+            ax.set_title(f"{lab} labels" if m == 0 else "")
+            if lab == labelings[0]:
+                ax.set_ylabel(TITLES[col] + (" (last layer)" if col == "grad_alignment_w2" else ""))
+            if m == len(measures) - 1:
+                ax.set_xlabel(f"epoch (log; init at {style.EPOCH_ZERO:g})")
+    bars = _fig5_bars(axes["bars"], frame, models)
+    chance = style.chance(axes["bars"], frame)
+    handles = {model: plt.Line2D([], [], color=f"C{i}", lw=2) for i, model in enumerate(models)}
+    spread = {**style.spread_handle(frame), **style.spread_handle(frame, "bars")}
+    style.legend(fig, ("colour: model", handles), (None, {**bars, **chance, **spread}))
+    style.suptitle(fig, title)
+    style.save(fig, out, name)
     return Figure(name, title, "Left: in-class gradient alignment of the last layer and representation alignment "
-                  "over training (solid: true labels, dashed: shuffled). Right: final test accuracy per model.")
+                  "over training, true and shuffled labels side by side (each row shares its y axis); colour: model. "
+                  "Right: final test accuracy per model (solid: true labels, hatched: shuffled)."
+                  f"{_spread_note(frame, 'bands and bars')}")  # fmt: skip
 
 
 def draw(frame: pd.DataFrame, curves: dict, out: Path) -> tuple[list[Figure], list[NotRun]]:
@@ -356,8 +379,9 @@ def draw(frame: pd.DataFrame, curves: dict, out: Path) -> tuple[list[Figure], li
                     "against gradient alignment", "Fig. 2 analog: over training, per sigma",
                     "Fig. 3 analog: alignment and the compared measures"]  # fmt: skip
     if swept["sigma"].nunique() >= 2:
-        made += [fig1_accuracy(swept, out), fig1_alignment(swept, out), fig2_training(swept, curves, out),
-                 fig3_measures(swept, out)]  # fmt: skip
+        colours = style.SigmaColours(swept["sigma"])
+        made += [fig1_accuracy(swept, out), fig1_alignment(swept, colours, out),
+                 fig2_training(swept, curves, colours, out), fig3_measures(swept, colours, out)]  # fmt: skip
     else:
         missing += [NotRun(t, "needs a sweep of two or more sigmas (init: normal)") for t in sigma_titles]
     for result in (fig4_relu_losses(swept, out), fig5_architectures(frame, curves, out)):
