@@ -86,20 +86,23 @@ def _seed_curve(curves: dict, runs: pd.DataFrame, which: int, col: str) -> pd.Da
 
 def fig1_accuracy(frame: pd.DataFrame, out: Path) -> Figure:
     name = "fig1_accuracy_vs_sigma.png"
-    datasets = sorted(frame["dataset"].unique())
-    keys = line_keys(frame, skip=("sigma", "seed", "dataset"))
-    fig, axes = style.figure(1, len(datasets), 4.2 * len(datasets) + 2.2, 3.4, sharey=True)
+    # One panel per dataset, and per group where a report has several (a
+    # combined report's lines would crowd one panel); a line keeps its colour.
+    by = ["dataset", "group"] if frame["group"].nunique() > 1 else ["dataset"]
+    panels = list(frame.groupby(by, sort=True))
+    keys = line_keys(frame, skip=("sigma", "seed", *by))
+    colour = {label: f"C{i % 10}" for i, (label, _) in enumerate(lines(frame, keys))}
+    fig, axes = style.figure(1, len(panels), 4.0 * len(panels) + 2.4, 3.4, sharey=True)
     handles = {}
-    for ax, dataset in zip(axes[0], datasets):
-        sub = frame[frame["dataset"] == dataset]
-        for i, (label, runs) in enumerate(lines(sub, keys)):
+    for ax, (panel, sub) in zip(axes[0], panels):
+        for label, runs in lines(sub, keys):
             for col, ls in (("train_acc", style.TRAIN), ("test_acc", style.TEST)):
                 agg = seed_spread.by_sigma(runs, col)
-                style.errorbar(ax, agg["sigma"], agg, f"C{i}", ls)
-            handles[label] = plt.Line2D([], [], color=f"C{i}", lw=2)
+                style.errorbar(ax, agg["sigma"], agg, colour[label], ls)
+            handles[label] = plt.Line2D([], [], color=colour[label], lw=2)
         chance = style.chance(ax, sub)
         style.sigma_axis(ax)
-        ax.set_title(dataset)
+        ax.set_title(" · ".join(panel) if isinstance(panel, tuple) else panel)
         ax.set_ylim(-0.02, 1.02)
     axes[0][0].set_ylabel("accuracy at the last epoch")
     style.legend(fig, ("line of runs", handles), (None, {**style.split_handles(), **chance,
@@ -108,7 +111,7 @@ def fig1_accuracy(frame: pd.DataFrame, out: Path) -> Figure:
     style.save(fig, out, name)
     return Figure(name, "Fig. 1 (left) analog: accuracy against sigma",
                   "Train (dashed, open markers) and test (solid) accuracy at the last epoch against sigma (log), one "
-                  f"panel per dataset; dotted: chance.{_spread_note(frame, 'error bars')}")  # fmt: skip
+                  f"panel per dataset (and group); dotted: chance.{_spread_note(frame, 'error bars')}")  # fmt: skip
 
 
 def _scatter_by_sigma(ax, frame, col, keys, colours) -> None:
@@ -247,7 +250,7 @@ def fig3_measures(frame: pd.DataFrame, colours: style.SigmaColours, out: Path) -
         _scatter_by_sigma(right, frame, col, keys, colours)
         style.sigma_axis(left)
         left.set_ylabel(TITLES[col])
-        right.set_xlabel(TITLES[col].replace("\n", " "))
+        right.set_xlabel(TITLES[col])
         right.set_ylabel("best test accuracy")
         if col == "gradient_diversity":
             left.set_yscale("log")
@@ -257,6 +260,10 @@ def fig3_measures(frame: pd.DataFrame, colours: style.SigmaColours, out: Path) -
         elif col == "gradient_confusion":
             left.axhline(0, color="grey", lw=0.6)
             right.axvline(0, color="grey", lw=0.6)
+            # Values span orders of magnitude: "1e4"-style offsets, not overlapping long tick labels.
+            left.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+            right.ticklabel_format(axis="x", style="sci", scilimits=(-3, 3))
+            right.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
     if not measures:
         style.blank(axes[0][0], "no measure is defined on these runs")
         axes[0][1].set_axis_off()
