@@ -92,14 +92,14 @@ compare: $(STAMP) ## two revisions offline: make compare A=HEAD~1 [B=rev, defaul
 	@test -n "$(A)" || { echo "error: name the revision to compare: make compare A=HEAD~1 (and B=... for another than the workspace)"; exit 2; }
 	$(BIN)/python -m extreme_memorization compare $(A) $(B)
 
-test: $(STAMP) ## the test suite (about 7 minutes)
+test: $(STAMP) ## the test suite (about 8 minutes)
 	$(BIN)/python -m pytest
 
 test-jax: $(STAMP) ## the core's tests under the JAX backend (closed forms, packs, backends, resume, the public API)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest tests/test_alignment.py tests/test_losses.py tests/test_gradients.py tests/test_api.py tests/test_load.py \
 	  tests/test_packs.py tests/test_backend.py tests/test_resume.py
 
-test-slow: $(STAMP) ## the slow checks: digits sweep vs the claims, fresh clones, signals, remotes, fan-out (about 11 minutes)
+test-slow: $(STAMP) ## the slow checks: digits sweep vs the claims, fresh clones, signals, remotes, fan-out, the offline study shrunk (about 14 minutes)
 	$(BIN)/python -m pytest -m slow
 
 slurm: validate ## a group's training on a Slurm cluster: make slurm GROUP=section3 SLURM_ARGS="--gpus-per-task 1 --time 08:00:00"

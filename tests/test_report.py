@@ -134,7 +134,9 @@ def test_table_and_runs_filter_by_any_setting(committed):
     rows = [line for line in out.stdout.splitlines() if line.startswith("| digits")]
     assert len(rows) == 1 and "| sin |" in rows[0]
     every_group = cli("table", "--filter", "sigma=1", "--filter", "sigma=10")
-    assert len([line for line in every_group.stdout.splitlines() if line.startswith("| digits")]) == 4
+    rows = every_group.stdout.splitlines()
+    assert len([line for line in rows if line.startswith("| digits |")]) == 4  # and the other groups' rows
+    assert any(line.startswith("| digits_section3 |") for line in rows)
     listed = cli("runs", "digits", "--filter", "activation=relu")
     assert len(listed.stdout.splitlines()) == 5 and all("activation=relu" in line for line in listed.stdout.splitlines())
     bad = cli("table", "digits", "--filter", "colour=red")
