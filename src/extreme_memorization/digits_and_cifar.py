@@ -33,9 +33,10 @@ NOTES = [
         "predicted by the size of the drop here.",
     ),
     (
-        "The mechanism (each loss saturates or not as the logits grow with sigma) is the same on any data.",
-        "On digits every loss may fit the training set at every sigma; whether the losses separate on CIFAR, "
-        "where fitting is harder, is not decided here.",
+        "Which loss fails at which sigma follows from the logits' scale against the loss's own scale "
+        "(temperature, margin, targets), and both scales are set by the initialization, not the data.",
+        "The size of each drop on CIFAR, where even the smallest sigma tests far below digits, is not decided "
+        "here.",
     ),
     (
         "The fix (the loss's temperature, margin or target scaled by the initial logit scale) undoes the "
