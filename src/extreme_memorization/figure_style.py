@@ -28,7 +28,7 @@ from . import seed_spread  # noqa: E402
 from .files import atomic_path  # noqa: E402
 
 DPI = 100
-MARKERS = "osD^vP*Xh"
+MARKERS = "osD^vP*Xhp<>d8H"  # distinct for up to 15 lines of runs
 TRAIN, TEST = "--", "-"  # line styles: train accuracy, test accuracy (or the only curve)
 EPOCH_ZERO = 0.5  # where epoch 0 (initialization) is drawn on a log epoch axis
 EPOCH_LABEL = f"epoch (log; initialization drawn at {EPOCH_ZERO:g})"
@@ -39,6 +39,9 @@ plt.rcParams.update({"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "
 def figure(rows: int, cols: int, width: float, height: float, **kwargs):
     """A grid of axes under constrained layout (titles, labels and outside legends never overlap)."""
     return plt.subplots(rows, cols, figsize=(width, height), squeeze=False, layout="constrained", **kwargs)
+
+
+LEGEND_ROW = 0.22  # inches per legend line at matplotlib's default font size
 
 
 def legend(fig, *sections: tuple[str | None, dict]) -> None:
@@ -57,6 +60,9 @@ def legend(fig, *sections: tuple[str | None, dict]) -> None:
         labels += list(entries)
     if not handles:
         return
+    # A legend taller than the figure would be cut off: the figure grows to hold it.
+    rows = sum(1 + label.count("\n") for label in labels)
+    fig.set_figheight(max(fig.get_figheight(), LEGEND_ROW * rows + 0.9))
     drawn = fig.legend(handles, labels, loc="outside right center", frameon=False, alignment="left")
     for i, text in enumerate(drawn.get_texts()):
         if i in headings:
