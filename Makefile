@@ -84,7 +84,7 @@ demo: validate ## the offline digits sweep through dvc repro, then its table
 	$(BIN)/dvc repro report@digits
 	@echo; echo "Report: reports/digits/report.md"; $(BIN)/python -m extreme_memorization table digits
 
-offline-paper: validate ## the whole study on digits: all seven claims, Fig. 1-5, 3 seeds (about 30 minutes on 2 cores) -> reports/offline/
+offline-paper: validate ## the whole study on digits: all seven claims, Fig. 1-5, 3 seeds (about 45 minutes on 2 cores) -> reports/offline/
 	$(BIN)/dvc repro report-offline
 	@echo; echo "Report: reports/offline/report.md"
 
