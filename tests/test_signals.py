@@ -15,7 +15,7 @@ import pytest
 from conftest import dvc_cmd, python_cmd, repo_copy, sh
 from extreme_memorization.progress import Interrupt
 
-RUN = {"epochs": 60, "width": 128, "checkpoint_every": 2, "alignment_points": 2}
+RUN = {"epochs": 400, "width": 128, "checkpoint_every": 2, "alignment_points": 2}
 SWEEP = {"activation": ["sin"], "sigma": [0.1, 10]}
 
 
