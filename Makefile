@@ -52,6 +52,14 @@ CONTAINER_RUN = $(CONTAINER_ENGINE) run --rm --stop-timeout 60 $(GPU_FLAGS) $(US
 	-e EM_HOST_GPU=$(HOST_GPU) -v "$(CONTAINER_WORKDIR)":/work -v "$(TFDS_DIR)":/data/tfds $(CONTAINER_FLAGS)
 CONTAINER_TEST = tests/container/run.sh
 
+# pytest with one worker per core (a test file per worker; TEST_WORKERS=0 for
+# one process), in the shuffled order pytest-randomly prints the seed of
+# (-p randomly -p "randomly_seed=N" repeats it; -p no:randomly keeps the file
+# order), and each test's time in .cache/junit/<target>.xml.
+TEST_WORKERS ?= auto
+PYTEST = $(BIN)/python -m pytest --junitxml=.cache/junit/$@.xml
+PYTEST_PARALLEL = $(PYTEST) $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 # Keep tool caches inside the project; run the pipeline with the venv's tools.
 export PATH := $(abspath $(BIN)):$(PATH)
 export KERAS_HOME := $(CURDIR)/.cache/keras
@@ -92,22 +100,22 @@ compare: $(STAMP) ## two revisions offline: make compare A=HEAD~1 [B=rev, defaul
 	@test -n "$(A)" || { echo "error: name the revision to compare: make compare A=HEAD~1 (and B=... for another than the workspace)"; exit 2; }
 	$(BIN)/python -m extreme_memorization compare $(A) $(B)
 
-test: $(STAMP) ## the test suite (about 9 minutes)
-	$(BIN)/python -m pytest
+test: $(STAMP) ## the test suite (about 3 minutes on 2 cores)
+	$(PYTEST_PARALLEL)
 
 test-jax: $(STAMP) ## the core's tests under the JAX backend (closed forms, packs, backends, resume, the public API)
-	KERAS_BACKEND=jax $(BIN)/python -m pytest tests/test_alignment.py tests/test_losses.py tests/test_gradients.py tests/test_api.py tests/test_load.py \
+	KERAS_BACKEND=jax $(PYTEST_PARALLEL) tests/test_alignment.py tests/test_losses.py tests/test_gradients.py tests/test_api.py tests/test_load.py \
 	  tests/test_packs.py tests/test_backend.py tests/test_resume.py
 
 test-slow: $(STAMP) ## the slow checks: digits sweep vs the claims, fresh clones, signals, remotes, fan-out, the offline study shrunk (about 14 minutes)
-	$(BIN)/python -m pytest -m slow
+	$(PYTEST) -m slow
 
 slurm: validate ## a group's training on a Slurm cluster: make slurm GROUP=section3 SLURM_ARGS="--gpus-per-task 1 --time 08:00:00"
 	@test -n "$(GROUP)" || { echo "error: name the experiment group: make slurm GROUP=digits (make validate lists them)"; exit 2; }
 	$(BIN)/python -m extreme_memorization slurm $(GROUP) $(SLURM_ARGS)
 
 test-slurm: $(STAMP) ## the Slurm tests on a local single-node cluster (needs slurm-wlm and munge, as root)
-	$(BIN)/python -m pytest -m slurm tests/test_slurm.py
+	$(PYTEST) -m slurm tests/test_slurm.py
 
 push: $(STAMP) ## send the weights and DVC's run-cache to the default DVC remote (REMOTE=name for another)
 	@$(BIN)/python -m extreme_memorization push $(if $(REMOTE),-r $(REMOTE))

@@ -6,10 +6,36 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("KERAS_HOME", str(ROOT / ".cache" / "keras"))
 os.environ.setdefault("MPLCONFIGDIR", str(ROOT / ".cache" / "matplotlib"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Switches of the user's shell that change what a training does.
+for name in ("EM_PAUSE_AT_EPOCH", "EM_CHECKPOINT_DIR", "EM_RUN_STORE", "EM_REUSE_RUNS"):
+    os.environ.pop(name, None)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one worker per core: one compute thread each (and in
+    # every process a test starts), not two workers fighting over both cores.
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
 
 import pytest  # noqa: E402
 
 from extreme_memorization import config  # noqa: E402
+
+
+# The tiers: `slow` and `slurm` tests run only when the -m expression names
+# them (make test-slow: -m slow; make test-slurm: -m slurm), or when asked for
+# by node id. A bare `pytest`, or `-m "not slow"`, never starts a Slurm cluster.
+TIERS = ("slow", "slurm")
+
+
+def pytest_collection_modifyitems(config, items):
+    expression = config.getoption("markexpr") or ""
+    named = {arg.split("::")[0] for arg in config.args if "::" in arg}
+    keep, drop = [], []
+    for item in items:
+        tiers = [t for t in TIERS if item.get_closest_marker(t) and t not in expression]
+        (drop if tiers and item.nodeid.split("::")[0] not in named else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 # Tests read the repository as committed (HEAD), never the workspace's
@@ -87,6 +113,23 @@ def sh(args, cwd, env, stdout_only=False):
     return result.stdout if stdout_only else result.stdout + result.stderr
 
 
+def write_pipeline(target: Path, groups: set[str]) -> None:
+    """The workspace's dvc.yaml (the pipeline under test) for the committed
+    params.yaml's ``groups``: a group added to the workspace since (`add-group`)
+    is left out, so its stages do not ask for settings the copy lacks."""
+    from extreme_memorization import pipeline
+
+    yaml = pipeline._round_trip()
+    dvc = yaml.load((ROOT / "dvc.yaml").read_text())
+    for name in [n for n in dvc["stages"] if n.startswith("train-") and n.removeprefix("train-") not in groups]:
+        del dvc["stages"][name]
+    listed = dvc["stages"]["report"]["matrix"]["group"]
+    for name in [g for g in listed if g not in groups]:
+        listed.remove(name)
+    with open(target, "w") as out:
+        yaml.dump(dvc, out)
+
+
 def repo_copy(path: Path, digits_run: dict, digits_sweep: dict) -> dict:
     """A copy of the repository at ``path`` under git and DVC, with the digits
     group's ``run`` and ``sweep`` changed; returns the environment to run in."""
@@ -94,22 +137,18 @@ def repo_copy(path: Path, digits_run: dict, digits_sweep: dict) -> dict:
 
     import yaml
 
-    for name in ("dvc.yaml", "src", ".dvc", ".dvcignore", ".gitignore"):
+    for name in ("src", ".dvc", ".dvcignore", ".gitignore"):
         source = ROOT / name
         if source.is_dir():
             shutil.copytree(source, path / name, ignore=shutil.ignore_patterns("cache", "tmp", "__pycache__"))
         else:
             shutil.copy(source, path / name)
     params = committed_raw()
+    write_pipeline(path / "dvc.yaml", set(params) - {"data", "defaults"})
     params["digits"]["run"] = digits_run
     params["digits"]["sweep"].update(digits_sweep)
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "PYTHONPATH": str(path / "src"),
-        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-    }  # fmt: skip
+    env = repo_env(path)
     sh(["git", "init", "-q"], path, env)
     sh(["git", "add", "-A"], path, env)
     sh(["git", "commit", "-qm", "tiny"], path, env)
@@ -118,6 +157,58 @@ def repo_copy(path: Path, digits_run: dict, digits_sweep: dict) -> dict:
 
 def dvc_cmd() -> str:
     return str(Path(sys.executable).parent / "dvc")
+
+
+def repo_env(path: Path) -> dict:
+    """The environment to run the project's commands in a repository copy at ``path``."""
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(path / "src"),
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+    }  # fmt: skip
+
+
+# The tiny group most pipeline tests start from: sin at sigma 0.1 and 10, two
+# epochs of a 16-unit MLP on digits, one pack.
+TINY_RUN = {"epochs": 2, "width": 16, "alignment_points": 2}
+TINY_SWEEP = {"activation": ["sin"], "sigma": [0.1, 10]}
+
+
+@pytest.fixture(scope="session")
+def trained_template(tmp_path_factory) -> tuple[Path, str]:
+    """A repository copy whose tiny digits group was trained by `dvc repro
+    report@digits` and committed, with that command's output. Built once per
+    test session (once for all workers under pytest-xdist); tests get their
+    own copy through ``trained_repo``."""
+    import shutil
+
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the folder all workers' temporary folders are in
+    path, log = shared / "trained-template", shared / "trained-template.log"
+    with FileLock(str(shared / "trained-template.lock")):
+        if not log.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir()
+            env = repo_copy(path, dict(TINY_RUN), dict(TINY_SWEEP))
+            out = sh([dvc_cmd(), "repro", "report@digits"], path, env)
+            sh(["git", "add", "-A"], path, env)
+            sh(["git", "commit", "-qm", "trained"], path, env)
+            log.write_text(out)
+    return path, log.read_text()
+
+
+@pytest.fixture
+def trained_repo(trained_template, tmp_path) -> tuple[Path, dict]:
+    """A copy of ``trained_template`` of this test's own, and its environment."""
+    import shutil
+
+    path = tmp_path / "repo"
+    shutil.copytree(trained_template[0], path, symlinks=True, ignore=shutil.ignore_patterns("tmp", "__pycache__"))
+    return path, repo_env(path)
 
 
 # Training runs in a child process, as in the pipeline: Keras' global state

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, committed_text, python_cmd, train_groups
+from conftest import ROOT, committed_text, python_cmd, train_groups, write_pipeline
 from extreme_memorization import config, report
 
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -39,7 +39,7 @@ def commit_results(path: Path, digits_npz, learning_rate: float, message: str) -
 @pytest.fixture(scope="module")
 def history(tmp_path_factory, digits_npz):
     path = tmp_path_factory.mktemp("history")
-    shutil.copy(ROOT / "dvc.yaml", path / "dvc.yaml")
+    write_pipeline(path / "dvc.yaml", {"digits"})
     (path / ".gitignore").write_text("*.weights.h5\n")
     sh(["git", "init", "-q"], path)
     sh(["dvc", "init", "-q"], path)

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import repo_copy
 from extreme_memorization import local
@@ -81,6 +82,17 @@ def test_without_gpus_workers_take_the_visible_devices_or_the_cpu():
         assert local.device_slots(3, None, env) == [None, None, None]
 
 
+def test_gpus_where_no_gpu_is_visible_warn_in_one_line_that_the_workers_use_the_cpu():
+    warning = local.no_gpu_warning("0,1", {"CUDA_VISIBLE_DEVICES": ""})
+    assert warning == ("warning: --gpus 0,1 but no GPU is visible here (CUDA_VISIBLE_DEVICES='' hides every GPU): "
+                       "the 2 worker(s) will train on the CPU; for CPU workers say --jobs 2 instead")  # fmt: skip
+    assert local.no_gpu_warning("0,1", {"CUDA_VISIBLE_DEVICES": "0,1"}) is None
+    assert local.no_gpu_warning(None, {"CUDA_VISIBLE_DEVICES": ""}) is None  # --jobs alone: CPU workers, as asked
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    if not local.visible_gpus(env):  # this machine: no nvidia-smi, no GPU
+        assert "no GPU is visible here (no nvidia-smi, no NVIDIA driver)" in local.no_gpu_warning("0", env)
+
+
 # --- the plan, without training ----------------------------------------------
 
 
@@ -88,6 +100,8 @@ def test_dry_run_prints_the_stages_and_slots_and_changes_nothing(tmp_path):
     repo = make_repo(tmp_path / "repo")
     result = cli(repo, "--dry-run", "--gpus", "0,0,1")
     assert result.returncode == 0, result.stderr
+    if not local.visible_gpus(repo[1]):  # said once, and the plan goes ahead
+        assert result.stderr.count("warning: --gpus 0,0,1 but no GPU is visible here") == 1, result.stderr
     sin, relu = stage_of(repo, "sin"), stage_of(repo, "relu")
     assert "2 train stages, 0 up to date or in the run-cache, 2 to train" in result.stdout
     assert "3 worker(s): 1 on GPU 0, 2 on GPU 0, 3 on GPU 1" in result.stdout
@@ -219,3 +233,70 @@ def test_sigterm_stops_every_worker_with_a_checkpoint_and_the_same_command_resum
     assert all(r["resumed_from_epoch"] and r["resumed_from_epoch"] > 0 for r in records)
     assert all(utc(r["started_at"]) < sent_at < utc(r["finished_at"]) for r in records)  # the first start is kept
     assert not list((path / ".workers/checkpoints").rglob("*.npz"))
+
+
+# --- a group trained, then its settings changed --------------------------------
+
+
+def commit_epochs(repo, epochs: int) -> None:
+    path, env = repo
+    params = yaml.safe_load((path / "params.yaml").read_text())  # repo_copy wrote it with yaml.safe_dump
+    params["digits"]["run"]["epochs"] = epochs
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for args in (["git", "add", "params.yaml"], ["git", "commit", "-qm", f"epochs {epochs}"]):
+        subprocess.run(args, cwd=path, env=env, check=True, capture_output=True)
+
+
+def slurm_dry_run(repo) -> str:
+    path, env = repo
+    result = subprocess.run([sys.executable, "-m", "extreme_memorization", "slurm", "digits", "--dry-run"], cwd=path,
+                            env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def retrained(trained_repo):
+    """The tiny digits group trained by `dvc repro` (2 epochs), then its epochs set to 3 and committed."""
+    path, env = trained_repo
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    repo = (path, {**env, "PYTHONUNBUFFERED": "1"})
+    commit_epochs(repo, 3)
+    assert re.search(r"modified: +digits.run", dvc(repo, "status", stage_of(repo, "sin")))  # DVC sees the change
+    return repo
+
+
+def test_a_stage_whose_params_changed_since_it_was_trained_is_planned_for_training_not_as_cached(retrained):
+    stage = stage_of(retrained, "sin")
+    plan = cli(retrained, "--dry-run")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert "1 train stages, 0 up to date or in the run-cache, 1 to train" in plan.stdout, plan.stdout
+    assert f"  {stage}: worker 1" in plan.stdout
+    slurm = slurm_dry_run(retrained)
+    assert "1 train stages, 0 up to date or in the run-cache, 1 to train" in slurm and "nothing to submit" not in slurm
+    assert "--array=0-0" in slurm and f"    {stage}\n" in slurm
+
+    # Weights deleted here but in the cache: restored, not trained (what dvc repro does).
+    commit_epochs(retrained, 2)
+    subprocess.run(["rm", "-rf", str(retrained[0] / "weights")], check=True)
+    assert "1 train stages, 1 up to date or in the run-cache, 0 to train" in cli(retrained, "--dry-run").stdout
+
+
+@pytest.mark.slow
+def test_a_changed_stage_trains_in_a_worker_and_a_setting_changed_back_is_restored_from_the_run_cache(retrained):
+    stage = stage_of(retrained, "sin")
+    result = cli(retrained, "--gpus", "0")
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "1 train stages, 0 up to date or in the run-cache, 1 to train" in out, out
+    assert "summary: 1 trained, 0 skipped" in out and f"  trained: {stage}" in out, out
+    records = run_records(retrained[0])
+    assert len(records) == 2 and all(r["epochs"] == 3 and r["visible_devices"] == "0" for r in records), records
+    assert "Running stage" not in dvc(retrained, "repro", "report@digits")
+
+    # Back to the 2 epochs trained first: their run-cache entry, not a training.
+    commit_epochs(retrained, 2)
+    again = cli(retrained, "--jobs", "1")
+    assert "1 train stages, 1 up to date or in the run-cache, 0 to train" in again.stdout, again.stdout
+    assert again.returncode == 0 and "summary: 0 trained, 1 skipped" in again.stdout, again.stdout + again.stderr
+    assert all(r["epochs"] == 2 for r in run_records(retrained[0]))

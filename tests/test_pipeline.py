@@ -4,20 +4,15 @@ import json
 import subprocess
 
 import pandas as pd
-import pytest
 import yaml
 
-from conftest import dvc_cmd, repo_copy, sh
+from conftest import dvc_cmd, sh
 
 TRAIN = "train-digits@digits-digits-mlp-{}-cross_entropy-true"  # one stage per pack
 
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    """A copy of the repo with a tiny digits group, under git and DVC."""
-    path = tmp_path_factory.mktemp("repo")
-    env = repo_copy(path, {"epochs": 2, "width": 16, "alignment_points": 2}, {"activation": ["sin"], "sigma": [0.1, 10]})
-    return path, env
+# Every test gets its own copy of the tiny digits group (sin, sigma 0.1 and
+# 10) as `dvc repro report@digits` trained and committed it (conftest's
+# trained_template), so each passes alone and in any order.
 
 
 def dvc(repo, *args, stdout_only=False):
@@ -25,11 +20,20 @@ def dvc(repo, *args, stdout_only=False):
     return sh([dvc_cmd(), *args], path, env, stdout_only)
 
 
-def test_dvc_repro_runs_prepare_train_and_report(repo):
-    out = dvc(repo, "repro", "report@digits")
+def ran(out: str) -> list[str]:
+    return sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
+
+
+def set_sweep(path, **axes):
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    params["digits"]["sweep"].update(axes)
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_dvc_repro_runs_prepare_train_and_report(trained_template):
+    path, out = trained_template
     for stage in ("prepare-digits", TRAIN.format("sin"), "report@digits"):
         assert f"Running stage '{stage}'" in out
-    path = repo[0]
     summary = pd.read_csv(path / "reports/digits/summary.csv")
     required = ["dataset", "model", "activation", "loss", "sigma", "seed", "epochs", "train_acc", "test_acc",
                 "best_test_acc", "rep_alignment", "grad_alignment_w1", "grad_alignment_w2", "grad_alignment_logits"]  # fmt: skip
@@ -44,8 +48,8 @@ def test_dvc_repro_runs_prepare_train_and_report(repo):
     assert (path / "dvc.lock").exists()
 
 
-def test_a_pack_stage_writes_one_folder_per_run_to_git_and_the_weights_to_dvc(repo):
-    path = repo[0]
+def test_a_pack_stage_writes_one_folder_per_run_to_git_and_the_weights_to_dvc(trained_repo):
+    path = trained_repo[0]
     pack = path / "runs/digits/digits-mlp-sin-cross_entropy-true"
     weights = path / "weights/digits/digits-mlp-sin-cross_entropy-true"
     assert sorted(p.name for p in pack.iterdir()) == ["sigma0.1-seed0", "sigma10-seed0"]
@@ -60,10 +64,10 @@ def test_a_pack_stage_writes_one_folder_per_run_to_git_and_the_weights_to_dvc(re
     assert [o["path"] for o in lock["outs"]] == [pack.relative_to(path).as_posix(), weights.relative_to(path).as_posix()]
 
 
-def test_every_train_stage_keeps_dvcs_run_cache_on(repo):
+def test_every_train_stage_keeps_dvcs_run_cache_on(trained_repo):
     """A plain `cache: false` output switches the run-cache off; the run folders
     are `plots:` outputs instead, so a trained pack is saved in the run-cache."""
-    path = repo[0]
+    path = trained_repo[0]
     entries = list((path / ".dvc/cache/runs").rglob("*"))
     assert any(e.is_file() for e in entries), "no run-cache entry was saved"
     from dvc.repo import Repo
@@ -76,35 +80,23 @@ def test_every_train_stage_keeps_dvcs_run_cache_on(repo):
             assert not any(o.persist for o in stage.outs), stage.name
 
 
-def test_metrics_show_lists_the_compact_metrics_of_the_reported_group(repo):
-    shown = json.loads(dvc(repo, "metrics", "show", "--json", stdout_only=True))
+def test_metrics_show_lists_the_compact_metrics_of_the_reported_group(trained_repo):
+    shown = json.loads(dvc(trained_repo, "metrics", "show", "--json", stdout_only=True))
     files = next(iter(shown.values()))["data"]
     assert files["reports/metrics/digits.json"]["data"]["runs"] == 2
 
 
-def test_a_second_repro_reruns_nothing_and_a_new_pack_runs_only_its_stage(repo):
-    assert "Running stage" not in dvc(repo, "repro", "report@digits")
-    path, env = repo
-    sh(["git", "add", "-A"], path, env)
-    sh(["git", "commit", "-qm", "results"], path, env)
-    params = yaml.safe_load((path / "params.yaml").read_text())
-    params["digits"]["sweep"]["activation"] = ["sin", "relu"]
-    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = dvc(repo, "repro", "report@digits")
-    ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
-    assert ran == ["report@digits", TRAIN.format("relu")]
+def test_a_second_repro_reruns_nothing_and_a_new_pack_runs_only_its_stage(trained_repo):
+    assert "Running stage" not in dvc(trained_repo, "repro", "report@digits")
+    path = trained_repo[0]
+    set_sweep(path, activation=["sin", "relu"])
+    assert ran(dvc(trained_repo, "repro", "report@digits")) == ["report@digits", TRAIN.format("relu")]
     assert len(pd.read_csv(path / "reports/digits/summary.csv")) == 4
-    assert "digits.sweep.activation" in dvc(repo, "params", "diff")
+    assert "digits.sweep.activation" in dvc(trained_repo, "params", "diff")
 
 
-def test_a_new_sigma_reruns_the_packs_that_hold_it(repo):
-    path, env = repo
-    sh(["git", "add", "-A"], path, env)
-    sh(["git", "commit", "-qm", "two packs"], path, env)
-    params = yaml.safe_load((path / "params.yaml").read_text())
-    params["digits"]["sweep"]["sigma"] = [0.1, 1, 10]
-    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = dvc(repo, "repro", "report@digits")
-    ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
-    assert ran == ["report@digits", TRAIN.format("relu"), TRAIN.format("sin")]
-    assert len(pd.read_csv(path / "reports/digits/summary.csv")) == 6
+def test_a_new_sigma_reruns_the_packs_that_hold_it(trained_repo):
+    path = trained_repo[0]
+    set_sweep(path, sigma=[0.1, 1, 10])
+    assert ran(dvc(trained_repo, "repro", "report@digits")) == ["report@digits", TRAIN.format("sin")]
+    assert len(pd.read_csv(path / "reports/digits/summary.csv")) == 3

@@ -1,11 +1,14 @@
 """Long runs survive interruption: a killed training stage, rerun, ends with
-exactly the numbers of an uninterrupted one (same backend, same machine)."""
+exactly the numbers of an uninterrupted one (same backend, same machine).
+
+The trainings stopped here pause at epoch PAUSE, after its checkpoint
+(EM_PAUSE_AT_EPOCH, tests/processes.py), and the signal is sent there: the
+stop falls between two measurement points, however fast the machine trains."""
 
 import errno
 import os
 import signal
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -14,14 +17,18 @@ import yaml
 from conftest import committed_text, dvc_cmd, python_cmd, repo_copy, sh
 from extreme_memorization import backend, checkpoints, training
 from extreme_memorization.config import make_run
+from processes import HANG_SECONDS, as_from_a_shell, paused_at, wait_until_paused
 
 OUTPUTS = ("metrics.json", "history.csv", "alignment.csv")
 PACK = "digits-mlp-sin-cross_entropy-true"
+# Measured at epochs 0, 1, 3 and 8: the stop at PAUSE falls between two of them.
+RUN = {"epochs": 8, "width": 128, "checkpoint_every": 5, "alignment_points": 4}
+PAUSE = 4
 
 
 def write_params(path, **run):
     params = yaml.safe_load(committed_text("params.yaml"))
-    params["digits"]["run"] = {"epochs": 400, "width": 128, "checkpoint_every": 5, "alignment_points": 4, **run}
+    params["digits"]["run"] = {**RUN, **run}
     params["digits"]["sweep"].update(activation=["sin"], sigma=[0.1, 10])
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -31,33 +38,33 @@ def train_cmd(workdir, digits_npz):
             "--data", str(digits_npz), "--out", str(workdir / "runs" / PACK)]  # fmt: skip
 
 
-def start(workdir, digits_npz):
-    env = {**os.environ, "EM_CHECKPOINT_DIR": str(workdir / "checkpoints")}
-    return subprocess.Popen(train_cmd(workdir, digits_npz), cwd=workdir, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+def environment(workdir) -> dict:
+    return {**os.environ, "EM_CHECKPOINT_DIR": str(workdir / "checkpoints")}
 
 
 def finish(workdir, digits_npz) -> str:
-    proc = start(workdir, digits_npz)
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out[-3000:]
-    return out
+    result = subprocess.run(train_cmd(workdir, digits_npz), cwd=workdir, env=environment(workdir), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=HANG_SECONDS)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:]
+    return result.stdout
 
 
 def checkpoint_file(workdir):
     return workdir / "checkpoints" / "digits" / PACK / "pack.npz"
 
 
-def interrupt_after_first_checkpoint(workdir, digits_npz, signum) -> tuple[int, str]:
-    proc = start(workdir, digits_npz)
-    deadline = time.time() + 300
-    while not checkpoint_file(workdir).exists():
-        assert proc.poll() is None and time.time() < deadline, "no checkpoint was written"
-        time.sleep(0.05)
-    time.sleep(0.3)
+def interrupt_at_the_pause(workdir, digits_npz, signum) -> tuple[int, str]:
+    """Start the training, send ``signum`` once it has paused after its
+    checkpoint at epoch PAUSE; its exit status and output."""
+    log = workdir / "train.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(train_cmd(workdir, digits_npz), cwd=workdir, env=paused_at(environment(workdir), PAUSE),
+                                stdout=out, stderr=subprocess.STDOUT, preexec_fn=as_from_a_shell)  # fmt: skip
+    wait_until_paused(log, proc)
+    assert checkpoint_file(workdir).exists()
     proc.send_signal(signum)
-    out, _ = proc.communicate(timeout=120)
-    return proc.returncode, out
+    proc.wait(timeout=HANG_SECONDS)
+    return proc.returncode, log.read_text()
 
 
 @pytest.fixture(scope="module")
@@ -78,29 +85,29 @@ def assert_identical(a, b):
 
 def test_sigterm_checkpoints_exits_cleanly_and_the_rerun_resumes_exactly(tmp_path, digits_npz, uninterrupted):
     write_params(tmp_path / "params.yaml")
-    code, out = interrupt_after_first_checkpoint(tmp_path, digits_npz, signal.SIGTERM)
+    code, out = interrupt_at_the_pause(tmp_path, digits_npz, signal.SIGTERM)
     assert code == 128 + signal.SIGTERM, out[-2000:]
-    assert "rerun to resume" in out and "interrupted at epoch" in out
+    assert f"interrupted at epoch {PAUSE} of {RUN['epochs']}; rerun to resume" in out
     assert checkpoint_file(tmp_path).exists()
     resumed = finish(tmp_path, digits_npz)
-    assert "resuming from checkpoint at epoch" in resumed
+    assert f"resuming from checkpoint at epoch {PAUSE}" in resumed
     assert_identical(tmp_path / "runs" / PACK, uninterrupted / "runs" / PACK)
 
 
 @pytest.mark.slow
 def test_sigkill_after_a_checkpoint_loses_only_the_epochs_since(tmp_path, digits_npz, uninterrupted):
     write_params(tmp_path / "params.yaml")
-    code, _ = interrupt_after_first_checkpoint(tmp_path, digits_npz, signal.SIGKILL)
+    code, _ = interrupt_at_the_pause(tmp_path, digits_npz, signal.SIGKILL)
     assert code == -signal.SIGKILL
     resumed = finish(tmp_path, digits_npz)
-    assert "resuming from checkpoint at epoch" in resumed
+    assert f"resuming from checkpoint at epoch {PAUSE}" in resumed
     assert_identical(tmp_path / "runs" / PACK, uninterrupted / "runs" / PACK)
 
 
 @pytest.mark.slow
 def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path, digits_npz):
     write_params(tmp_path / "params.yaml")
-    code, _ = interrupt_after_first_checkpoint(tmp_path, digits_npz, signal.SIGTERM)
+    code, _ = interrupt_at_the_pause(tmp_path, digits_npz, signal.SIGTERM)
     assert code == 128 + signal.SIGTERM
     write_params(tmp_path / "params.yaml", learning_rate=0.02, epochs=6)
     out = finish(tmp_path, digits_npz)
@@ -133,27 +140,28 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, run_settings
 @pytest.mark.slow
 def test_a_dvc_repro_stopped_mid_stage_resumes_and_loses_nothing_committed(tmp_path, uninterrupted):
     """Ctrl-C (SIGINT to the process group) during `dvc repro`, then `dvc repro` again."""
-    run = {"epochs": 400, "width": 128, "checkpoint_every": 5, "alignment_points": 4}
-    env = repo_copy(tmp_path, run, {"activation": ["relu", "sin"], "sigma": [0.1, 10]})
+    env = repo_copy(tmp_path, dict(RUN), {"activation": ["relu", "sin"], "sigma": [0.1, 10]})
     relu = f"train-digits@digits-{PACK.replace('sin', 'relu')}"
     sh([dvc_cmd(), "repro", relu], tmp_path, env)
     sh(["git", "add", "-A"], tmp_path, env)
     sh(["git", "commit", "-qm", "relu pack"], tmp_path, env)
     committed = {p: p.read_bytes() for p in (tmp_path / "runs").rglob("*.json")}
 
-    proc = subprocess.Popen([dvc_cmd(), "repro", "report@digits"], cwd=tmp_path, env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    deadline = time.time() + 300
-    while not list((tmp_path / "checkpoints").rglob("pack.npz")):
-        assert proc.poll() is None and time.time() < deadline, "no checkpoint was written"
-        time.sleep(0.05)
-    time.sleep(0.3)
+    log = tmp_path.parent / f"{tmp_path.name}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([dvc_cmd(), "repro", "report@digits"], cwd=tmp_path, env=paused_at(env, PAUSE),
+                                start_new_session=True, stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=as_from_a_shell)  # fmt: skip
+    wait_until_paused(log, proc)
+    assert list((tmp_path / "checkpoints").rglob("pack.npz"))
     os.killpg(proc.pid, signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode != 0 and "rerun to resume" in out, out[-3000:]
+    proc.wait(timeout=HANG_SECONDS)
+    out = log.read_text()
+    assert proc.returncode != 0, out[-3000:]
+    assert f"interrupted at epoch {PAUSE} of {RUN['epochs']}; rerun to resume" in out, out[-3000:]
 
     out = sh([dvc_cmd(), "repro", "report@digits"], tmp_path, env)
-    assert "resuming from checkpoint at epoch" in out
+    assert f"resuming from checkpoint at epoch {PAUSE}" in out
     assert "Running stage 'train-digits@digits-digits-mlp-relu" not in out
     assert {p: p.read_bytes() for p in committed} == committed
     assert "up to date" in sh([dvc_cmd(), "status", "report@digits"], tmp_path, env)

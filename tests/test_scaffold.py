@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, dvc_cmd, python_cmd, repo_copy, sh
+from conftest import ROOT, committed_raw, dvc_cmd, python_cmd, repo_copy, sh
 from extreme_memorization import config, pipeline
 
 
@@ -84,7 +84,7 @@ def test_validate_names_the_missing_piece_and_add_group_completes_an_existing_gr
 
 
 def test_check_names_each_disagreement(params):
-    dvc = config.read_yaml(ROOT / "dvc.yaml")
+    dvc = committed_raw("dvc.yaml")
     pipeline.check(params, dvc)
     broken = copy.deepcopy(dvc)
     broken["stages"]["report"]["matrix"]["group"].remove("section4")
@@ -121,7 +121,7 @@ def test_add_group_refuses_bad_flags_in_one_line_and_writes_nothing(repo):
 def test_plan_reads_an_own_dataset_from_its_file_and_says_when_it_cannot(tmp_path, params):
     from extreme_memorization import plan
 
-    raw = config.read_yaml(ROOT / "params.yaml")
+    raw = committed_raw()
     raw = {k: v for k, v in raw.items() if k in ("data", "defaults", "digits", "section3")}  # no large models to count
     raw["data"]["own"] = {"scans": str(tiny_npz(tmp_path / "scans.npz", classes=3, side=5)), "gone": str(tmp_path / "x.npz")}
     for name, dataset in (("mine", "scans"), ("lost", "gone")):

@@ -1,22 +1,28 @@
 """A stop reaches the training wherever it is sent: to the training, to the
 `dvc repro` that runs it, to the `make` above that, or by the death of the
 process that started it. Each time the training writes its checkpoint and
-exits, and the rerun resumes (real processes, real signals, real DVC)."""
+exits, and the rerun resumes (real processes, real signals, real DVC).
+
+The trainings pause at epoch PAUSE (EM_PAUSE_AT_EPOCH, tests/processes.py):
+each stop is sent while the training runs, after a checkpoint, however fast
+the machine trains."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import dvc_cmd, python_cmd, repo_copy, sh
 from extreme_memorization.progress import Interrupt
+from processes import as_from_a_shell, paused_at, wait_for, wait_until_paused
 
-RUN = {"epochs": 400, "width": 128, "checkpoint_every": 2, "alignment_points": 2}
+RUN = {"epochs": 6, "width": 16, "checkpoint_every": 2, "alignment_points": 2}
 SWEEP = {"activation": ["sin"], "sigma": [0.1, 10]}
+PAUSE = 3
 
 
 def training_processes(workdir: Path) -> list[int]:
@@ -34,21 +40,12 @@ def training_processes(workdir: Path) -> list[int]:
     return found
 
 
-def wait_for_checkpoint(workdir: Path, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.time() + 300
-    while not list((workdir / "checkpoints").rglob("*.npz")):
-        assert proc.poll() is None and time.time() < deadline, f"no checkpoint was written:\n{log.read_text()[-3000:]}"
-        time.sleep(0.05)
-    time.sleep(0.3)
-
-
-def assert_training_stops(workdir: Path, log: Path, within: float = 30) -> None:
-    deadline = time.time() + within
-    while training_processes(workdir):
-        assert time.time() < deadline, f"the training still runs {within:g} s later:\n{log.read_text()[-3000:]}"
-        time.sleep(0.5)
+def assert_training_stops(workdir: Path, log: Path) -> None:
+    """No training is left in ``workdir`` (a paused one that missed the stop
+    would wait forever), and it said it was interrupted."""
+    wait_for(lambda: not training_processes(workdir), "the training still runs after the stop", log)
     text = log.read_text()
-    assert "interrupted at epoch" in text and "rerun to resume" in text, text[-3000:]
+    assert f"interrupted at epoch {PAUSE} of {RUN['epochs']}; rerun to resume" in text, text[-3000:]
 
 
 def stop_the_top_process_alone(tmp_path, top: list[str]) -> str:
@@ -58,8 +55,9 @@ def stop_the_top_process_alone(tmp_path, top: list[str]) -> str:
     env = repo_copy(tmp_path, RUN, SWEEP)
     log = tmp_path.parent / f"{tmp_path.name}.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(top, cwd=tmp_path, env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
-    wait_for_checkpoint(tmp_path, proc, log)
+        proc = subprocess.Popen(top, cwd=tmp_path, env=paused_at(env, PAUSE), start_new_session=True, stdout=out,
+                                stderr=subprocess.STDOUT, preexec_fn=as_from_a_shell)  # fmt: skip
+    wait_until_paused(log, proc)
     assert training_processes(tmp_path)
     proc.send_signal(signal.SIGTERM)  # that process only, not its group
     proc.wait(timeout=60)
@@ -67,7 +65,7 @@ def stop_the_top_process_alone(tmp_path, top: list[str]) -> str:
     assert "which started this training, is gone: stopping as on SIGTERM" in log.read_text()
 
     out = sh([dvc_cmd(), "repro", "report@digits"], tmp_path, env)
-    assert "resuming from checkpoint at epoch" in out, out[-3000:]
+    assert f"resuming from checkpoint at epoch {PAUSE}" in out, out[-3000:]
     assert "up to date" in sh([dvc_cmd(), "status", "report@digits"], tmp_path, env)
     return log.read_text()
 
@@ -90,16 +88,17 @@ def test_a_training_whose_parent_dies_checkpoints_and_exits_as_on_sigterm(tmp_pa
     from conftest import committed_text
 
     params = yaml.safe_load(committed_text("params.yaml"))
-    params["digits"]["run"] = {"epochs": 400, "width": 128, "checkpoint_every": 2, "alignment_points": 2}
+    params["digits"]["run"] = dict(RUN)
     params["digits"]["sweep"].update(SWEEP)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     train = [*python_cmd(), "train", "digits", "--set", "activation=sin", "--data", str(digits_npz), "--out", "runs/p"]
     log = tmp_path / "train.log"
-    env = {**os.environ, "EM_CHECKPOINT_DIR": str(tmp_path / "checkpoints")}
+    env = paused_at({**os.environ, "EM_CHECKPOINT_DIR": str(tmp_path / "checkpoints")}, PAUSE)
     # `; true`: the shell waits for the training instead of becoming it.
     command = " ".join(f"'{a}'" for a in train) + f" >{log} 2>&1; true"
-    shell = subprocess.Popen(["sh", "-c", command], cwd=tmp_path, env=env, start_new_session=True)
-    wait_for_checkpoint(tmp_path, shell, log)
+    shell = subprocess.Popen(["sh", "-c", command], cwd=tmp_path, env=env, start_new_session=True,
+                             preexec_fn=as_from_a_shell)  # fmt: skip
+    wait_until_paused(log, shell)
     (training,) = training_processes(tmp_path)
     shell.kill()
     shell.wait()
@@ -115,9 +114,7 @@ def test_the_stop_message_names_what_stops_at_once_for_the_signal_received(capfd
     for signum, hint in ((signal.SIGINT, "(Ctrl-C again stops at once)"), (signal.SIGTERM, "(a SIGINT stops at once)")):
         with Interrupt() as interrupt:
             os.kill(os.getpid(), signum)
-            deadline = time.time() + 5
-            while interrupt.signum is None and time.time() < deadline:
-                time.sleep(0.01)
+            wait_for(lambda: interrupt.signum is not None, f"the handler of {signal.Signals(signum).name} did not run")
         assert interrupt.signum == signum
         err = capfd.readouterr().err
         assert err.strip() == f"received {signal.Signals(signum).name}: stopping after the current chunk {hint}"
@@ -126,9 +123,17 @@ def test_the_stop_message_names_what_stops_at_once_for_the_signal_received(capfd
 
 
 def test_a_training_started_under_nohup_outside_dvc_is_not_tied_to_its_parent():
+    """`nohup ... train` typed in a shell outlives that shell; a training started
+    by a process that itself runs under nohup (a script, make, this test run
+    under nohup) is tied to that parent as any other."""
     probe = "from extreme_memorization import progress; print(progress.starters())"
     env = {k: v for k, v in os.environ.items() if k != "DVC_STAGE"}
-    plain = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
-    assert f"({os.getpid()}," in plain.stdout  # the parent: this process
-    nohup = subprocess.run(["nohup", sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
-    assert nohup.stdout.strip() == "[]"
+
+    def starters(*command: str) -> str:
+        return subprocess.run(command, env=env, capture_output=True, text=True, check=True,
+                              preexec_fn=as_from_a_shell).stdout.strip()  # fmt: skip
+
+    python = f"'{sys.executable}' -c '{probe}'"
+    assert starters(sys.executable, "-c", probe).startswith(f"[({os.getpid()}, ")  # the parent: this process
+    assert starters("sh", "-c", f"nohup {python}; true") == "[]"  # `; true`: the shell stays its parent
+    assert re.fullmatch(r"\[\(\d+, '\d+', 'sh'\)\]", starters("nohup", "sh", "-c", f"{python}; true"))

@@ -1,23 +1,29 @@
 """`status`: one line per group, from a temporary repository trained by `dvc repro`."""
 
+import json
 import os
+import shutil
 import signal
 import subprocess
-import time
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import dvc_cmd, python_cmd, repo_copy, sh
+from conftest import TINY_RUN, TINY_SWEEP, dvc_cmd, python_cmd, repo_copy, sh
 from extreme_memorization import config
+from extreme_memorization.fanout import slug
+from extreme_memorization.progress import PAUSED
+from processes import HANG_SECONDS, as_from_a_shell, paused_at, wait_for, wait_until_paused
 
 PACK = "digits-mlp-sin-cross_entropy-true"
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    path = tmp_path_factory.mktemp("status")
-    env = repo_copy(path, {"epochs": 2, "width": 16, "alignment_points": 2}, {"activation": ["sin"], "sigma": [0.1, 10]})
+@pytest.fixture
+def repo(trained_repo):
+    """The tiny digits group trained and committed (a copy of conftest's template, this test's own)."""
+    path, env = trained_repo
     env.pop("EM_CHECKPOINT_DIR", None)
     return path, env
 
@@ -35,13 +41,17 @@ def set_digits_run(repo, **run):
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def test_status_counts_runs_done_and_names_stale_packs(repo):
-    path, env = repo
-    before = status(repo)
+def test_status_counts_runs_done_before_and_after_training(tmp_path):
+    path = tmp_path / "repo"
+    path.mkdir()
+    untrained = (path, repo_copy(path, TINY_RUN, TINY_SWEEP))
+    before = status(untrained)
     assert before["digits"] == "0/2 runs done (1 pack); report not made"
     assert before["section5"] == "0/8 runs done (8 packs); report not made"
     assert len(before) == len(config.load(path / "params.yaml").groups) + 1 and before["all"].startswith("0/")
-    sh([dvc_cmd(), "repro", "report@digits"], path, env)
+
+
+def test_status_counts_runs_done_and_names_stale_packs(repo):
     assert status(repo)["digits"] == "2/2 runs done (1 pack); report up to date"
     set_digits_run(repo, epochs=3)
     assert status(repo)["digits"] == (
@@ -51,19 +61,74 @@ def test_status_counts_runs_done_and_names_stale_packs(repo):
 
 def test_status_tells_a_running_pack_from_an_interrupted_one(repo):
     path, env = repo
-    set_digits_run(repo, epochs=100000, checkpoint_every=1)
+    set_digits_run(repo, epochs=4)  # paused at epoch 1, after its checkpoint, until the Ctrl-C below
     checkpoint = path / "checkpoints/digits" / PACK
-    proc = subprocess.Popen([dvc_cmd(), "repro", f"train-digits@{PACK.replace('digits-', 'digits-digits-', 1)}"],
-                            cwd=path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)  # fmt: skip
+    log = path.parent / "running.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([dvc_cmd(), "repro", f"train-digits@{PACK.replace('digits-', 'digits-digits-', 1)}"],
+                                cwd=path, env=paused_at(env, 1), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=as_from_a_shell)  # fmt: skip
     try:
-        deadline = time.time() + 240
-        while not (checkpoint.is_dir() and any(checkpoint.iterdir())):
-            assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.poll() is not None else ""
-            time.sleep(1)
+        wait_until_paused(log, proc)
+        assert checkpoint.is_dir() and any(checkpoint.iterdir())
         assert f"running: 1 pack ({PACK})" in status(repo)["digits"]
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the training checkpoints and stops
-        proc.wait(timeout=120)
+        proc.wait(timeout=HANG_SECONDS)
+    assert "interrupted at epoch 1 of 4; rerun to resume" in log.read_text()
     assert status(repo)["digits"].startswith("0/2 runs done (1 pack); ")  # a rerun deletes the outputs first
     assert f"interrupted: 1 pack ({PACK}) (dvc repro resumes from the checkpoint)" in status(repo)["digits"]
+
+
+def test_status_sees_a_pack_running_in_a_local_worker_and_one_interrupted_there(tmp_path):
+    path = tmp_path / "repo"
+    path.mkdir()
+    env = repo_copy(path, {"epochs": 4, "width": 16, "alignment_points": 2}, {"activation": ["sin"], "sigma": [0.1]})
+    for name in ("EM_CHECKPOINT_DIR", "CUDA_VISIBLE_DEVICES"):
+        env.pop(name, None)
+    repo = (path, env)
+    logs = path / ".workers/runs"  # the runner's log of each stage: <time>/logs/<stage>.log
+    with open(tmp_path / "local.log", "w") as out:
+        proc = subprocess.Popen([*python_cmd(), "local", "digits", "--jobs", "1"], cwd=path, env=paused_at(env, 1),
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:  # paused at epoch 1 in its worker, after its checkpoint, until the SIGTERM below
+        wait_for(lambda: any(PAUSED in p.read_text() for p in logs.glob("*/logs/*.log")), "no worker paused",
+                 tmp_path / "local.log", proc)  # fmt: skip
+        line = status(repo)["digits"]
+        assert f"running in a local worker: 1 pack ({PACK})" in line and "interrupted" not in line, line
+    finally:
+        proc.send_signal(signal.SIGTERM)  # the runner stops its worker, which keeps its checkpoint
+        proc.wait(timeout=HANG_SECONDS)
+    assert proc.returncode == 128 + signal.SIGTERM, (tmp_path / "local.log").read_text()
+    checkpoint = path / ".workers/checkpoints" / slug(f"train-digits@digits-{PACK}") / "digits" / PACK
+    assert any(checkpoint.iterdir()) and not (path / "checkpoints").exists()  # the worker's, not the workspace's
+    assert status(repo)["digits"] == (
+        f"0/1 runs done (1 pack); interrupted in a local worker: 1 pack ({PACK}) (the same `local` command resumes "
+        "from the checkpoint in .workers/checkpoints); report not made"
+    )
+
+
+def test_a_fresh_clone_with_runs_in_git_but_no_weights_says_they_retrain_not_done(trained_repo, tmp_path):
+    trained, env = trained_repo
+    clone = tmp_path / "clone"
+    sh(["git", "clone", "-q", str(trained), str(clone)], tmp_path, env)
+    assert not (clone / "weights/digits" / PACK).exists() and (clone / "runs/digits" / PACK).is_dir()
+    assert status((clone, env))["digits"] == (
+        "2/2 runs done (1 pack); runs in git, weights not in the DVC cache: `make pull` fetches them, "
+        f"or 1 pack ({PACK}) retrain (about {retrain_seconds(clone / 'runs/digits' / PACK)} s as trained on this "
+        "machine); report up to date"
+    )
+    # What `make reproduce DRY=1` plans there: the pack's training.
+    dry = sh([sys.executable, "-m", "extreme_memorization.dry_run", "report@digits"], clone, env)
+    assert f"Running stage 'train-digits@digits-{PACK}'" in dry, dry
+
+    # The trained repository itself, with its cache, and the clone once it has the weights: done.
+    assert status(trained_repo)["digits"] == "2/2 runs done (1 pack); report up to date"
+    shutil.copytree(trained / ".dvc/cache", clone / ".dvc/cache")  # what `make pull` brings
+    assert status((clone, env))["digits"] == "2/2 runs done (1 pack); report up to date"
+
+
+def retrain_seconds(pack: Path) -> str:
+    """The pack's training time as its run files record it (its runs trained together)."""
+    run = json.loads(next(pack.glob("*/run.json")).read_text())
+    return f"{run['train_seconds'] + run['measure_seconds']:.0f}"

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import re
 import shlex
 import subprocess
@@ -126,16 +125,14 @@ def stages_to_train(root: Path, names: list[str]) -> tuple[list[str], list[str],
     """(to train, up to date here, in the run-cache): DVC's own view of each stage.
 
     ``dvc repro --dry`` cannot say it: it skips hashing the dependencies, so
-    it never finds a stage in the run-cache. This asks DVC's run-cache the
-    way ``dvc repro`` does, without restoring anything. A stage whose
-    dependencies do not exist yet (``--dry-run`` before the datasets are
-    prepared) counts as to train.
+    it never finds a stage in the run-cache. This asks what ``dvc repro``
+    would restore (:func:`restorable`), without restoring anything. A stage
+    whose dependencies do not exist yet (``--dry-run`` before the datasets
+    are prepared) counts as to train.
     """
     from dvc.dependency.base import DependencyDoesNotExistError
-    from dvc.stage.cache import RunCacheNotFoundError
 
     todo, up_to_date, cached = [], [], []
-    logging.getLogger("dvc").setLevel(logging.WARNING)  # not its "checking out outputs": nothing is
     with _repo(root, lock=True) as repo:
         stages = {stage.addressing: stage for stage in repo.index.stages}
         for name in names:
@@ -144,12 +141,37 @@ def stages_to_train(root: Path, names: list[str]) -> tuple[list[str], list[str],
                 up_to_date.append(name)
                 continue
             try:
-                stage.save_deps()  # hashes in memory: the run-cache is keyed by them
-                repo.stage_cache.restore(stage, dry=True)
-                cached.append(name)
-            except (RunCacheNotFoundError, DependencyDoesNotExistError):
+                (cached if restorable(repo, stage) else todo).append(name)
+            except (DependencyDoesNotExistError, FileNotFoundError):
                 todo.append(name)
     return todo, up_to_date, cached
+
+
+def restorable(repo, stage) -> bool:
+    """Whether ``dvc repro`` would restore ``stage`` instead of running it.
+
+    The test of DVC 3's ``StageCache.restore`` (dvc/stage/cache.py), without
+    its checkout: while the dependencies are still those dvc.lock records,
+    dvc.lock's outputs are the result; once they changed, only the run-cache
+    entry for their current hashes is; either counts only if its outputs are
+    in the cache. ``restore(dry=True)`` itself cannot be asked: before it
+    the dependencies must be hashed (``save_deps``), which makes them match
+    dvc.lock again, and it then takes dvc.lock's outputs, those of the old
+    inputs, for the result of the changed ones.
+    """
+    from dvc.stage.cache import _can_hash
+    from dvc.stage.serialize import to_single_stage_lockfile
+
+    if not _can_hash(stage):  # no run-cache for it (a persist output, no deps): dvc repro runs it
+        return False
+    if not stage.changed_stage() and stage.deps_cached() and all(out.hash_info for out in stage.outs):
+        entry = to_single_stage_lockfile(stage)
+    else:
+        stage.save_deps()  # in memory only: the run-cache is keyed by the current hashes
+        entry = repo.stage_cache._load(stage)
+        if not entry:
+            return False
+    return repo.stage_cache._create_stage(entry, wdir=stage.wdir).outs_cached()
 
 
 def make_plan(root: Path, groups: list[str], area: Path, dry_run: bool, again: str = "submit again") -> Plan:

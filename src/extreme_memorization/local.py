@@ -79,6 +79,20 @@ def device_slots(jobs: int | None, gpus: str | None, env: dict) -> list[str | No
     return [visible[k % len(visible)] for k in range(jobs or len(visible))]
 
 
+def no_gpu_warning(gpus: str | None, env: dict) -> str | None:
+    """One line when ``--gpus`` names devices and none is visible: the workers
+    still start (pinned, which a CPU build ignores), but on the CPU."""
+    if gpus is None or visible_gpus(env):
+        return None
+    if "CUDA_VISIBLE_DEVICES" in env:
+        why = f"CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']!r} hides every GPU"
+    else:
+        why = "nvidia-smi lists none" if shutil.which("nvidia-smi") else "no nvidia-smi, no NVIDIA driver"
+    n = len(gpus.split(","))
+    return (f"warning: --gpus {gpus} but no GPU is visible here ({why}): the {n} worker(s) will train on the CPU; "
+            f"for CPU workers say --jobs {n} instead")  # fmt: skip
+
+
 def _slot_name(slot: str | None) -> str:
     return "CPU" if slot is None else f"GPU {slot}"
 
@@ -173,6 +187,8 @@ def run(root: Path, groups: list[str], jobs: int | None = None, gpus: str | None
     (every report, those of several groups too) follows the training."""
     root = root.resolve()
     slots = device_slots(jobs, gpus, os.environ)
+    if warning := no_gpu_warning(gpus, os.environ):
+        print(warning, file=sys.stderr, flush=True)
     area = root / WORK_DIR
     with contextlib.ExitStack() as stack:
         if not dry_run:

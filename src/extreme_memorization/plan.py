@@ -85,11 +85,6 @@ def run_steps(run: RunConfig, eval_batch: int = 2048, sizes: tuple | None = None
 
 
 def group_costs(params: Params) -> list[GroupCost]:
-    import keras
-
-    from . import models
-
-    forward_cache: dict[tuple, int] = {}
     costs = []
     for name, group in params.groups.items():
         runs = group.runs(params.defaults)
@@ -98,13 +93,7 @@ def group_costs(params: Params) -> list[GroupCost]:
         try:
             for run in runs:
                 sizes = dataset_sizes(run.dataset, params.data)
-                _, _, shape, k = sizes
-                shape = trained_shape(shape, run)
-                key = (run.model, run.width, shape, k)
-                if key not in forward_cache:
-                    forward_cache[key] = models.forward_flops(models.build(run, shape, k))
-                    keras.backend.clear_session()
-                total += run_flops(run, forward_cache[key], sizes)
+                total += run_flops(run, _forward(run, sizes), sizes)
                 steps += run_steps(run, sizes=sizes)
         except Unplannable as exc:
             costs.append(GroupCost(name, len(runs), epochs, 0.0, 0, unplanned=str(exc)))
@@ -175,15 +164,23 @@ def measured_hours(params: Params, rates: dict, tflops: float, step_ms: float) -
     return out
 
 
+# Forward FLOPs by (model, width, input shape, classes): building ResNet-50 or
+# DenseNet-121 to count them takes seconds, and every plan asks again.
+_FORWARD: dict[tuple, int] = {}
+
+
 def _forward(run: RunConfig, sizes: tuple) -> int:
-    import keras
-
-    from . import models
-
     _, _, shape, k = sizes
-    flops = models.forward_flops(models.build(run, trained_shape(shape, run), k))
-    keras.backend.clear_session()
-    return flops
+    shape = trained_shape(shape, run)
+    key = (run.model, run.width, shape, k)
+    if key not in _FORWARD:
+        import keras
+
+        from . import models
+
+        _FORWARD[key] = models.forward_flops(models.build(run, shape, k))
+        keras.backend.clear_session()
+    return _FORWARD[key]
 
 
 def trained_shape(shape: tuple, run: RunConfig) -> tuple:

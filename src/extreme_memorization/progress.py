@@ -15,7 +15,12 @@ runs: the training would train on as an orphan to the end and DVC would
 never record it. So the training watches the processes that started it (up
 to ``dvc`` when run as a stage, else its parent) and stops as on SIGTERM when
 one of them is gone. A training started under ``nohup`` outside DVC is meant
-to outlive its parent and is not watched.
+to outlive its parent and is not watched; one started by a process that was
+itself started under nohup (a script, ``make``, a test run) is: that parent
+outlives a hangup, so its end is a kill or a crash.
+
+For the tests, ``EM_PAUSE_AT_EPOCH=N`` pauses a training at epoch N, right
+after writing its checkpoint, until a stop arrives (:func:`pause_epoch`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ import time
 
 CHUNK_SECONDS = 1.0  # longest compiled call between two looks at the signals
 WATCH_SECONDS = 1.0  # how often the processes that started the training are checked
+PAUSE_VARIABLE = "EM_PAUSE_AT_EPOCH"
+PAUSED = "paused at epoch"  # what the paused training prints, for a test to wait for
+PAUSE_SLICE = 0.05  # seconds between two looks at the signals while paused
 
 
 class Interrupted(Exception):
@@ -62,6 +70,16 @@ def _argv(pid: int) -> list[str]:
         return []
 
 
+def _ignores_sighup(pid: int) -> bool:
+    """Whether process ``pid`` ignores SIGHUP (the SigIgn mask of /proc)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            mask = next(line.split()[1] for line in f if line.startswith("SigIgn:"))
+        return bool(int(mask, 16) >> (signal.SIGHUP - 1) & 1)
+    except (OSError, StopIteration, ValueError, IndexError):
+        return False
+
+
 def _is_dvc(argv: list[str]) -> bool:
     return any(os.path.basename(a) == "dvc" for a in argv[:2]) or argv[1:3] == ["-m", "dvc"]
 
@@ -73,9 +91,9 @@ def starters() -> list[tuple[int, str, str]]:
     """The processes whose end stops the training, as (pid, start time, name):
     up to and including ``dvc`` when DVC runs this stage (DVC starts it
     through a shell, which may stay between them), else the parent alone;
-    none under nohup outside DVC, or where /proc is missing. Found once per
-    process (the CLI asks before its slow imports, so a DVC killed meanwhile
-    is still noticed)."""
+    none where this very process was started under nohup outside DVC, or
+    where /proc is missing. Found once per process (the CLI asks before its
+    slow imports, so a DVC killed meanwhile is still noticed)."""
     global _STARTERS
     if _STARTERS is None:
         _STARTERS = _find_starters()
@@ -84,7 +102,10 @@ def starters() -> list[tuple[int, str, str]]:
 
 def _find_starters() -> list[tuple[int, str, str]]:
     under_dvc = "DVC_STAGE" in os.environ
-    if not under_dvc and signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+    # nohup leaves SIGHUP ignored in what it starts and in all that starts: a
+    # parent that ignores it too was itself started so, and this training was
+    # not (nohup execs its command: the parent of `nohup train` is the shell).
+    if not under_dvc and signal.getsignal(signal.SIGHUP) == signal.SIG_IGN and not _ignores_sighup(os.getppid()):
         return []
     chain, pid = [], os.getppid()
     while pid > 1 and len(chain) < 8:
@@ -97,6 +118,30 @@ def _find_starters() -> list[tuple[int, str, str]]:
             return chain
         pid = stat[0]
     return chain[:1]  # no dvc found above: the parent only
+
+
+def pause_epoch() -> int | None:
+    """The epoch named by ``EM_PAUSE_AT_EPOCH``, or None when it is unset.
+
+    A test that stops a training needs its stop to arrive while the training
+    runs and after a checkpoint: waiting for a checkpoint file and racing the
+    training to its end depends on the machine's speed. So a training told
+    to pause at epoch N writes its checkpoint there, prints ``paused at epoch
+    N of M`` and waits, with its signal handlers and its watch on the
+    processes that started it as they are while it trains, until one of them
+    asks it to stop; it then stops as it would at the end of that epoch.
+    Unset, nothing changes (docs/maintainers.md)."""
+    value = os.environ.get(PAUSE_VARIABLE, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        from .config import ConfigError
+
+        raise ConfigError(f"{PAUSE_VARIABLE}={value!r}: give the epoch to pause at (1 or more), or leave it unset")
+    return int(value)
+
+
+_ACTIVE: list = []  # the Interrupt in force, whose signal ends a pause
 
 
 class Interrupt:
@@ -139,9 +184,12 @@ class Interrupt:
             chain = starters()
             if chain:
                 threading.Thread(target=self._watch, args=(chain,), daemon=True, name="starters").start()
+            _ACTIVE.append(self)
         return self
 
     def __exit__(self, *exc):
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
         self._done.set()
         for s, handler in self._previous.items():
             signal.signal(s, handler)
@@ -165,6 +213,7 @@ class Progress:
         self.t0 = time.perf_counter()
         self.last_save_time, self.last_save_epoch = self.t0, start_epoch
         self.step_seconds: float | None = None
+        self.pause_at = pause_epoch()
 
     def chunk(self, steps_per_epoch: int) -> int:
         """Minibatches in the next compiled call: the whole epoch while an epoch
@@ -177,12 +226,25 @@ class Progress:
         self.step_seconds = seconds / max(steps, 1)
 
     def checkpoint_due(self, epoch: int, run) -> bool:
+        if epoch == self.pause_at:
+            return True  # the pause comes after a checkpoint (saved)
         by_epochs = run.checkpoint_every and epoch - self.last_save_epoch >= run.checkpoint_every
         by_time = time.perf_counter() - self.last_save_time >= 60 * run.checkpoint_minutes
         return bool(by_epochs or by_time)
 
     def saved(self, epoch: int) -> None:
         self.last_save_time, self.last_save_epoch = time.perf_counter(), epoch
+        if epoch == self.pause_at and _ACTIVE:
+            self._pause(_ACTIVE[-1], epoch)
+
+    def _pause(self, interrupt: Interrupt, epoch: int) -> None:
+        """Wait for a stop at the checkpoint of epoch ``pause_at``; the signal
+        handlers run between the short sleeps, and the training loop then
+        stops as it does on a signal at the end of an epoch."""
+        print(f"{self.title} {PAUSED} {epoch} of {self.epochs} ({PAUSE_VARIABLE}); checkpoint written, "
+              "waiting for SIGTERM or SIGINT", file=sys.stderr, flush=True)  # fmt: skip
+        while interrupt.signum is None:
+            time.sleep(PAUSE_SLICE)
 
     def epoch_done(self, epoch: int, rows: list[dict | None]) -> None:
         if epoch % self.every and epoch not in (1, self.epochs):
