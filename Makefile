@@ -96,9 +96,9 @@ offline-paper: validate ## the whole study on digits: all seven claims, Fig. 1-5
 	$(BIN)/dvc repro report-offline
 	@echo; echo "Report: reports/offline/report.md"
 
-compare: $(STAMP) ## two revisions offline: make compare A=HEAD~1 [B=rev, default the workspace] -> reports/compare/
+compare: $(STAMP) ## two revisions offline: make compare A=HEAD~1 [B=rev, default the workspace] [GROUP=digits] -> reports/compare/
 	@test -n "$(A)" || { echo "error: name the revision to compare: make compare A=HEAD~1 (and B=... for another than the workspace)"; exit 2; }
-	$(BIN)/python -m extreme_memorization compare $(A) $(B)
+	$(BIN)/python -m extreme_memorization compare $(A) $(B) $(if $(GROUP),--group $(GROUP))
 
 test: $(STAMP) ## the test suite (about 3 minutes on 2 cores)
 	$(PYTEST_PARALLEL)

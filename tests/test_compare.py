@@ -1,5 +1,6 @@
-"""Two commits of a tiny group compared offline: `compare REV_A [REV_B]`."""
+"""Two commits of a tiny group compared offline: `compare REV_A [REV_B] [--group GROUP]`."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -80,3 +81,37 @@ def test_an_unknown_revision_is_one_clear_line():
     result = subprocess.run([*python_cmd(), "compare", "no-such-rev"], cwd=ROOT, env=ENV, capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and "'no-such-rev' is not a git revision" in result.stderr
+
+
+def test_a_summary_per_group_opens_the_page_and_group_keeps_one_group(history, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(history, repo, symlinks=True)
+    # A second group in the workspace: the digits runs filed under another group's name (compare reads run.json).
+    for info_file in (repo / "runs" / "digits").rglob("run.json"):
+        dest = repo / "runs" / "other" / info_file.parent.relative_to(repo / "runs" / "digits")
+        shutil.copytree(info_file.parent, dest)
+        (dest / "run.json").write_text(json.dumps({**json.loads(info_file.read_text()), "group": "other"}))
+
+    def summary(*args):
+        sh([*python_cmd(), "compare", "HEAD~1", *args], repo)
+        page = (repo / "reports" / "compare" / "compare.md").read_text()
+        assert page.index("## Summary") < page.index("## Parameters that differ") < page.index("## Runs")
+        rows = page.split("## Summary")[1].split("##")[0].splitlines()
+        return page, {line.split("|")[1].strip(): line for line in rows if line.startswith("| ") and "| group |" not in line}
+
+    page, rows = summary()
+    # The learning rate changed from HEAD~1 to HEAD: both digits runs changed; `other` exists only in the workspace.
+    assert rows["digits"].startswith("| digits | 2 / 2 | 2 | 2 | 2, max ")
+    assert rows["other"] == "| other | 0 / 2 | 0 | 0 | 0 | 0 | 0 |"
+    assert "## `other`" in page
+
+    page, rows = summary("--group", "digits")
+    assert set(rows) == {"digits"} and "## `other`" not in page and "--group digits`" in page
+    runs_table = page.split("## Runs")[1].split("##")[0]
+    assert len([line for line in runs_table.splitlines() if line.startswith("| ")]) == 3  # header and 2 runs
+    assert "digits.run.learning_rate" in page.split("## Parameters that differ")[1].split("##")[0]
+
+    unknown = subprocess.run([*python_cmd(), "compare", "HEAD~1", "--group", "nosuch"], cwd=repo, env=ENV,
+                             capture_output=True, text=True)  # fmt: skip
+    assert unknown.returncode == 1 and unknown.stderr == (
+        "error: no runs of group 'nosuch' in HEAD~1 or the workspace; groups there: digits, other\n")

@@ -1,11 +1,13 @@
 """What a new user hits, each with its one-line message: an output folder that
 cannot be written, a batch larger than the training set, TFDS_DATA_DIR naming
-a file, commands run from a subfolder, and the output of a training run
-(no start-up noise, numbers as the tables show them)."""
+a file, commands run from a subfolder, the output of a training run (no
+start-up noise, numbers as the tables show them), and a disk that fills while
+runs are saved."""
 
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -141,3 +143,48 @@ def test_the_done_line_of_a_run_whose_gradients_vanished_leaves_the_gradient_mea
                                                     "acc 0.981, gradient alignment W1 undefined (gradients vanished)")  # fmt: skip
     metrics["mean_grad_norm"] = 0.5
     assert training._done_line(member, metrics).endswith("gradient alignment W1 1.06e-09")
+
+
+# A full disk cannot be made safely here (no tmpfs): the weights writer of the
+# second run writes half a file, then fails as h5py does on ENOSPC (a message
+# over several lines, errno 28).
+FULL_DISK = """
+import errno, sys
+from pathlib import Path
+from extreme_memorization import cli  # first: it keeps TensorFlow's start-up lines out, as the command does
+import keras
+real = keras.Model.save_weights
+def full_disk(self, path, *args, **kwargs):
+    if "sigma10-" in str(path) and "--full" in sys.argv:
+        Path(path).write_bytes(bytes(100))
+        raise OSError(errno.ENOSPC, "Unable to synchronously create file (file write failed: time = ...\\n, errno = 28)")
+    return real(self, path, *args, **kwargs)
+keras.Model.save_weights = full_disk
+sys.exit(cli.main([a for a in sys.argv[1:] if a != "--full"]))
+"""
+
+
+def test_a_full_disk_while_runs_are_saved_is_one_line_and_leaves_no_half_written_run(tmp_path, digits_npz):
+    write_params(tmp_path, sweep={"sigma": [0.1, 10]})
+    out, weights = tmp_path / "runs" / "pack", tmp_path / "weights" / "pack"
+    env = {**os.environ, "EM_CHECKPOINT_DIR": str(tmp_path / "checkpoints"), "EM_REUSE_RUNS": "0",
+           "TF_CPP_MIN_LOG_LEVEL": "3"}  # fmt: skip
+    args = [sys.executable, "-c", FULL_DISK, "--params", str(tmp_path / "params.yaml"), "train", "digits", "--set",
+            "activation=relu", "--data", str(digits_npz), "--out", str(out), "--weights", str(weights)]  # fmt: skip
+    full = subprocess.run([*args, "--full"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert full.returncode == 1
+    failed = weights / "sigma10-seed0" / "model.weights.h5"
+    assert full.stderr == (f"error: cannot write {failed} ([Errno 28] No space left on device); free space on its "
+                           f"disk (df -h {failed.parent}) and run the command again\n")  # fmt: skip
+    # The run being saved is gone whole (its run files were written before its weights); the other is complete.
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("[rw]*/pack/**/*")) == [
+        "runs/pack/sigma0.1-seed0", *(f"runs/pack/sigma0.1-seed0/{n}" for n in
+                                      ("alignment.csv", "history.csv", "metrics.json", "run.json")),
+        "weights/pack/sigma0.1-seed0", "weights/pack/sigma0.1-seed0/model.weights.h5",
+    ]  # fmt: skip
+    assert not list(tmp_path.rglob(".*")), "no temporary file is left"
+
+    freed = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, env=env)  # space freed: rerun
+    assert freed.returncode == 0, freed.stderr
+    assert "resuming from checkpoint at epoch 2" in freed.stdout
+    assert (out / "sigma10-seed0" / "metrics.json").is_file() and failed.is_file()

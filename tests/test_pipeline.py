@@ -90,7 +90,8 @@ def test_a_second_repro_reruns_nothing_and_a_new_pack_runs_only_its_stage(traine
     assert "Running stage" not in dvc(trained_repo, "repro", "report@digits")
     path = trained_repo[0]
     set_sweep(path, activation=["sin", "relu"])
-    assert ran(dvc(trained_repo, "repro", "report@digits")) == ["report@digits", TRAIN.format("relu")]
+    # validate reruns on every change of params.yaml; its output, constant, retrains nothing
+    assert ran(dvc(trained_repo, "repro", "report@digits")) == ["report@digits", TRAIN.format("relu"), "validate"]
     assert len(pd.read_csv(path / "reports/digits/summary.csv")) == 4
     assert "digits.sweep.activation" in dvc(trained_repo, "params", "diff")
 
@@ -98,5 +99,59 @@ def test_a_second_repro_reruns_nothing_and_a_new_pack_runs_only_its_stage(traine
 def test_a_new_sigma_reruns_the_packs_that_hold_it(trained_repo):
     path = trained_repo[0]
     set_sweep(path, sigma=[0.1, 1, 10])
-    assert ran(dvc(trained_repo, "repro", "report@digits")) == ["report@digits", TRAIN.format("sin")]
+    assert ran(dvc(trained_repo, "repro", "report@digits")) == ["report@digits", TRAIN.format("sin"), "validate"]
     assert len(pd.read_csv(path / "reports/digits/summary.csv")) == 3
+
+
+def digests(path) -> dict:
+    """Every file of the trained runs, weights and reports, by path: sha256."""
+    import hashlib
+
+    return {f.relative_to(path).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
+            for folder in ("runs", "weights", "reports") for f in sorted((path / folder).rglob("*")) if f.is_file()}  # fmt: skip
+
+
+def misspell_epochs(path):
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    params["digits"]["run"]["epoch"] = params["digits"]["run"].pop("epochs")  # the typo
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_a_typo_in_a_trained_groups_params_stops_dvc_repro_before_anything_is_removed(trained_repo):
+    """DVC removes a stage's outputs when it starts the stage, before its
+    command can check params.yaml: the validate stage, upstream of every train
+    stage, fails first, and every run, weight and report stays in place."""
+    path, env = trained_repo
+    before = digests(path)
+    assert any("/model.weights.h5" in name for name in before) and any(n.startswith("reports/") for n in before)
+    misspell_epochs(path)
+    result = subprocess.run([dvc_cmd(), "repro", "report@digits"], cwd=path, env=env, capture_output=True, text=True)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: params: digits.run.epoch is not a known key; allowed: ")
+    assert errors[0].endswith("; dvc repro stopped here, before any stage that trains: no run, weight or report was removed")
+    assert "Running stage 'train-" not in out and "Running stage 'report" not in out
+    assert digests(path) == before
+    assert (path / "params.validated").is_file()  # persist: the failed stage left its output alone
+
+
+def test_a_train_stage_run_alone_on_a_typo_says_how_to_bring_its_outputs_back(trained_repo):
+    """`dvc repro -s` skips the validate stage, so DVC removes the pack before
+    the train command fails; its error line says how to restore it, and that works."""
+    path, env = trained_repo
+    before = digests(path)
+    misspell_epochs(path)
+    stage = TRAIN.format("sin")
+    result = subprocess.run([dvc_cmd(), "repro", "-s", stage], cwd=path, env=env, capture_output=True, text=True)
+    assert result.returncode != 0
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
+    pack = "runs/digits/digits-mlp-sin-cross_entropy-true"
+    assert len(errors) == 1 and errors[0].endswith(
+        f"; DVC removed the outputs of stage {stage} before it ran: once params.yaml is fixed, "
+        f"`git checkout -- {pack}` and `dvc checkout {stage}` bring back what was committed"
+    )
+    assert not (path / pack).exists()
+    sh(["git", "checkout", "--", "params.yaml", pack], path, env)
+    dvc((path, env), "checkout", stage)
+    assert digests(path) == before

@@ -8,6 +8,8 @@ recorded with `dvc commit`, as a machine with network would have them after
 """
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -16,7 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, dvc_cmd, sh
+from conftest import ROOT, TINY_RUN, TINY_SWEEP, dvc_cmd, repo_copy, sh
+from extreme_memorization import config
 
 TFDS = ("cifar10", "cifar100", "svhn_cropped")
 GROUPS = ("digits", "section3", "section4", "section4_fixes", "section5", "appendix")
@@ -88,6 +91,18 @@ def test_a_missing_own_dataset_stops_reproduce_with_one_line_before_dvc(clone):
         "error: own dataset 'scans': data/scans.npz not found; save your data there with numpy.savez(path, "
         "x_train=..., y_train=..., x_test=..., y_test=...), or point data.own.scans in params.yaml at your .npz file"
     )
+    assert "Running stage" not in result.stdout
+
+
+def test_dry_run_of_an_unknown_group_names_it_and_the_known_ones_in_one_line(tmp_path):
+    env = {k: v for k, v in repo_copy(tmp_path, TINY_RUN, TINY_SWEEP).items() if k not in ("MAKEFLAGS", "MAKELEVEL")}
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    result = subprocess.run(["make", "-s", "reproduce", "GROUPS=nope digits", "DRY=1", f"ENV_BIN={Path(sys.executable).parent}"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True)  # fmt: skip
+    assert result.returncode != 0
+    known = ", ".join(config.load(tmp_path / "params.yaml").groups)
+    said = [line for line in result.stderr.splitlines() if not re.match(r"make(\[\d+\])?: \*\*\*", line)]  # make's own
+    assert said == [f"error: no group 'nope' in params.yaml; known groups: {known}"], result.stderr
     assert "Running stage" not in result.stdout
 
 

@@ -114,6 +114,7 @@ def _env_for(clone: Path, env: dict) -> dict:
 def test_a_folder_remote_gives_a_fresh_clone_every_weight_and_nothing_to_train(trained, tmp_path):
     path, env = trained
     remote = tmp_path / "remote"
+    remote.mkdir()
     sh([dvc_cmd(), "remote", "add", "-d", "shared", str(remote)], path, env)
     _commit(path, env, "remote")
     sh([*python_cmd(), "push"], path, env)
@@ -132,6 +133,7 @@ def test_a_folder_remote_gives_a_fresh_clone_every_weight_and_nothing_to_train(t
 def test_a_half_done_push_or_pull_is_completed_by_a_rerun(trained, tmp_path):
     path, env = trained
     remote = tmp_path / "remote"
+    remote.mkdir()
     sh([dvc_cmd(), "remote", "add", "-f", "-d", "half", str(remote)], path, env)
     sh([*python_cmd(), "push"], path, env)
     objects = sorted(p for p in (remote / "files").rglob("*") if p.is_file())
@@ -193,11 +195,14 @@ def test_an_s3_remote_gives_a_fresh_clone_every_weight_and_nothing_to_train(trai
     assert "Running stage" not in _repro(clone, cenv)
 
 
-@pytest.mark.parametrize("kind", ["folder", "s3"])
+@pytest.mark.parametrize("kind", ["folder", "new folder", "s3"])
 def test_an_unreachable_remote_fails_in_seconds_with_one_line(trained, tmp_path, kind):
+    """A folder remote that does not exist is refused even where its parent
+    does (DVC would create it: on a share not mounted, on the local disk)."""
     path, env = trained
-    if kind == "folder":
-        sh([dvc_cmd(), "remote", "add", "-f", "-d", "gone", str(tmp_path / "unmounted/share")], path, env)
+    folder = tmp_path / ("unmounted/share" if kind == "folder" else "never-made")
+    if kind != "s3":
+        sh([dvc_cmd(), "remote", "add", "-f", "-d", "gone", str(folder)], path, env)
     else:
         sh([dvc_cmd(), "remote", "add", "-f", "-d", "gone", "s3://results/em"], path, env)
         sh([dvc_cmd(), "remote", "modify", "gone", "endpointurl", f"http://127.0.0.1:{_free_port()}"], path, env)
@@ -209,6 +214,49 @@ def test_an_unreachable_remote_fails_in_seconds_with_one_line(trained, tmp_path,
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "remote 'gone' is unreachable" in lines[0], result.stderr
         assert "Traceback" not in result.stdout + result.stderr
+        if kind != "s3" and verb == "push":
+            assert f"for a new remote create it first (mkdir -p {folder})" in lines[0]
+    assert not folder.exists()
+
+
+def _sync(verb, path, env) -> tuple[list[str], list[str]]:
+    result = subprocess.run([*python_cmd(), verb], cwd=path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.splitlines(), result.stderr.splitlines()
+
+
+def test_push_and_pull_say_in_a_line_or_two_what_moved_and_when_nothing_new_did(trained, tmp_path):
+    """DVC counts every run-cache entry as pushed again each time, and prints a
+    warning per hash or per output of a stage never run; make push / make pull
+    count what moves, and name what is on neither side in one line."""
+    path, env = trained
+    sh([dvc_cmd(), "remote", "add", "-f", "-d", "shared", str(tmp_path / "remote")], path, env)
+    (tmp_path / "remote").mkdir()
+    # the prepared data, the pack's folder listing and its weights; the run-cache entries the earlier tests left
+    files = 2 + len(list((path / "weights").rglob("*.h5")))
+    runs = sum(p.is_file() for p in (path / ".dvc/cache/runs").rglob("*"))
+    assert _sync("push", path, env) == ([
+        f"pushing {files} files and {runs} run-cache entries to remote 'shared' (0 files already there)",
+        f"pushed: remote 'shared' has the {files} files and {runs} run-cache entries of this workspace"], [])  # fmt: skip
+    again = f"nothing new to push: remote 'shared' already has the {files} files and {runs} run-cache entries of this workspace"
+    assert _sync("push", path, env) == ([again], [])
+
+    clone = _clone(path, tmp_path / "clone", env)  # its cache is empty: nothing of its own to push
+    cenv = _env_for(clone, env)
+    sh([dvc_cmd(), "remote", "add", "-f", "-d", "empty", str(tmp_path / "empty")], clone, cenv)
+    (tmp_path / "empty").mkdir()
+    assert _sync("push", clone, cenv) == (
+        ["nothing to push: DVC's cache here holds no file that dvc.lock names, and no run-cache entry"],
+        ["warning: not pushed, in neither this cache nor remote 'empty': 2 outputs of dvc.lock "
+         f"(data/prepared/digits.npz, weights/digits/{PACK}); push them from the machine that made them, "
+         "or `dvc repro` makes them again"])  # fmt: skip
+
+    sh([dvc_cmd(), "remote", "add", "-f", "-d", "shared", str(tmp_path / "remote")], clone, cenv)
+    out, err = _sync("pull", clone, cenv)
+    assert out[0].startswith("pulled from remote 'shared': ") and f"{runs} run-cache entries" in out[0] and err == []
+    assert _sync("pull", clone, cenv) == (
+        [f"nothing new to pull: the {files} files of this workspace on remote 'shared' are here already",
+         "run store: 0 pulled runs added"], [])  # fmt: skip
 
 
 def test_pull_in_a_clone_with_stages_never_built_exits_zero(trained, tmp_path):
@@ -216,6 +264,7 @@ def test_pull_in_a_clone_with_stages_never_built_exits_zero(trained, tmp_path):
     them, `make pull` (--allow-missing) fetches exactly what was pushed."""
     path, env = trained
     remote = tmp_path / "remote"
+    remote.mkdir()
     sh([dvc_cmd(), "remote", "add", "-f", "-d", "shared", str(remote)], path, env)
     sh([*python_cmd(), "push"], path, env)
     clone = _clone(path, tmp_path / "clone", env)

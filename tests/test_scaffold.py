@@ -48,6 +48,8 @@ def test_add_group_writes_all_three_pieces_keeps_comments_and_dvc_repro_runs_it(
         "added params.yaml: group mine",
         "added dvc.yaml: stage train-mine (<<: *train)",
         "added dvc.yaml: report@mine",
+        "added DVC: data/scans.npz.dvc versions data/scans.npz (git ignores the .npz); commit it: `make push` sends "
+        "the data, a clone's `make pull` fetches it",
         "run it: dvc repro report@mine",
     ]
     params_text, dvc_text = (path / "params.yaml").read_text(), (path / "dvc.yaml").read_text()
@@ -61,9 +63,41 @@ def test_add_group_writes_all_three_pieces_keeps_comments_and_dvc_repro_runs_it(
     assert "params.yaml and dvc.yaml agree" in sh([*python_cmd(), "validate"], path, env)
     out = sh([dvc_cmd(), "repro", "report@mine"], path, env)
     ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
-    assert ran == ["prepare-own@scans", "report@mine", "train-mine@mine-scans-mlp-relu-cross_entropy-true"]
+    assert ran == ["prepare-own@scans", "report@mine", "train-mine@mine-scans-mlp-relu-cross_entropy-true", "validate"]
     summary = pd.read_csv(path / "reports/mine/summary.csv")
     assert sorted(summary["sigma"]) == [0.01, 1.0] and set(summary["dataset"]) == {"scans"}
+
+
+def _changed_lines(before: str, after: str) -> tuple[list[str], list[str]]:
+    import difflib
+
+    diff = list(difflib.ndiff(before.splitlines(), after.splitlines()))
+    return [d[2:] for d in diff if d.startswith("- ")], [d[2:] for d in diff if d.startswith("+ ")]
+
+
+def test_add_group_keeps_the_report_matrix_wrapped_or_in_block_style_as_written(repo):
+    path, env = repo
+    groups = config.read_yaml(path / "dvc.yaml")["stages"]["report"]["matrix"]["group"]
+    flat = f"      group: [{', '.join(groups)}]\n"
+    wrapped = f"      group: [{', '.join(groups[:8])},\n              {', '.join(groups[8:])}]  # one report per group\n"
+    text = (path / "dvc.yaml").read_text()
+    assert flat in text
+    (path / "dvc.yaml").write_text(text.replace(flat, wrapped))
+    before, params = (path / "dvc.yaml").read_text(), (path / "params.yaml").read_text()
+    sh([*python_cmd(), "add-group", "mine", "--dataset", "digits", "--sigma", "1"], path, env)
+    removed, added = _changed_lines(before, (path / "dvc.yaml").read_text())
+    last = wrapped.splitlines()[1]
+    assert removed == [last]  # the first line as written, the group appended to the last
+    assert added[-1] == last.replace("]  #", ", mine]  #")  # within the width of the first line
+    assert added[:2] == ["  train-mine:", "    <<: *train"] and len(added) == 10  # its stage: 9 lines
+
+    block = "      group:\n        # the paper's groups\n" + "".join(f"        - {g}  # {g}\n" for g in groups)
+    (path / "dvc.yaml").write_text(before.replace(wrapped, block))
+    (path / "params.yaml").write_text(params)
+    before = (path / "dvc.yaml").read_text()
+    sh([*python_cmd(), "add-group", "yours", "--dataset", "digits", "--sigma", "1"], path, env)
+    removed, added = _changed_lines(before, (path / "dvc.yaml").read_text())
+    assert removed == [] and added[-1] == "        - yours" and len(added) == 10  # every comment kept
 
 
 def test_validate_names_the_missing_piece_and_add_group_completes_an_existing_group(repo):

@@ -82,8 +82,8 @@ def save(path: Path, arrays: list[np.ndarray], meta: dict) -> None:
         with files.atomic_path(path) as tmp:
             blob = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
             np.savez(tmp, meta=blob, **{f"w{i}": a for i, a in enumerate(arrays)})
-    except OSError as exc:
-        raise CheckpointError(f"could not write checkpoint {path}: {exc}") from None
+    except files.OutputError as exc:
+        raise CheckpointError(f"could not write checkpoint {path}: {exc.reason}") from None
 
 
 def load(path: Path, expected: str) -> tuple[list[np.ndarray], dict] | None:

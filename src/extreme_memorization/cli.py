@@ -9,7 +9,7 @@
     python -m extreme_memorization plan [--tflops R] [--step-ms T]
     python -m extreme_memorization status [--no-dvc]
     python -m extreme_memorization runs GROUP [--filter KEY=VALUE ...]
-    python -m extreme_memorization compare REV_A [REV_B]
+    python -m extreme_memorization compare REV_A [REV_B] [--group GROUP]
     python -m extreme_memorization gpu-check
     python -m extreme_memorization push|pull [-r REMOTE]
     python -m extreme_memorization store
@@ -28,7 +28,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import cli_elsewhere, config, files
+from . import cli_elsewhere, config, files, own_data
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -47,27 +47,32 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 def cmd_validate(args) -> int:
+    from . import pipeline
+
     params = config.load(args.params)
     total = 0
     for name, group in params.groups.items():
         n = len(group.runs(params.defaults))
         total += n
         varied = [f"{k} {v}" for k, v in group.sweep.items() if len(v) > 1]
-        print(f"{name}: {n} runs, {group.run.get('epochs', params.defaults['epochs'])} epochs; {'; '.join(varied) or 'one run'}")
+        if not args.stamp:  # as the DVC stage validate: only the verdict
+            print(f"{name}: {n} runs, {group.run.get('epochs', params.defaults['epochs'])} epochs; {'; '.join(varied) or 'one run'}")
     root = Path(args.params).resolve().parent
     if (root / "dvc.yaml").is_file():
-        from . import pipeline
-
         pipeline.check(params, config.read_yaml(root / "dvc.yaml"))
-        from .data import DataError, missing_own
+        from .data import DataError
 
         for name, path in pipeline.missing_own_files(params, root):
             if args.data:  # dvc repro would stop at prepare-own@<name> with a bare "No such file"
-                raise DataError(missing_own(name, path))
-            print(f"warning: {missing_own(name, path)} (dvc repro stops at prepare-own@{name} until then)")
+                raise DataError(own_data.missing_line(name, path))
+            print(f"warning: {own_data.missing_line(name, path)} (dvc repro stops at prepare-own@{name} until then)")
+        for line in own_data.unversioned(params, root):
+            print(f"warning: {line}")
         where = "params.yaml and dvc.yaml agree"
     else:
         where = f"no dvc.yaml beside {args.params}: the stages are not checked"
+    if args.stamp:
+        pipeline.write_stamp(Path(args.stamp))
     print(f"{args.params} is valid: {len(params.groups)} groups, {total} runs; {where}")
     return 0
 
@@ -100,6 +105,8 @@ def cmd_add_group(args) -> int:
     comment = f"{args.name}: added by `add-group`; edit its run and sweep here."
     for line in pipeline.add_group(root, args.name, sweep, run, own, comment):
         print(f"added {line}")
+    for path in own.values():  # under DVC, so that make push / make pull carry it to a collaborator's clone
+        print(own_data.track(root, path))
     print(f"run it: dvc repro report@{args.name}")
     return 0
 
@@ -139,6 +146,12 @@ def cmd_train(args) -> int:
     except Interrupted as exc:
         print(f"{title} {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
+    except (files.OutputError, OSError) as exc:  # a full disk: one line, and no half-written run left
+        error = files.as_output_error(exc, args.out)
+        if error is None:
+            raise
+        files.drop_unfinished_runs(args.out, args.weights, error.path)
+        raise error from None
     return 0
 
 
@@ -154,13 +167,17 @@ def cmd_report(args) -> int:
 def cmd_table(args) -> int:
     params = config.load(args.params)
     from . import report, results
+    from .compare import CompareError
 
     named = bool(args.group)
     frames = []
     for group in args.group or list(params.groups):
         try:
             frames.append(report.read_summaries(args.reports, [group], args.rev))
-        except report.ReportError:
+        except (report.ReportError, CompareError):  # CompareError: not at --rev
+            if named and group not in params.groups:  # a typo: there is no stage report@<group> to advise
+                raise report.ReportError(f"no group {group!r} in {args.params}; known groups: "
+                                         f"{', '.join(params.groups)}") from None  # fmt: skip
             if named:
                 raise
     if not frames:
@@ -201,48 +218,6 @@ def cmd_status(args) -> int:
     return 0
 
 
-def cmd_gpu_check(args) -> int:
-    import os
-    import shutil
-
-    # Inside a container started without the GPU, neither nvidia-smi nor
-    # /dev/nvidia0 exists; `make` then says so through EM_HOST_GPU (1 or 0).
-    told = os.environ.get("EM_HOST_GPU", "")
-    if told not in ("", "0", "1"):
-        print(f"error: EM_HOST_GPU={told!r} is not allowed: set it to 1 (the host has a GPU) or 0", file=sys.stderr)
-        return 2
-    import keras
-
-    host_gpu = told == "1" if told else (bool(shutil.which("nvidia-smi")) or os.path.exists("/dev/nvidia0"))
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-        built = tf.test.is_built_with_cuda()
-    else:
-        import jax
-
-        gpus = [str(d) for d in jax.devices() if d.platform == "gpu"]
-        built = True
-    if gpus:
-        print(f"{backend} sees {len(gpus)} GPU(s): {', '.join(gpus)}")
-        return 0
-    if not host_gpu:
-        print(f"no GPU on this host; {backend} runs on the CPU")
-        return 0
-    hint = (
-        "this TensorFlow is a CPU-only build (tensorflow-cpu): use the CUDA image (make image) "
-        "or install requirements/cuda.lock"
-        if not built
-        else "check the NVIDIA driver (nvidia-smi), that the container got the GPU (docker run --gpus all "
-        "with the NVIDIA Container Toolkit; podman run --device nvidia.com/gpu=all with its CDI spec, "
-        "podman ignores --gpus), and that the driver supports CUDA 12"
-    )
-    print(f"error: this host has an NVIDIA GPU but {backend} sees none: {hint}", file=sys.stderr)
-    return 1
-
-
 def cmd_runs(args) -> int:
     params = config.load(args.params)
     from . import results
@@ -261,7 +236,7 @@ def cmd_runs(args) -> int:
 def cmd_compare(args) -> int:
     from . import compare
 
-    page = compare.write(args.rev_a, args.rev_b, args.out, args.runs, args.reports)
+    page = compare.write(args.rev_a, args.rev_b, args.out, args.runs, args.reports, args.group)
     print(f"compared {args.rev_a} with {args.rev_b or 'the workspace'} -> {page}")
     return 0
 
@@ -275,12 +250,13 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("validate", help="check params.yaml and list the experiment groups")
     s.add_argument("--data", action="store_true", help="also fail when a file of data.own is missing")
+    s.add_argument("--stamp", help="when valid, write this file (constant text): the DVC stage validate's output")
     s.set_defaults(func=cmd_validate)
 
     s = sub.add_parser("add-group", help="add an experiment group: params.yaml section, train stage, report entry")
     s.add_argument("name", help="the group's name (an existing group of params.yaml: add what dvc.yaml lacks)")
     s.add_argument("--dataset", nargs="+", help="dataset(s): built-in or your own (then with --npz)")
-    s.add_argument("--npz", help="your .npz file for the dataset: added to data.own")
+    s.add_argument("--npz", help="your .npz file for the dataset: added to data.own, versioned with dvc add")
     s.add_argument("--model", nargs="+", help=f"{' | '.join(config.MODELS)} (default mlp)")
     s.add_argument("--activation", nargs="+", help=f"{' | '.join(config.ACTIVATIONS)} (default relu)")
     s.add_argument("--loss", nargs="+", help=f"{' | '.join(config.LOSSES)} (default cross_entropy)")
@@ -329,8 +305,6 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--no-dvc", action="store_true", help="skip `dvc status` (no stale column; instant)")
     s.set_defaults(func=cmd_status)
 
-    s = sub.add_parser("gpu-check", help="fail when the host has a GPU that the backend does not see")
-    s.set_defaults(func=cmd_gpu_check)
 
     s = sub.add_parser("runs", help="list the runs (swept settings) of a group")
     s.add_argument("group")
@@ -343,6 +317,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=Path("reports/compare"), help="output folder (default: reports/compare)")
     s.add_argument("--runs", default=Path("runs"), help="folder of the run folders (default: runs)")
     s.add_argument("--reports", default=Path("reports"), help="folder of the group reports (default: reports)")
+    s.add_argument("--group", help="only this group's runs, parameters and metrics (default: every group)")
     s.set_defaults(func=cmd_compare)
 
     cli_elsewhere.add_parsers(sub)
@@ -352,7 +327,7 @@ def parser() -> argparse.ArgumentParser:
 # Options naming files or folders. Their defaults (runs, reports, data/prepared,
 # checkpoints) are relative to the repository root, the folder of params.yaml;
 # what the user types is relative to where it is typed.
-PATH_OPTIONS = ("params", "out", "weights", "data", "runs", "reports", "figures", "metrics", "rates", "work_dir")
+PATH_OPTIONS = ("params", "stamp", "out", "weights", "data", "runs", "reports", "figures", "metrics", "rates", "work_dir")
 
 
 @contextlib.contextmanager
@@ -384,7 +359,10 @@ def main(argv: list[str] | None = None) -> int:
         with _at_root(args):
             return args.func(args)
     except config.ConfigError as exc:
-        print(f"error: params: {exc}", file=sys.stderr)
+        from .pipeline import after_failure
+
+        note = after_failure(getattr(args, "stamp", None), args.out if args.command == "train" else None)
+        print(f"error: params: {exc}{note}", file=sys.stderr)
         return 2
     except Exception as exc:
         from .data import DataError

@@ -1,11 +1,12 @@
 """Command line, part two: the commands that train a group elsewhere than in
-this one `dvc repro` (Slurm, side by side on this machine) and move trained
-runs between machines (a DVC remote, the run store).
+this one `dvc repro` (Slurm, side by side on this machine), move trained
+runs between machines (a DVC remote, the run store) and check a GPU host.
 
     python -m extreme_memorization slurm GROUP [--dry-run] [--partition P] ... [--sbatch=OPTION]
     python -m extreme_memorization local [GROUP ...] [--jobs N] [--gpus LIST] [--dry-run]
     python -m extreme_memorization push|pull [-r REMOTE]
     python -m extreme_memorization store
+    python -m extreme_memorization gpu-check
 """
 
 from __future__ import annotations
@@ -76,6 +77,48 @@ def cmd_local(args) -> int:
         return 130
 
 
+def cmd_gpu_check(args) -> int:
+    import os
+    import shutil
+
+    # Inside a container started without the GPU, neither nvidia-smi nor
+    # /dev/nvidia0 exists; `make` then says so through EM_HOST_GPU (1 or 0).
+    told = os.environ.get("EM_HOST_GPU", "")
+    if told not in ("", "0", "1"):
+        print(f"error: EM_HOST_GPU={told!r} is not allowed: set it to 1 (the host has a GPU) or 0", file=sys.stderr)
+        return 2
+    import keras
+
+    host_gpu = told == "1" if told else (bool(shutil.which("nvidia-smi")) or os.path.exists("/dev/nvidia0"))
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+        built = tf.test.is_built_with_cuda()
+    else:
+        import jax
+
+        gpus = [str(d) for d in jax.devices() if d.platform == "gpu"]
+        built = True
+    if gpus:
+        print(f"{backend} sees {len(gpus)} GPU(s): {', '.join(gpus)}")
+        return 0
+    if not host_gpu:
+        print(f"no GPU on this host; {backend} runs on the CPU")
+        return 0
+    hint = (
+        "this TensorFlow is a CPU-only build (tensorflow-cpu): use the CUDA image (make image) "
+        "or install requirements/cuda.lock"
+        if not built
+        else "check the NVIDIA driver (nvidia-smi), that the container got the GPU (docker run --gpus all "
+        "with the NVIDIA Container Toolkit; podman run --device nvidia.com/gpu=all with its CDI spec, "
+        "podman ignores --gpus), and that the driver supports CUDA 12"
+    )
+    print(f"error: this host has an NVIDIA GPU but {backend} sees none: {hint}", file=sys.stderr)
+    return 1
+
+
 def add_parsers(sub) -> None:
     for verb, func, what in (("push", cmd_push, "send the weights and the run-cache to a DVC remote"),
                              ("pull", cmd_pull, "fetch what was pushed, and file the pulled runs in the run store")):
@@ -85,6 +128,9 @@ def add_parsers(sub) -> None:
 
     s = sub.add_parser("store", help="file this workspace's runs in the run store (after a plain dvc pull)")
     s.set_defaults(func=cmd_store)
+
+    s = sub.add_parser("gpu-check", help="fail when the host has a GPU that the backend does not see")
+    s.set_defaults(func=cmd_gpu_check)
 
     s = sub.add_parser("slurm", help="train a group's stages as a Slurm job array, then its report (docs/slurm.md)")
     s.add_argument("group")

@@ -1,13 +1,16 @@
 """Two revisions of the project side by side, offline.
 
-``python -m extreme_memorization compare REV_A [REV_B]`` writes
-``reports/compare/compare.md``: ``dvc params diff`` and ``dvc metrics diff``
-as Markdown tables, a per-run table, and PNG figures overlaying the two
+``python -m extreme_memorization compare REV_A [REV_B] [--group GROUP]``
+writes ``reports/compare/compare.md``: a summary per group (runs compared,
+how many changed, the largest change of each measure), ``dvc params diff``
+and ``dvc metrics diff`` as Markdown tables, a per-run table, and PNG
+figures overlaying the two
 revisions' curves (accuracies against sigma; history and alignment over
 training per setting, means over its seeds). A revision's run files are
 read with ``git archive`` into a temporary folder; the workspace is never
 checked out. Without REV_B the workspace is compared. Runs are matched by their identity (group and
-swept settings), not by folder, so two layouts of ``runs/`` compare too.
+swept settings), not by folder, so two layouts of ``runs/`` compare too. ``--group`` keeps one group's
+runs, parameters and metrics.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from .files import write_text  # noqa: E402
 COLORS = ("C0", "C1")
 MARKERS = ("o", "s")
 WIDTHS = (2.8, 1.2)
+# The measures compared run by run (and summarized per group).
+MEASURES = ["best_test_acc", "grad_alignment_w1", "rep_alignment"]
 
 
 class CompareError(RuntimeError):
@@ -76,11 +81,30 @@ def extract(rev: str, folder: str, dest: Path) -> Path:
     return dest / folder
 
 
-def dvc_diff(kind: str, rev_a: str, rev_b: str | None) -> str:
-    """``dvc params|metrics diff`` as a Markdown table (changed rows only)."""
+def _of_group(table: str, kind: str, group: str) -> str:
+    """The rows of a ``dvc params|metrics diff`` table that concern ``group``: its
+    parameters and those every group shares (defaults, data), or its metrics file."""
+    lines = table.splitlines()
+    if len(lines) < 2 or not lines[0].startswith("|"):
+        return table
+
+    def concerns(row: str) -> bool:
+        path, name = (c.strip() for c in row.strip("|").split("|")[:2])
+        if kind == "params":
+            return name.split(".")[0] in (group, "defaults", "data")
+        return path == f"reports/metrics/{group}.json"
+
+    rows = [row for row in lines[2:] if concerns(row)]
+    return "\n".join(lines[:2] + rows) if rows else f"No {kind} of group {group} changed."
+
+
+def dvc_diff(kind: str, rev_a: str, rev_b: str | None, group: str | None = None) -> str:
+    """``dvc params|metrics diff`` as a Markdown table (changed rows only; of ``group`` if given)."""
     dvc = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
     done = subprocess.run([dvc, kind, "diff", rev_a, *([rev_b] if rev_b else []), "--md"], capture_output=True, text=True)
     table = done.stdout.strip() or f"No {kind} changed."
+    if group and done.stdout.strip():
+        table = _of_group(table, kind, group)
     notes = [line.strip() for line in done.stderr.splitlines() if line.strip()]
     if done.returncode:
         table = f"`dvc {kind} diff` failed."
@@ -204,16 +228,48 @@ def _seed_frame(keys: list[tuple]) -> pd.DataFrame:
                         columns=[*results.IDENTITY])  # fmt: skip
 
 
+def _merged(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The measures of both revisions side by side, one row per run identity (_merge: in which)."""
+    return pd.merge(*(f.set_index("key")[MEASURES].astype(float) for f in frames), left_index=True, right_index=True,
+                    how="outer", suffixes=("_a", "_b"), indicator=True)  # fmt: skip
+
+
+def _changed(a, b):
+    """Whether a measure changed: defined in one revision only, or different beyond float noise."""
+    return ~(np.isnan(a) & np.isnan(b)) & ~np.isclose(a, b, rtol=1e-6, equal_nan=True)
+
+
+def summary_table(frames: list[pd.DataFrame]) -> str:
+    """Per group: runs in A and in B, runs in both (compared), how many of those
+    changed, and per measure how many changed and the largest absolute change."""
+    merged = _merged(frames)
+    lines = ["| group | runs in A / B | compared | changed | " + " | ".join(MEASURES) + " |",
+             "|---|---|---|---|" + "---|" * len(MEASURES)]  # fmt: skip
+    for group in sorted({key[0] for key in merged.index}):
+        runs = merged[[key[0] == group for key in merged.index]]
+        both = runs[runs["_merge"] == "both"]
+        cells, changed = [], np.zeros(len(both), bool)
+        for col in MEASURES:
+            a, b = both[f"{col}_a"].to_numpy(), both[f"{col}_b"].to_numpy()
+            moved = _changed(a, b)
+            changed |= moved
+            sizes = np.abs(b - a)[moved]
+            sizes = sizes[np.isfinite(sizes)]
+            cells.append(f"{moved.sum()}" + (f", max {sizes.max():.3g}" if len(sizes) else ""))
+        in_a, in_b = (runs["_merge"] != "right_only").sum(), (runs["_merge"] != "left_only").sum()
+        lines.append(f"| {group} | {in_a} / {in_b} | {len(both)} | {changed.sum()} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def run_table(frames: list[pd.DataFrame], names: list[str]) -> str:
-    cols = ["best_test_acc", "grad_alignment_w1", "rep_alignment"]
-    merged = pd.merge(*(f.set_index("key")[cols] for f in frames), left_index=True, right_index=True, how="outer",
-                      suffixes=("_a", "_b"))  # fmt: skip
+    cols = MEASURES
+    merged = _merged(frames)
     lines = ["| run | " + " | ".join(f"{c} {n}" for c in cols for n in names) + " |", "|---|" + "---|" * 2 * len(cols)]
     for key, row in merged.sort_index().iterrows():
         cells = []
         for c in cols:
             a, b = row[f"{c}_a"], row[f"{c}_b"]
-            changed = not (np.isnan(a) and np.isnan(b)) and not np.isclose(a, b, rtol=1e-6, equal_nan=True)
+            changed = _changed(a, b)
             fmt = [("" if np.isnan(v) else f"{v:.3g}") for v in (a, b)]
             cells += [f"**{v}**" if changed and v else v for v in fmt]
         lines.append(f"| {key[0]}: {_label(key)} | " + " | ".join(cells) + " |")
@@ -221,8 +277,9 @@ def run_table(frames: list[pd.DataFrame], names: list[str]) -> str:
 
 
 def write(rev_a: str, rev_b: str | None, out_dir: str | Path = "reports/compare", runs: str = "runs",
-          reports: str = "reports") -> Path:  # fmt: skip
-    """Compare ``rev_a`` with ``rev_b`` (default: the workspace); returns the page's path."""
+          reports: str = "reports", group: str | None = None) -> Path:  # fmt: skip
+    """Compare ``rev_a`` with ``rev_b`` (default: the workspace), all groups or
+    ``group``; returns the page's path."""
     out = Path(out_dir)
     names = [describe(rev_a).split()[0], describe(rev_b).split()[0] if rev_b else "workspace"]
     if names[0] == names[1]:
@@ -235,25 +292,40 @@ def write(rev_a: str, rev_b: str | None, out_dir: str | Path = "reports/compare"
     if all(f.empty for f in frames):
         raise CompareError(f"no finished runs under {runs}/ in {rev_a} or {rev_b or 'the workspace'}")
     frames = [f if not f.empty else pd.DataFrame(columns=[*results.SUMMARY_COLUMNS, "key"]) for f in frames]
+    if group:
+        there = sorted(set(pd.concat([f["group"] for f in frames]).dropna()))
+        frames = [f[f["group"] == group] for f in frames]
+        if all(f.empty for f in frames):
+            raise CompareError(f"no runs of group '{group}' in {rev_a} or {rev_b or 'the workspace'}; "
+                               f"groups there: {', '.join(there)}")  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     for old in [*out.glob("*.png"), out / "compare.md"]:
         old.unlink(missing_ok=True)
     lines = [
         f"# {names[0]} vs {names[1]}",
         "",
-        f"Made by `python -m extreme_memorization compare {rev_a}{' ' + rev_b if rev_b else ''}`. "
+        f"Made by `python -m extreme_memorization compare {rev_a}{' ' + rev_b if rev_b else ''}"
+        f"{f' --group {group}' if group else ''}`. "
         f"A: `{describe(rev_a)}`; B: {f'`{describe(rev_b)}`' if rev_b else 'the workspace'}. "
         "In the figures: colour is the revision (blue: A, orange: B; A drawn wider beneath B, so equal curves "
         "show both), dashed is train and solid is test accuracy; curves and points are means over seeds, "
         "with bands or bars from the lowest to the highest seed.",
         "",
+        "## Summary",
+        "",
+        "Per group: its runs in A and in B, those in both (compared), how many of them changed, and per measure "
+        "how many changed and by how much at most (absolute; a value defined in one revision only counts as "
+        "changed, with no size).",
+        "",
+        summary_table(frames),
+        "",
         "## Parameters that differ (`dvc params diff`)",
         "",
-        dvc_diff("params", rev_a, rev_b),
+        dvc_diff("params", rev_a, rev_b, group),
         "",
         "## Metrics that differ (`dvc metrics diff`)",
         "",
-        dvc_diff("metrics", rev_a, rev_b),
+        dvc_diff("metrics", rev_a, rev_b, group),
         "",
         "## Runs (bold: changed)",
         "",

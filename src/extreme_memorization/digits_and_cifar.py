@@ -9,7 +9,7 @@ are those of the claims table above them.
 
 from __future__ import annotations
 
-from .claims import FAILS, HOLDS, NOT_RUN, Claim
+from .claims import FAILS, HOLDS, NOT_FITTED, NOT_RUN, Claim
 
 DIGITS = (
     "Digits here: 1,437 training and 360 test images of 8x8 grey pixels (64 inputs, 10 classes), 300 epochs for the "
@@ -68,6 +68,8 @@ def _verdict(claim: Claim) -> str:
         return "holds on digits"
     if claim.verdict == FAILS:
         return "does not hold on digits"
+    if claim.verdict == NOT_FITTED:
+        return "is inconclusive on digits"
     return "is not run in this report"
 
 
@@ -81,5 +83,8 @@ def section(claims: list[Claim]) -> list[str]:
             continue
         if claim.verdict == FAILS:
             carries = "A failure here is a reason to look at the CIFAR runs, not a verdict on them. " + carries
+        if claim.verdict == NOT_FITTED:
+            carries = ("A run it needs did not fit its training set (named in the table above), so digits gives no "
+                       "verdict yet: more epochs decide. " + carries)  # fmt: skip
         lines += [f"{head} {carries} {limits}", ""]
     return lines

@@ -4,20 +4,48 @@ one, never half of one that DVC could record.
 Every output of the pipeline (run files, checkpoints, report files, prepared
 data) is written through :func:`atomic_path`: the writer fills a temporary
 file in the same folder, which is flushed to disk and renamed over the
-target only once it is complete.
+target only once it is complete. A write that fails (a full disk) removes
+its temporary file and ends in an :class:`OutputError` of one line naming the
+file and the fix; the train command then removes the run it left unfinished
+(:func:`drop_unfinished_runs`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
+
+FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk, or a full quota
+
+
 class OutputError(RuntimeError):
-    """An output folder cannot be written; found before any work is done."""
+    """An output cannot be written: found before any work is done
+    (:func:`check_writable`), or while writing (nothing half-written is left)."""
+
+    reason = ""  # the system's words, e.g. "[Errno 28] No space left on device"
+    path: Path | None = None  # the file that could not be written
+
+
+def write_failed(path: str | Path, exc: OSError) -> OutputError:
+    """One line for a failed write of ``path``: the cause and the fix."""
+    path = Path(path)
+    # h5py's message spans lines (timestamps, buffer addresses); the errno says it all.
+    words = os.strerror(exc.errno) if exc.errno else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    reason = f"[Errno {exc.errno}] {words}" if exc.errno else words
+    if exc.errno in FULL:
+        fix = f"free space on its disk (df -h {path.parent}) and run the command again"
+    else:
+        fix = f"make {path.parent} writable and run the command again"
+    error = OutputError(f"cannot write {path} ({reason}); {fix}")
+    error.reason, error.path = reason, path
+    return error
 
 
 def check_writable(folder: str | Path, option: str) -> None:
@@ -43,24 +71,61 @@ os.umask(_UMASK)
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path``.
 
-    On an exception the temporary file is removed and ``path`` is untouched.
+    On an exception the temporary file is removed and ``path`` is untouched;
+    an OSError (a full disk) becomes an :class:`OutputError` naming ``path``.
     The temporary name keeps the target's suffix, so writers that pick a
     format by suffix (h5, npz, png) still work.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes[-2:]))
-    os.close(fd)
-    tmp = Path(tmp)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        suffix = ".tmp" + "".join(path.suffixes[-2:])
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+        os.close(fd)
+        tmp = Path(name)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
         yield tmp
         with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+            os.fsync(f.fileno())  # a full disk may show only here
         os.replace(tmp, path)
+    except OSError as exc:
+        raise write_failed(path, exc) from None
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             tmp.unlink()
+
+
+def as_output_error(exc: BaseException, where: str | Path) -> OutputError | None:
+    """``exc`` as one line: an OutputError as it is, an OSError of a full disk
+    (raised by a write outside :func:`atomic_path`) named by its file, else
+    ``where``; None for anything else."""
+    if isinstance(exc, OutputError):
+        return exc
+    if isinstance(exc, OSError) and exc.errno in FULL:
+        return write_failed(exc.filename or where, exc)
+    return None
+
+
+def drop_unfinished_runs(pack: str | Path, weights: str | Path | None, failed: Path | None) -> None:
+    """After a failed write into a pack folder (one folder per run, the
+    weights beside the run files or under ``weights``): remove the run whose
+    file failed and every run folder that lacks one of its files, so that no
+    half-written run is left for DVC, a report or the run store to read. The
+    finished runs stay; a rerun resumes the others from the checkpoint."""
+    from .store import RUN_FILES, WEIGHTS
+
+    pack = Path(pack)
+    weights = Path(weights) if weights else pack
+    failed = Path(failed).resolve() if failed else None
+    for run_dir in sorted(p for p in pack.glob("*") if p.is_dir()) if pack.is_dir() else []:
+        weights_file = weights / run_dir.name / WEIGHTS
+        holds_failed = failed is not None and failed.parent in (run_dir.resolve(), weights_file.parent.resolve())
+        if holds_failed or not all((run_dir / name).is_file() for name in RUN_FILES) or not weights_file.is_file():
+            shutil.rmtree(run_dir, ignore_errors=True)
+            weights_file.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                weights_file.parent.rmdir()
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -13,6 +13,7 @@ layout as they are.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,43 @@ def check(params: Params, dvc_yaml: dict) -> None:
                 f"params.yaml names datasets of your own (data.own) but dvc.yaml has no stage {OWN_STAGE} "
                 "with foreach: ${data.own} to prepare them; restore it from git (git show HEAD:dvc.yaml)"
             )
+
+
+# What the validate stage writes when params.yaml passes. Every train stage
+# depends on it, so it must never change: a valid edit of params.yaml then
+# reruns only the stages whose own settings changed.
+STAMP_TEXT = (
+    "params.yaml passed `python -m extreme_memorization validate` (the DVC stage validate writes this file).\n"
+    "Every train stage depends on it, so `dvc repro` checks params.yaml before it removes any stage's outputs.\n"
+    "Its content never changes: keep it in git as it is.\n"
+)
+
+
+def write_stamp(path: Path) -> None:
+    """Write the validate stage's output; left alone when already right.
+    Bytes, not text: the same bytes (and md5) on every system, so a checkout
+    that turned its line ends into CRLF is put right by the next run."""
+    from . import files
+
+    if not path.is_file() or path.read_bytes() != STAMP_TEXT.encode():
+        with files.atomic_path(path) as tmp:
+            tmp.write_bytes(STAMP_TEXT.encode())
+
+
+def after_failure(stamp: str | None, runs_folder: str | None) -> str:
+    """What DVC did to the outputs before a stage command that failed, for the
+    end of its error line: nothing, when the validate stage (``stamp``)
+    stopped the run; inside a train stage, where its removed outputs come back
+    from (its run folders from git, its weights from DVC's cache)."""
+    import os
+
+    if stamp:
+        return "; dvc repro stopped here, before any stage that trains: no run, weight or report was removed"
+    stage = os.environ.get("DVC_STAGE")
+    if not stage or not runs_folder:
+        return ""
+    return (f"; DVC removed the outputs of stage {stage} before it ran: once params.yaml is fixed, "
+            f"`git checkout -- {runs_folder}` and `dvc checkout {stage}` bring back what was committed")
 
 
 def missing_own_files(params: Params, root: Path) -> list[tuple[str, Path]]:
@@ -153,7 +191,8 @@ def add_group(
     config.read_yaml(params_path)  # a syntax error: one line with file, line and column
     config.read_yaml(dvc_path)
     params_doc = yaml.load(params_path.read_text(encoding="utf-8"))
-    dvc_doc = yaml.load(dvc_path.read_text(encoding="utf-8"))
+    dvc_text = dvc_path.read_text(encoding="utf-8")
+    dvc_doc = yaml.load(dvc_text)
     added = []
     if name in config.SECTIONS or not config.OWN_NAME.fullmatch(name):
         raise ConfigError(
@@ -210,6 +249,7 @@ def add_group(
         out = io.StringIO()
         yaml.dump(doc, out)
         texts[path] = out.getvalue()
+    texts[dvc_path] = keep_wrapped(dvc_text, texts[dvc_path])
     params = config.parse(config._yaml().load(texts[params_path]))  # every run valid before anything is written
     check(params, config._yaml().load(texts[dvc_path]))
     from . import files
@@ -217,3 +257,42 @@ def add_group(
     for path, text in texts.items():
         files.write_text(path, text)
     return added
+
+
+# The report stage's flow list of groups, `group: [a, b, ...]`, possibly
+# wrapped over several lines (the line of `[` up to `]`).
+_REPORT_GROUPS = re.compile(r"^  report:\n(?:(?!  \S).*\n)*?(?P<list>[ \t]+group: \[[^\]]*\])", re.M)
+
+
+def keep_wrapped(before: str, after: str) -> str:
+    """dvc.yaml as dumped (``after``) with the report matrix's flow list of
+    groups laid out as in ``before``: its lines as written, the groups added
+    at its end, a line broken where it would pass the list's widest line (at
+    least 80 columns). ruamel.yaml writes a flow list on one line as wide as
+    its ``width``, which must stay large so that it never folds a long command."""
+    old, new = _REPORT_GROUPS.search(before), _REPORT_GROUPS.search(after)
+    if not old or not new:
+        return after  # a block list (`- name` lines), which ruamel.yaml keeps as written
+
+    def items(text: str) -> list[str]:
+        inner = text.partition("[")[2].rpartition("]")[0]
+        return [item.strip() for item in inner.split(",") if item.strip()]
+
+    kept, wanted = items(old["list"]), items(new["list"])
+    if wanted[: len(kept)] != kept:
+        return after
+    lines = old["list"].split("\n")
+    width = max(80, *(len(line) for line in lines))
+    indent = len(lines[1]) - len(lines[1].lstrip()) if len(lines) > 1 else lines[0].index("[") + 1
+    for item in wanted[len(kept):]:
+        last = lines[-1][:-1].rstrip()  # without its `]`
+        joined = f"{last}{', ' if not last.endswith('[') else ''}{item}]"
+        if len(joined) <= width or last.endswith("["):
+            lines[-1] = joined
+        else:
+            lines[-1] = f"{last},"
+            lines.append(f"{' ' * indent}{item}]")
+    rest = after[new.end("list"):]
+    if rest.lstrip(" \t").startswith("#"):  # a comment after `]`: as far from it as it was
+        rest = re.match(r"[ \t]*", before[old.end("list"):]).group() + rest.lstrip(" \t")
+    return after[: new.start("list")] + "\n".join(lines) + rest

@@ -71,9 +71,10 @@ def results_table(agg: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 def compact_metrics(frame: pd.DataFrame, verdicts: list, correlations: pd.DataFrame) -> dict:
     """A few numbers per group for `dvc metrics show/diff` (every per-run number is in summary.csv):
-    runs, claims per verdict, the range of best test accuracy, and Kendall's tau of best test
-    accuracy with the gradient alignment (W1, else W2) and the representation alignment."""
-    count = {v: sum(c.verdict == v for c in verdicts) for v in (claims_mod.HOLDS, claims_mod.FAILS, claims_mod.NOT_RUN)}
+    runs, claims per verdict (inconclusive: a run the claim needs did not fit), the range of best test
+    accuracy, and Kendall's tau of best test accuracy with the gradient alignment (W1, else W2) and the
+    representation alignment."""
+    count = {v: sum(c.verdict == v for c in verdicts) for v in claims_mod.VERDICTS}
     main = claims_mod.main_alignment(frame)
     everything = correlations[correlations["scope"] == "all runs"].set_index("measure") if len(correlations) else None
 
@@ -87,6 +88,7 @@ def compact_metrics(frame: pd.DataFrame, verdicts: list, correlations: pd.DataFr
         "claims_hold": count[claims_mod.HOLDS],
         "claims_fail": count[claims_mod.FAILS],
         "claims_not_run": count[claims_mod.NOT_RUN],
+        "claims_inconclusive": count[claims_mod.NOT_FITTED],
         "best_acc_min": round(float(frame["best_test_acc"].min()), 4),
         "best_acc_max": round(float(frame["best_test_acc"].max()), 4),
         f"tau_{main.removeprefix('grad_alignment_')}": tau(main),

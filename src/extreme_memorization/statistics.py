@@ -33,6 +33,21 @@ def kendall_tau_b(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return concordance / np.sqrt(np.abs(sx).sum(axis=(1, 2)) * np.abs(sy).sum(axis=(1, 2)))
 
 
+def tau_of_means(x, mean, lo, hi) -> float:
+    """Kendall's tau-b between ``x`` and the means of points with a spread
+    [lo, hi] (over seeds): two means whose ranges overlap count as tied, since
+    their order is within the seeds' noise. A point without a range (one
+    seed: NaN) is its mean. NaN when every pair of means is tied."""
+    x, mean = np.asarray(x, float), np.asarray(mean, float)
+    lo = np.where(np.isnan(np.asarray(lo, float)), mean, lo)
+    hi = np.where(np.isnan(np.asarray(hi, float)), mean, hi)
+    overlap = (lo[:, None] <= hi[None, :]) & (lo[None, :] <= hi[:, None])
+    sx = np.sign(x[:, None] - x[None, :])
+    sy = np.where(overlap, 0.0, np.sign(mean[:, None] - mean[None, :]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float((sx * sy).sum() / np.sqrt(np.abs(sx).sum() * np.abs(sy).sum()))
+
+
 def spearman_rho(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Spearman's rho (Pearson correlation of average ranks) row by row."""
     rx = stats.rankdata(x, axis=1)

@@ -53,9 +53,12 @@ class GroupStatus:
     retrain: str = ""  # what retraining not_cached costs, from their run files ("" when they do not say)
     worker_running: list[str] = dataclasses.field(default_factory=list)
     worker_interrupted: list[str] = dataclasses.field(default_factory=list)
+    data_missing: list[str] = dataclasses.field(default_factory=list)  # own datasets' raw files not here
 
     def line(self, width: int) -> str:
         parts = [f"{self.runs_done}/{self.runs_planned} runs done ({self.packs} pack{'s' if self.packs != 1 else ''})"]
+        if self.data_missing:  # the group cannot be rebuilt or grown here, however many runs are done
+            parts.append(f"raw data missing, the group cannot be rebuilt here: {', '.join(self.data_missing)}")
         if self.stale:
             parts.append(f"stale: {_packs(self.stale)} (settings, code or data changed since trained)")
         if self.not_cached:
@@ -167,7 +170,9 @@ def retrain_time(root: Path, group: str, names: list[str]) -> str:
 
 def group_status(params: Params, root: Path, changed: dict[str, str], locked: set[str], writers: list[str],
                  workers: list[str] = ()) -> list[GroupStatus]:  # fmt: skip
-    out = []
+    from .own_data import missing
+
+    out, absent = [], missing(params, root)
     for name, group in params.groups.items():
         by_pack = packs.packs(params, name)
         done, stale, not_cached, running, interrupted, worker_running, worker_interrupted = 0, [], [], [], [], [], []
@@ -199,6 +204,7 @@ def group_status(params: Params, root: Path, changed: dict[str, str], locked: se
         out.append(GroupStatus(name, done, runs_planned, len(by_pack), stale, running, interrupted, state,
                                not_cached, retrain_time(root, name, not_cached), worker_running,
                                worker_interrupted))  # fmt: skip
+        out[-1].data_missing = [absent[d] for d in group.sweep["dataset"] if d in absent]
     return out
 
 

@@ -1,0 +1,123 @@
+"""A group on data of your own travels to a collaborator: `add-group --npz`
+puts the .npz under DVC (a .dvc file in git, the file git-ignored), so
+`make push` / `make pull` carry it and a clone rebuilds the group; `validate`,
+`make push`, `make status` and `make reproduce DRY=1` say what to do when the
+file is not versioned or not fetched."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import ROOT, TINY_RUN, TINY_SWEEP, dvc_cmd, python_cmd, repo_copy, sh
+from test_scaffold import tiny_npz
+
+FETCH = "data/scans.npz (dataset scans, in DVC: `make pull` fetches it)"
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """User A's repository: the tiny configuration, the Makefile, under git and DVC."""
+    path = tmp_path / "a"
+    path.mkdir()
+    env = repo_copy(path, dict(TINY_RUN), dict(TINY_SWEEP))
+    shutil.copy(ROOT / "Makefile", path / "Makefile")
+    return path, {k: v for k, v in env.items() if k != "MAKEFLAGS"}
+
+
+def add_scans(path: Path, env: dict) -> str:
+    tiny_npz(path / "data/scans.npz")
+    return sh([*python_cmd(), "add-group", "mine", "--dataset", "scans", "--npz", "data/scans.npz", "--sigma", "0.01", "1",
+               "--set", "epochs=2", "--set", "width=8", "--set", "alignment_points=2", "--set", "batch_size=16"],
+              path, env)  # fmt: skip
+
+
+def share(path: Path, env: dict, remote: Path) -> str:
+    """A's side: a folder remote, everything committed, `make push`'s command."""
+    remote.mkdir()
+    sh([dvc_cmd(), "remote", "add", "-d", "shared", str(remote)], path, env)
+    sh(["git", "add", "-A"], path, env)
+    sh(["git", "commit", "-qm", "my group"], path, env)
+    in_git = sh(["git", "ls-files", "data"], path, env, stdout_only=True).split()
+    assert "data/scans.npz.dvc" in in_git and "data/scans.npz" not in in_git  # the data goes through DVC only
+    return sh([*python_cmd(), "push"], path, env)
+
+
+def clone_of(path: Path, target: Path, env: dict) -> tuple[Path, dict]:
+    sh(["git", "clone", "-q", str(path), str(target)], path.parent, env)
+    return target, {**env, "PYTHONPATH": str(target / "src")}
+
+
+def status_of(path: Path, env: dict, group: str) -> str:
+    out = sh([*python_cmd(), "status"], path, env, stdout_only=True)
+    return next(" ".join(line.split()[1:]) for line in out.splitlines() if line.split()[0] == group)
+
+
+def make(path: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "-s", *args, f"ENV_BIN={Path(sys.executable).parent}"], cwd=path, env=env,
+                          capture_output=True, text=True)  # fmt: skip
+
+
+def test_add_group_npz_versions_the_file_and_a_clone_fetches_it_with_make_pull(repo, tmp_path):
+    path, env = repo
+    assert "added DVC: data/scans.npz.dvc versions data/scans.npz" in add_scans(path, env)
+    assert subprocess.run(["git", "check-ignore", "-q", "data/scans.npz"], cwd=path).returncode == 0
+    staged = sh(["git", "diff", "--cached", "--name-only"], path, env, stdout_only=True).split()
+    assert {"data/scans.npz.dvc", "data/.gitignore"} <= set(staged)  # ready to commit (core.autostage)
+    assert "this push does not carry it" not in share(path, env, tmp_path / "remote")
+
+    clone, cenv = clone_of(path, tmp_path / "b", env)
+    assert not (clone / "data/scans.npz").exists()
+    assert f"raw data missing, the group cannot be rebuilt here: {FETCH}" in status_of(clone, cenv, "mine")
+    dry = make(clone, cenv, "reproduce", "DRY=1")
+    assert dry.returncode != 0 and "Running stage" not in dry.stdout
+    assert dry.stderr.splitlines()[0] == (
+        "error: own dataset 'scans': data/scans.npz is in DVC (data/scans.npz.dvc) but not fetched here; "
+        "`make pull` fetches it"
+    )
+    sh([*python_cmd(), "pull"], clone, cenv)  # what `make pull` runs
+    assert (clone / "data/scans.npz").read_bytes() == (path / "data/scans.npz").read_bytes()
+    assert "raw data missing" not in status_of(clone, cenv, "mine")
+    assert "warning" not in sh([*python_cmd(), "validate", "--data"], clone, cenv)
+
+
+@pytest.mark.slow
+def test_a_collaborator_rebuilds_an_own_data_group_after_make_pull(repo, tmp_path):
+    path, env = repo
+    add_scans(path, env)
+    sh([dvc_cmd(), "repro", "report@mine"], path, env)
+    share(path, env, tmp_path / "remote")
+
+    clone, cenv = clone_of(path, tmp_path / "b", env)
+    sh([*python_cmd(), "pull"], clone, cenv)
+    assert status_of(clone, cenv, "mine") == "2/2 runs done (1 pack); report up to date"
+    out = sh([dvc_cmd(), "repro", "report@mine"], clone, cenv)
+    assert "Running stage" not in out, out  # everything pulled matches dvc.lock: nothing to train again
+    summary = pd.read_csv(clone / "reports/mine/summary.csv")
+    assert sorted(summary["sigma"]) == [0.01, 1.0] and set(summary["dataset"]) == {"scans"}
+
+
+def test_an_own_dataset_not_under_dvc_gets_the_dvc_add_line_from_validate_and_make_push(repo, tmp_path):
+    path, env = repo
+    raw = yaml.safe_load((path / "params.yaml").read_text())
+    raw["data"]["own"] = {"scans": "data/scans.npz", "faces": str(tiny_npz(tmp_path / "faces.npz"))}
+    (path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    tiny_npz(path / "data/scans.npz")
+    hint = ("own dataset 'scans': data/scans.npz is not versioned, so a clone cannot rebuild prepare-own@scans: "
+            "`dvc add data/scans.npz`, commit data/scans.npz.dvc, then `make push`")  # fmt: skip
+    outside = f"own dataset 'faces': {tmp_path / 'faces.npz'} is outside the repository, so a clone cannot fetch it"
+    said = sh([*python_cmd(), "validate"], path, env, stdout_only=True).splitlines()
+    assert f"warning: {hint}" in said and any(line.startswith(f"warning: {outside}") for line in said)
+    (tmp_path / "remote").mkdir()
+    sh([dvc_cmd(), "remote", "add", "-d", "shared", str(tmp_path / "remote")], path, env)
+    pushed = subprocess.run([*python_cmd(), "push"], cwd=path, env=env, capture_output=True, text=True)
+    assert pushed.returncode == 0 and f"note: {hint}; this push does not carry it" in pushed.stderr.splitlines()
+
+    sh([dvc_cmd(), "add", "data/scans.npz"], path, env)  # as the hint says: no more warning for it
+    assert "'scans'" not in sh([*python_cmd(), "validate"], path, env)
+    absent = sh([*python_cmd(), "add-group", "later", "--dataset", "later", "--npz", "data/later.npz"], path, env)
+    assert "note: data/later.npz is not there yet; save it, then `dvc add data/later.npz`" in absent
