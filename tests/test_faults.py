@@ -125,6 +125,9 @@ def test_a_training_run_prints_no_start_up_noise_and_numbers_as_the_tables_do(tm
     (done,) = DONE.findall(result.stdout)
     assert all(three_significant(value) for value in done[1:5]), done
 
+
+@pytest.mark.slow  # its fast twin: the done line of a run whose gradients vanished, below
+def test_the_done_line_of_a_diverged_run_says_undefined_not_nan(tmp_path, digits_npz):
     diverging = tmp_path / "diverging"
     diverging.mkdir()
     write_params(diverging, {"learning_rate": 1e6})

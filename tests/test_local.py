@@ -135,6 +135,10 @@ def utc(text: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(text)
 
 
+# Slow: that the two trainings overlap in time is a claim about the clock.
+# Its fast twins: the planning tests above, and a real worker training a pack
+# in tests/test_status.py (test_status_sees_a_pack_running_in_a_local_worker...).
+@pytest.mark.slow
 def test_two_packs_train_side_by_side_and_dvc_repro_afterwards_trains_nothing(tmp_path):
     repo = make_repo(tmp_path / "repo")
     start = time.monotonic()

@@ -111,20 +111,30 @@ def _env_for(clone: Path, env: dict) -> dict:
     return {**env, "PYTHONPATH": str(clone / "src")}
 
 
-def test_a_folder_remote_gives_a_fresh_clone_every_weight_and_nothing_to_train(trained, tmp_path):
-    path, env = trained
+def _pushed_and_pulled(repo, tmp_path) -> tuple[Path, dict]:
+    """``repo`` pushed to a folder remote, and a fresh clone of it that pulled; the clone and its environment."""
+    path, env = repo
     remote = tmp_path / "remote"
     remote.mkdir()
     sh([dvc_cmd(), "remote", "add", "-d", "shared", str(remote)], path, env)
     _commit(path, env, "remote")
     sh([*python_cmd(), "push"], path, env)
-
     clone = _clone(path, tmp_path / "clone", env)
     cenv = _env_for(clone, env)
     out = sh([*python_cmd(), "pull"], clone, cenv)
     assert "run store: 2 pulled runs added" in out
-    assert _digests(clone) == _digests(path)
+    return clone, cenv
+
+
+def test_a_folder_remote_gives_a_fresh_clone_every_weight_and_nothing_to_train(trained_repo, tmp_path):
+    clone, cenv = _pushed_and_pulled(trained_repo, tmp_path)
+    assert _digests(clone) == _digests(trained_repo[0])
     assert "Running stage" not in _repro(clone, cenv)
+
+
+@pytest.mark.slow
+def test_pulled_runs_are_reused_when_a_seed_is_added_in_the_clone(trained_repo, tmp_path):
+    clone, cenv = _pushed_and_pulled(trained_repo, tmp_path)
     _set_sweep(clone, seed=[0, 1])  # the pulled runs are reused, only seed 1 trains
     assert _repro(clone, cenv).count(REUSED) == 2
 
