@@ -107,7 +107,7 @@ test-jax: $(STAMP) ## the core's tests under the JAX backend (closed forms, pack
 	KERAS_BACKEND=jax $(PYTEST_PARALLEL) tests/test_alignment.py tests/test_losses.py tests/test_gradients.py tests/test_api.py tests/test_load.py \
 	  tests/test_packs.py tests/test_backend.py tests/test_resume.py
 
-test-slow: $(STAMP) ## the slow checks: digits sweep vs the claims, fresh clones, signals, remotes, fan-out, the offline study shrunk (about 14 minutes)
+test-slow: $(STAMP) ## the slow checks: digits sweep vs the claims, fresh clones, signals, remotes, fan-out, the offline study shrunk (about 15 minutes)
 	$(PYTEST) -m slow
 
 slurm: validate ## a group's training on a Slurm cluster: make slurm GROUP=section3 SLURM_ARGS="--gpus-per-task 1 --time 08:00:00"
