@@ -1,6 +1,8 @@
 # CUDA image for `make reproduce`: the same pinned Python packages as the CPU
 # set-up (requirements/cuda.lock and requirements/cpu.lock come from one
-# source by `make lock`), TensorFlow with its CUDA and cuDNN wheels.
+# source by `make lock`), TensorFlow with its CUDA and cuDNN wheels. The
+# runtime packages only: the test and lint tools (requirements/dev.lock) stay
+# out of the image.
 #
 # Why not tensorflow/tensorflow:<2.18+>-gpu: those images ship CUDA 12.3 and
 # cuDNN 8.9, while TensorFlow 2.18-2.21 are built for CUDA 12.5 and cuDNN 9.3,

@@ -1,9 +1,11 @@
-# make help lists the targets. Every target creates .venv from the lock first
-# (once: nothing is re-installed while the lock is unchanged).
+# make help lists the targets. Every target creates .venv from the locks first
+# (once: nothing is re-installed while the locks are unchanged).
 
 SHELL := /bin/bash
 PYTHON ?= python3.11
 LOCK := requirements/cpu.lock
+# The test and lint tools, installed into .venv on top of LOCK (not into the image).
+DEV_LOCK := requirements/dev.lock
 ifeq ($(EM_CONTAINER),1)
 # Inside the CUDA image: its packages are installed system-wide from cuda.lock.
 BIN := /usr/local/bin
@@ -52,6 +54,11 @@ CONTAINER_RUN = $(CONTAINER_ENGINE) run --rm --stop-timeout 60 $(GPU_FLAGS) $(US
 	-e EM_HOST_GPU=$(HOST_GPU) -v "$(CONTAINER_WORKDIR)":/work -v "$(TFDS_DIR)":/data/tfds $(CONTAINER_FLAGS)
 CONTAINER_TEST = tests/container/run.sh
 
+# What make lint checks: every shell script (.ci/run and every *.sh, package
+# data under src/ included; found when make lint runs) and the Python sources.
+SHELL_SCRIPTS = .ci/run $(sort $(shell find container benchmarks tests src -type f -name '*.sh'))
+PYTHON_DIRS = src tests benchmarks
+
 # pytest with one worker per core (a test file per worker; TEST_WORKERS=0 for
 # one process), in the shuffled order pytest-randomly prints the seed of
 # (-p randomly -p "randomly_seed=N" repeats it; -p no:randomly keeps the file
@@ -74,16 +81,17 @@ export PYTHONUNBUFFERED := 1
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-24s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: $(LOCK) pyproject.toml
+$(VENV)/.installed: $(LOCK) $(DEV_LOCK) pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing $(LOCK) into $(VENV) (once; about 2 minutes)"
-	@$(BIN)/python -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r $(LOCK) 2>&1 | grep -v "^WARNING: Location" || true
+	@echo "installing $(LOCK) and $(DEV_LOCK) into $(VENV) (once; about 2 minutes)"
+	@$(BIN)/python -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r $(LOCK) -r $(DEV_LOCK) 2>&1 | grep -v "^WARNING: Location" || true
 	@$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true
-	@$(BIN)/python -c "import extreme_memorization, keras, tensorflow, dvc" || { echo "error: the install into $(VENV) failed; see the pip output above"; exit 1; }
+	@$(BIN)/python -c "import extreme_memorization, keras, tensorflow, dvc, pytest, moto" && $(BIN)/ruff --version >/dev/null \
+	  || { echo "error: the install into $(VENV) failed; see the pip output above"; exit 1; }
 	@touch $@
 
-venv: $(STAMP) ## create .venv from the lock (done by every target)
+venv: $(STAMP) ## create .venv from the locks: the runtime's and the tools' (done by every target)
 
 validate: $(STAMP) ## check params.yaml and list the experiment groups
 	@$(BIN)/python -m extreme_memorization validate
@@ -128,7 +136,7 @@ reproduce: $(STAMP) ## every group (GPU box); side by side: JOBS=4 [GPUS=0,1,2,3
 ifneq ($(JOBS)$(GPUS),)
 	$(BIN)/python -m extreme_memorization local $(GROUPS) $(if $(JOBS),--jobs $(JOBS)) $(if $(GPUS),--gpus $(GPUS)) $(if $(filter 1,$(DRY)),--dry-run)
 else
-	$(if $(filter 1,$(DRY)),$(BIN)/python -m extreme_memorization.dry_run $(addprefix report@,$(GROUPS)),$(BIN)/dvc repro $(addprefix report@,$(GROUPS)))
+	$(if $(filter 1,$(DRY)),$(BIN)/python -m extreme_memorization.pipeline.dry_plan $(addprefix report@,$(GROUPS)),$(BIN)/dvc repro $(addprefix report@,$(GROUPS)))
 endif
 
 data: validate ## prepare tfds datasets only: make data DATASETS="cifar10 svhn_cropped"
@@ -151,12 +159,15 @@ device-wheels: ## Keras and what a bare JAX GPU machine lacks, as cp312 wheels i
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 	  -d .whl $$(grep -E '^(keras|namex|optree|ruamel-yaml)==' $(LOCK) | sed 's/ .*//')
 
-lint: $(STAMP) ## hadolint on the Dockerfile
-	$(BIN)/hadolint Dockerfile
+lint: $(STAMP) ## hadolint (Dockerfile), shellcheck (every shell script), ruff check and ruff format --check (Python)
+	@status=0; for check in "hadolint Dockerfile" "shellcheck $(SHELL_SCRIPTS)" \
+	  "ruff check $(PYTHON_DIRS)" "ruff format --check --output-format concise $(PYTHON_DIRS)"; do \
+	  echo "$$check"; $(BIN)/$$check || status=1; \
+	done; exit $$status
 
-lock: $(STAMP) ## re-resolve requirements/*.in into cpu.lock and cuda.lock (hashes, same versions)
-	cd requirements && for target in cpu cuda; do \
-	  constraint=$$([ $$target = cuda ] && echo "-c cpu.lock"); \
+lock: $(STAMP) ## re-resolve requirements/*.in into cpu.lock, cuda.lock and dev.lock (hashes, same versions)
+	cd requirements && for target in cpu cuda dev; do \
+	  constraint=$$([ $$target = cpu ] || echo "-c cpu.lock"); \
 	  $(abspath $(BIN))/uv pip compile -q --generate-hashes --python-version 3.11 \
 	    --python-platform x86_64-manylinux_2_28 --index-url https://pypi.org/simple \
 	    --custom-compile-command "make lock" $$constraint $$target.in -o $$target.lock || exit 1; \

@@ -39,9 +39,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
-
-from extreme_memorization import backend, checkpoints, config, loops, losses  # noqa: E402
 from old_path import OldRun  # noqa: E402
+
+from extreme_memorization.config import settings as config
+from extreme_memorization.core import (
+    backend,
+    loops,
+    losses,  # noqa: E402
+)
+from extreme_memorization.training import checkpoints
 
 
 def best_of(fn, repeat: int) -> float:
@@ -206,8 +212,9 @@ def alignment_speedup(batch: int = 256) -> dict:
     import keras
     from keras import ops
 
-    from extreme_memorization import alignment as al
-    from extreme_memorization import api, models
+    from extreme_memorization.core import alignment as al
+    from extreme_memorization.core import models
+    from extreme_memorization.core import probe as api
 
     run = paper_runs(1)[0]
     keras.utils.set_random_seed(0)
@@ -260,7 +267,7 @@ def demo() -> dict:
         trained = sum({i["dataset"] + i["activation"]: i["train_seconds"] for i in infos}.values())
         measured = sum({i["dataset"] + i["activation"]: i.get("measure_seconds", 0) for i in infos}.values())
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import extreme_memorization.training"], env=env, check=True)
+        subprocess.run([sys.executable, "-c", "import extreme_memorization.training.train"], env=env, check=True)
         imports = time.perf_counter() - t0
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "extreme_memorization", "report", "digits", "--runs", "runs/digits",
@@ -287,7 +294,9 @@ def main() -> int:
     result["step_cost"] = [step_cost("digits", 1437, (8, 8, 1), repeat),
                            step_cost("cifar", 1280 if args.quick else 5120, (32, 32, 3), repeat)]  # fmt: skip
     result["packs"] = packs_vs_solo(sizes, 2 if args.quick else 5)
-    result["cifar_training"] = cifar_flops((1, 5) if args.quick else (1, 5), 1280 if args.quick else 5120, repeat, matmul)
+    result["cifar_training"] = cifar_flops(
+        (1, 5) if args.quick else (1, 5), 1280 if args.quick else 5120, repeat, matmul
+    )
     cifar_epoch_s = 50000 / 256 * result["step_cost"][1]["new_step_ms"] / 1e3
     result["checkpoint"] = checkpoint_cost(cifar_epoch_s)
     result["alignment"] = alignment_speedup()
@@ -306,7 +315,9 @@ def markdown(r: dict) -> str:
              f"{r['numpy_matmul_gflops']:.0f} GFLOP/s, {r['backend']} {r['backend_matmul_gflops']:.0f} GFLOP/s", "",
              "| (a) one SGD step, one run | new loop | model.fit | speed-up | new loop GFLOP/s |", "|---|---|---|---|---|"]  # fmt: skip
     for s in r["step_cost"]:
-        lines.append(f"| {s['shape']} shapes | {s['new_step_ms']:.2f} ms | {s['old_step_ms']:.2f} ms | {s['speedup']:.1f}x | {s['new_gflops']:.0f} |")
+        lines.append(
+            f"| {s['shape']} shapes | {s['new_step_ms']:.2f} ms | {s['old_step_ms']:.2f} ms | {s['speedup']:.1f}x | {s['new_gflops']:.0f} |"
+        )
     lines += ["", "| (b) runs, digits shapes, per epoch | pack | R solo, new loop | R solo, model.fit | pack vs new | pack vs model.fit |",
               "|---|---|---|---|---|---|"]  # fmt: skip
     for s in r["packs"]:

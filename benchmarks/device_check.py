@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def trainer_for(members: int, n: int, precision: str):
-    from extreme_memorization import backend, config, loops, losses
+    from extreme_memorization.config import settings as config
+    from extreme_memorization.core import backend, loops, losses
 
     backend.set_matmul_precision(precision)
     params = config.load(ROOT / "params.yaml")
@@ -31,7 +32,10 @@ def trainer_for(members: int, n: int, precision: str):
     sigmas = np.geomspace(0.001, 10, members) if members > 1 else [0.01]
     runs = [config.make_run({**base, "sigma": float(s), "seed": i}) for i, s in enumerate(sigmas)]
     rng = np.random.default_rng(0)
-    x, xt = rng.standard_normal((n, 32, 32, 3), dtype=np.float32), rng.standard_normal((n // 5, 32, 32, 3), dtype=np.float32)
+    x, xt = (
+        rng.standard_normal((n, 32, 32, 3), dtype=np.float32),
+        rng.standard_normal((n // 5, 32, 32, 3), dtype=np.float32),
+    )
     y, yt = rng.integers(0, 10, (members, n)), rng.integers(0, 10, (members, n // 5))
     trainer = loops.PackedMLP(runs, 10, x, y, xt, yt)
     trainer.loss = losses.build(runs[0])
@@ -40,7 +44,7 @@ def trainer_for(members: int, n: int, precision: str):
 
 def epoch_seconds(trainer, epochs: int) -> tuple[float, float]:
     """(seconds per epoch of training steps, seconds of the per-epoch evaluation)."""
-    from extreme_memorization import loops
+    from extreme_memorization.core import loops
 
     active = np.ones(trainer.members, bool)
 
@@ -68,7 +72,7 @@ def tf32_error(n: int = 2048) -> dict:
     """How far TF32 moves sin(W1 x) at sigma = 10 (standardized CIFAR-like x)."""
     from keras import ops
 
-    from extreme_memorization import backend
+    from extreme_memorization.core import backend
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, 3072)).astype(np.float32)
@@ -77,7 +81,9 @@ def tf32_error(n: int = 2048) -> dict:
     out = {}
     for precision in ("float32", "tf32"):
         backend.set_matmul_precision(precision)
-        pre = np.asarray(ops.convert_to_numpy(ops.matmul(ops.convert_to_tensor(x), ops.convert_to_tensor(w1))), np.float64)
+        pre = np.asarray(
+            ops.convert_to_numpy(ops.matmul(ops.convert_to_tensor(x), ops.convert_to_tensor(w1))), np.float64
+        )
         out[precision] = float(np.sqrt(np.mean((np.sin(pre) - exact) ** 2)))
     out["pre_activation_rms"] = float(np.sqrt(np.mean((x.astype(np.float64) @ w1.astype(np.float64)) ** 2)))
     return out
@@ -88,12 +94,19 @@ def main() -> int:
     p.add_argument("--cpu", action="store_true", help="small sizes, for a CPU (CI keeps the script working)")
     p.add_argument("--out", default="device_check.json")
     args = p.parse_args()
-    from extreme_memorization import backend, config, plan
+    from extreme_memorization.config import settings as config
+    from extreme_memorization.core import backend
+    from extreme_memorization.pipeline import plan
 
     n, epochs, sizes = (1024, 1, (1, 5)) if args.cpu else (50_000, 3, (1, 5, 15))
     result = {"backend": backend.name(), "device": backend.device_name(), "examples": n, "steps": {}}
-    print(f"{backend.name()} on {backend.device_name()}; CIFAR-shaped MLP (3072-1024-10), batch 256, {n} examples", flush=True)
-    print("| precision | runs | steps/s | run-steps/s | epoch, training (s) | epoch, evaluation (s) |\n|---|---|---|---|---|---|")
+    print(
+        f"{backend.name()} on {backend.device_name()}; CIFAR-shaped MLP (3072-1024-10), batch 256, {n} examples",
+        flush=True,
+    )
+    print(
+        "| precision | runs | steps/s | run-steps/s | epoch, training (s) | epoch, evaluation (s) |\n|---|---|---|---|---|---|"
+    )
     for precision in ("float32", "tf32"):
         for r in sizes:
             trainer = trainer_for(r, n, precision)
@@ -101,7 +114,10 @@ def main() -> int:
             steps_per_s = trainer.steps_per_epoch / train_s
             result["steps"][f"{precision}-{r}"] = {"runs": r, "steps_per_s": steps_per_s, "train_epoch_s": train_s,
                                                    "eval_epoch_s": eval_s}  # fmt: skip
-            print(f"| {precision} | {r} | {steps_per_s:,.0f} | {steps_per_s * r:,.0f} | {train_s:.3f} | {eval_s:.3f} |", flush=True)
+            print(
+                f"| {precision} | {r} | {steps_per_s:,.0f} | {steps_per_s * r:,.0f} | {train_s:.3f} | {eval_s:.3f} |",
+                flush=True,
+            )
             del trainer
     # plan.py reads seconds per full CIFAR epoch (50,000 train + 10,000 test) at float32
     scale = 50_000 / n
@@ -114,7 +130,9 @@ def main() -> int:
     params = config.load(ROOT / "params.yaml")
     hours = plan.measured_hours(params, result, tflops=25.0, step_ms=2.0)
     result["projected_hours"] = hours
-    print("\nProjected hours at float32 (MLP packs from these rates; other models at an assumed 25 TFLOP/s + 2 ms/step):")
+    print(
+        "\nProjected hours at float32 (MLP packs from these rates; other models at an assumed 25 TFLOP/s + 2 ms/step):"
+    )
     print("| group | hours |\n|---|---|")
     for name, h in hours.items():
         print(f"| {name} | {h:,.2f} |")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from extreme_memorization import losses, models
+from extreme_memorization.core import losses, models
 
 
 class OldRun:
@@ -26,7 +26,9 @@ class OldRun:
 
     def evaluate(self) -> None:
         for x, y in (self.data[:2], self.data[2:]):
-            z = np.concatenate([np.asarray(self.model.predict_on_batch(x[i : i + 2048])) for i in range(0, len(x), 2048)])
+            z = np.concatenate(
+                [np.asarray(self.model.predict_on_batch(x[i : i + 2048])) for i in range(0, len(x), 2048)]
+            )
             float(np.mean(keras.ops.convert_to_numpy(self.loss.per_example(y, z))))
 
     def epoch(self) -> None:

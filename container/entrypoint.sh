@@ -16,7 +16,7 @@ if [ -n "$stopped" ]; then
     while [ "$(date +%s)" -lt "$deadline" ]; do
         others=
         for proc in /proc/[0-9]*; do
-            case ${proc#/proc/} in 1 | $$) ;; *) others=1 ;; esac
+            case ${proc#/proc/} in 1 | "$$") ;; *) others=1 ;; esac
         done
         [ -n "$others" ] || break
         sleep 0.2

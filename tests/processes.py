@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from extreme_memorization.progress import PAUSE_VARIABLE, PAUSED
+from extreme_memorization.training.progress import PAUSE_VARIABLE, PAUSED
 
 HANG_SECONDS = 300  # far longer than any step waited for here takes on a busy 2-core machine
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from extreme_memorization import alignment as al
+from extreme_memorization.core import alignment as al
 
 rng = np.random.default_rng(0)
 

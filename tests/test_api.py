@@ -15,8 +15,8 @@ import pytest
 
 import extreme_memorization
 from extreme_memorization import AlignmentCallback, AlignmentInputError, measure_alignment
-from extreme_memorization import alignment as al
-from extreme_memorization import measures
+from extreme_memorization.core import alignment as al
+from extreme_memorization.core import measures
 
 ROOT = Path(__file__).resolve().parents[1]
 ANY_MODEL_MEASURES = [m for m in measures.MEASURES if m not in measures.FIRST_LAYER_MEASURES]
@@ -91,7 +91,9 @@ def test_the_callback_logs_reach_history_and_csvlogger(tmp_path, digits):
     model = functional_convnet()
     callback = AlignmentCallback(x, y, every=2)
     log = tmp_path / "log.csv"
-    history = model.fit(x, y, batch_size=32, epochs=4, verbose=0, callbacks=[callback, keras.callbacks.CSVLogger(str(log))])
+    history = model.fit(
+        x, y, batch_size=32, epochs=4, verbose=0, callbacks=[callback, keras.callbacks.CSVLogger(str(log))]
+    )
 
     assert [m["epoch"] for m in callback.measurements] == [2, 4]
     values = history.history["grad_alignment_w2"]

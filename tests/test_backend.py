@@ -8,8 +8,9 @@ import subprocess
 import pytest
 
 from conftest import committed_text, python_cmd
-from extreme_memorization import backend, training
-from extreme_memorization.config import make_run
+from extreme_memorization.config.settings import make_run
+from extreme_memorization.core import backend
+from extreme_memorization.training import train as training
 
 # Across backends the same run differs only by float32 rounding: after a few
 # epochs the accuracies agree to one example and the rest to this tolerance.

@@ -6,7 +6,7 @@ sigma differ, exactly as `make demo` runs them.
 
 import pytest
 
-from extreme_memorization import training
+from extreme_memorization.training import train as training
 
 pytestmark = pytest.mark.slow
 
@@ -16,7 +16,9 @@ def sweep(params, digits_npz, tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
     results = {}
     for run in params.group("digits").runs(params.defaults):
-        results[run.activation, run.sigma] = training.train(run, "digits", digits_npz, out / f"{run.activation}-{run.sigma}")
+        results[run.activation, run.sigma] = training.train(
+            run, "digits", digits_npz, out / f"{run.activation}-{run.sigma}"
+        )
     return results
 
 

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, committed_text, python_cmd, train_groups, write_pipeline
-from extreme_memorization import config, report
+from extreme_memorization.config import settings as config
+from extreme_memorization.report import write as report
 
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
@@ -78,7 +79,9 @@ def test_without_a_second_revision_the_workspace_is_compared_and_left_untouched(
 
 
 def test_an_unknown_revision_is_one_clear_line():
-    result = subprocess.run([*python_cmd(), "compare", "no-such-rev"], cwd=ROOT, env=ENV, capture_output=True, text=True)
+    result = subprocess.run(
+        [*python_cmd(), "compare", "no-such-rev"], cwd=ROOT, env=ENV, capture_output=True, text=True
+    )
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and "'no-such-rev' is not a git revision" in result.stderr
 
@@ -97,7 +100,9 @@ def test_a_summary_per_group_opens_the_page_and_group_keeps_one_group(history, t
         page = (repo / "reports" / "compare" / "compare.md").read_text()
         assert page.index("## Summary") < page.index("## Parameters that differ") < page.index("## Runs")
         rows = page.split("## Summary")[1].split("##")[0].splitlines()
-        return page, {line.split("|")[1].strip(): line for line in rows if line.startswith("| ") and "| group |" not in line}
+        return page, {
+            line.split("|")[1].strip(): line for line in rows if line.startswith("| ") and "| group |" not in line
+        }
 
     page, rows = summary()
     # The learning rate changed from HEAD~1 to HEAD: both digits runs changed; `other` exists only in the workspace.
@@ -114,4 +119,5 @@ def test_a_summary_per_group_opens_the_page_and_group_keeps_one_group(history, t
     unknown = subprocess.run([*python_cmd(), "compare", "HEAD~1", "--group", "nosuch"], cwd=repo, env=ENV,
                              capture_output=True, text=True)  # fmt: skip
     assert unknown.returncode == 1 and unknown.stderr == (
-        "error: no runs of group 'nosuch' in HEAD~1 or the workspace; groups there: digits, other\n")
+        "error: no runs of group 'nosuch' in HEAD~1 or the workspace; groups there: digits, other\n"
+    )

@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, committed_raw, committed_text
-from extreme_memorization import config, packs
+from extreme_memorization.config import packs
+from extreme_memorization.config import settings as config
 from processes import run_watching_imports
 
 
@@ -104,7 +105,9 @@ def test_every_group_has_its_train_and_report_stages_in_dvc_yaml(params):
     for name in params.groups:
         matrix = stages[f"train-{name}"]["matrix"]
         assert matrix["group"] == [name]
-        assert {k: v for k, v in matrix.items() if k != "group"} == {k: f"${{{name}.sweep.{k}}}" for k in packs.PACK_AXES}
+        assert {k: v for k, v in matrix.items() if k != "group"} == {
+            k: f"${{{name}.sweep.{k}}}" for k in packs.PACK_AXES
+        }
     assert {k.removeprefix("train-") for k in stages if k.startswith("train-")} == set(params.groups)
 
 
@@ -165,7 +168,7 @@ def test_params_are_read_by_yaml_1_2_rules_so_dvc_and_training_see_the_same_valu
 
 
 def test_set_values_written_by_dvc_are_read_by_the_same_rules(tmp_path):
-    from extreme_memorization import cli
+    from extreme_memorization.cli import stages as cli_stages
 
     text = params_text(sigma=("sigma: [0.001, 0.01, 0.1, 1, 10]", "sigma: [1e-5, 2.5e+3, 0.1, 1]"))
     stage = "stages:\n  train:\n    matrix:\n      sigma: ${digits.sweep.sigma}\n" \
@@ -176,13 +179,13 @@ def test_set_values_written_by_dvc_are_read_by_the_same_rules(tmp_path):
     params = config.load(tmp_path / "params.yaml")
     sigmas = []
     for command in commands:
-        overrides = cli._overrides(command.split(" --set ")[1:])
+        overrides = cli_stages._overrides(command.split(" --set ")[1:])
         assert overrides["labels"] == "true"  # text fields stay text
         sigmas.append(params.run("digits", overrides).sigma)
     assert sigmas == [1e-5, 2500.0, 0.1, 1.0]
-    assert cli._overrides(["sigma=None"]) == {"sigma": None}  # how DVC writes null
+    assert cli_stages._overrides(["sigma=None"]) == {"sigma": None}  # how DVC writes null
     with pytest.raises(config.ConfigError, match=r"^--set sigma = '\[1' is not a valid YAML value"):
-        cli._overrides(["sigma=[1"])
+        cli_stages._overrides(["sigma=[1"])
 
 
 @pytest.mark.parametrize(

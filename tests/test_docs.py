@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from extreme_memorization import cli
+from extreme_memorization.cli import main as cli
 
 ROOT = Path(__file__).resolve().parents[1]
 README_MAX_LINES = 250

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from conftest import committed_text, committed_tree, python_cmd
-from extreme_memorization import training
-from extreme_memorization.config import make_run
+from extreme_memorization.config.settings import make_run
+from extreme_memorization.training import train as training
 from processes import run_watching_imports
 
 
@@ -154,7 +154,8 @@ def test_the_done_line_of_a_run_whose_gradients_vanished_leaves_the_gradient_mea
 FULL_DISK = """
 import errno, sys
 from pathlib import Path
-from extreme_memorization import cli  # first: it keeps TensorFlow's start-up lines out, as the command does
+from extreme_memorization.cli import main as cli, tf_logs
+tf_logs.quiet()  # first: it keeps TensorFlow's start-up lines out, as the command does
 import keras
 real = keras.Model.save_weights
 def full_disk(self, path, *args, **kwargs):

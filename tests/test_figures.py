@@ -13,7 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from extreme_memorization import compare, figure_style, figures, results
+from extreme_memorization.report import compare, figures
+from extreme_memorization.report import style as figure_style
+from extreme_memorization.training import run_folder as results
 
 SIGMAS = [0.001, 0.01, 0.1, 1.0, 10.0]
 POINTS = [0, 1, 3, 7, 17, 45, 116, 300]  # alignment measurement epochs
@@ -74,7 +76,9 @@ def sweep(root: Path, seeds=(0, 1), vanished=((10.0, 0),), **kwargs) -> None:
         for sigma in SIGMAS:
             for seed in seeds:
                 gone = activation == "relu" and (sigma, seed) in vanished
-                write_run(root, activation, sigma, seed, vanish_after=17 if gone else None, offset=0.02 * seed, **kwargs)
+                write_run(
+                    root, activation, sigma, seed, vanish_after=17 if gone else None, offset=0.02 * seed, **kwargs
+                )
 
 
 @pytest.fixture
@@ -105,7 +109,9 @@ def fig2_panel(fig, row_label: str, column: str):
 
 
 def sigma_line(ax, sigma: float, colours):
-    return next(line for line in ax.get_lines() if np.allclose(line.get_color(), colours(sigma)) and len(line.get_xdata()) > 1)
+    return next(
+        line for line in ax.get_lines() if np.allclose(line.get_color(), colours(sigma)) and len(line.get_xdata()) > 1
+    )
 
 
 def drawn_lines(ax):
@@ -216,7 +222,11 @@ def test_architectures_with_true_and_shuffled_labels_over_seeds(tmp_path, drawn)
                 write_run(tmp_path / "runs", model=model, labels=labels, seed=seed, sigma=None, init="glorot",
                           offset=0.01 * seed - (0.2 if labels == "shuffled" else 0))  # fmt: skip
     fig = draw(tmp_path / "runs", drawn, tmp_path)["fig5_architectures.png"]
-    curves = [ax for ax in fig.axes if ax.get_title() in ("true labels", "shuffled labels") or ax.get_xlabel().startswith("epoch (log")]
+    curves = [
+        ax
+        for ax in fig.axes
+        if ax.get_title() in ("true labels", "shuffled labels") or ax.get_xlabel().startswith("epoch (log")
+    ]
     assert len(curves) == 4  # two measures x (true, shuffled)
     for ax in curves:
         assert len(drawn_lines(ax)) == len(models)

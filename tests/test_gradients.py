@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 from keras import ops
 
-from extreme_memorization import alignment as al
-from extreme_memorization import api, backend, losses, models
-from extreme_memorization.config import make_run
+from extreme_memorization.config.settings import make_run
+from extreme_memorization.core import alignment as al
+from extreme_memorization.core import backend, losses, models
+from extreme_memorization.core import probe as api
 
 
 @pytest.fixture

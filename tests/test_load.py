@@ -9,15 +9,24 @@ import numpy as np
 import pytest
 from keras import ops
 
-from extreme_memorization import RunLoadError, load_run, measure_alignment, packs, training
-from extreme_memorization import data as data_mod
-from extreme_memorization.config import make_run
+from extreme_memorization import RunLoadError, load_run, measure_alignment
+from extreme_memorization.config import packs
+from extreme_memorization.config.settings import make_run
+from extreme_memorization.data import datasets as data_mod
+from extreme_memorization.training import train as training
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, params, digits_npz):
     """A pack of two tiny MLP runs in runs/<group>/<pack>/<run>/ of a tmp folder."""
-    axes = {"dataset": "digits", "model": "mlp", "activation": "sin", "loss": "cross_entropy", "labels": "true", "seed": 0}
+    axes = {
+        "dataset": "digits",
+        "model": "mlp",
+        "activation": "sin",
+        "loss": "cross_entropy",
+        "labels": "true",
+        "seed": 0,
+    }
     settings = {**params.defaults, **params.group("digits").run, **axes, "width": 48, "epochs": 3, "alignment_points": 3,
                 "alignment_batch_size": 64}  # fmt: skip
     runs = [make_run({**settings, "sigma": s}) for s in (0.1, 2.0)]
@@ -55,7 +64,9 @@ def test_measure_alignment_on_the_loaded_mlp_equals_what_training_wrote(trained,
         assert set(out) == set(written) - {"epoch"}
         for name, value in out.items():
             assert value == pytest.approx(float(written[name]), rel=1e-5, abs=1e-9), name
-        assert json.loads((run_dir / "metrics.json").read_text())["grad_alignment_w1"] == float(written["grad_alignment_w1"])
+        assert json.loads((run_dir / "metrics.json").read_text())["grad_alignment_w1"] == float(
+            written["grad_alignment_w1"]
+        )
 
 
 def test_weights_in_the_weights_tree_load_and_missing_ones_say_how_to_get_them(trained, tmp_path):

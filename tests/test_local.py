@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import repo_copy
-from extreme_memorization import local
-from extreme_memorization.fanout import FanoutError, slug
+from conftest import repo_copy, stages_run
+from extreme_memorization.scaleout import local
+from extreme_memorization.scaleout.fanout import FanoutError, slug
 
 BIN = Path(sys.executable).parent
 TINY = {"epochs": 150, "width": 16, "alignment_points": 2}
@@ -156,16 +156,18 @@ def test_two_packs_train_side_by_side_and_dvc_repro_afterwards_trains_nothing(tm
     assert sorted(r["visible_devices"] for r in records) == ["0", "1"]
     assert all(r["hostname"] == os.uname().nodename for r in records)
     spans = [(utc(r["started_at"]), utc(r["finished_at"])) for r in records]
-    assert all(s.tzinfo == datetime.timezone.utc and s < f for s, f in spans)
+    assert all(s.tzinfo == datetime.UTC and s < f for s, f in spans)
     assert max(s for s, _ in spans) < min(f for _, f in spans), spans  # they trained at the same time
-    print(f"\nlocal --gpus 0,1, two packs: {seconds:.1f} s wall; training spans "
-          + ", ".join(f"{(f - s).total_seconds():.1f} s" for s, f in spans)
-          + f"; overlap {(min(f for _, f in spans) - max(s for s, _ in spans)).total_seconds():.1f} s")
+    print(
+        f"\nlocal --gpus 0,1, two packs: {seconds:.1f} s wall; training spans "
+        + ", ".join(f"{(f - s).total_seconds():.1f} s" for s, f in spans)
+        + f"; overlap {(min(f for _, f in spans) - max(s for s, _ in spans)).total_seconds():.1f} s"
+    )
 
     # The report ran here, and the workspace is as after dvc repro.
     assert (repo[0] / "reports/digits/report.md").is_file()
     again = dvc(repo, "repro", "report@digits")
-    assert "Running stage" not in again, again
+    assert not stages_run(again), again
     assert "up to date" in dvc(repo, "status", "--with-deps", "report@digits")
     assert "0 to train" in cli(repo, "--jobs", "2").stdout
     assert not list((repo[0] / ".workers" / "worktrees").iterdir())
@@ -195,7 +197,7 @@ def test_a_failing_stage_does_not_stop_the_other_and_the_rerun_trains_only_it(tm
     assert again.returncode == 0, again.stdout + again.stderr
     assert "2 train stages, 1 up to date or in the run-cache, 1 to train" in again.stdout
     assert "summary: 1 trained, 1 skipped" in again.stdout and f"  trained: {relu}" in again.stdout
-    assert "Running stage" not in dvc(repo, "repro", "report@digits")
+    assert not stages_run(dvc(repo, "repro", "report@digits"))
 
 
 @pytest.mark.slow
@@ -212,7 +214,7 @@ def test_sigterm_stops_every_worker_with_a_checkpoint_and_the_same_command_resum
     else:
         pytest.fail("".join(lines))
     time.sleep(1)
-    sent, sent_at = time.monotonic(), datetime.datetime.now(datetime.timezone.utc)
+    sent, sent_at = time.monotonic(), datetime.datetime.now(datetime.UTC)
     proc.send_signal(signal.SIGTERM)
     rest, _ = proc.communicate(timeout=60)
     stopped_in = time.monotonic() - sent
@@ -224,7 +226,9 @@ def test_sigterm_stops_every_worker_with_a_checkpoint_and_the_same_command_resum
     checkpoints = sorted((path / ".workers/checkpoints").rglob("*.npz"))
     assert len(checkpoints) == 2, out
     logs = sorted((path / ".workers/runs").rglob("*.log"))
-    assert all(re.search(r"interrupted at epoch \d+ of 1500", p.read_text()) for p in logs), [p.read_text() for p in logs]
+    assert all(re.search(r"interrupted at epoch \d+ of 1500", p.read_text()) for p in logs), [
+        p.read_text() for p in logs
+    ]
     print(f"\nSIGTERM to local --jobs 2: every worker stopped with a checkpoint in {stopped_in:.1f} s")
 
     # The same command again: both stages resume from their checkpoints.
@@ -296,7 +300,7 @@ def test_a_changed_stage_trains_in_a_worker_and_a_setting_changed_back_is_restor
     assert "summary: 1 trained, 0 skipped" in out and f"  trained: {stage}" in out, out
     records = run_records(retrained[0])
     assert len(records) == 2 and all(r["epochs"] == 3 and r["visible_devices"] == "0" for r in records), records
-    assert "Running stage" not in dvc(retrained, "repro", "report@digits")
+    assert not stages_run(dvc(retrained, "repro", "report@digits"))
 
     # Back to the 2 epochs trained first: their run-cache entry, not a training.
     commit_epochs(retrained, 2)
@@ -304,3 +308,27 @@ def test_a_changed_stage_trains_in_a_worker_and_a_setting_changed_back_is_restor
     assert "1 train stages, 1 up to date or in the run-cache, 0 to train" in again.stdout, again.stdout
     assert again.returncode == 0 and "summary: 0 trained, 1 skipped" in again.stdout, again.stdout + again.stderr
     assert all(r["epochs"] == 2 for r in run_records(retrained[0]))
+
+
+def test_the_stage_scripts_of_the_local_runner_and_of_slurm_pass_shellcheck(tmp_path):
+    """The scripts are plain bash fragments (scaleout/sh/) behind a few
+    generated lines; the whole of each, with awkward paths, is clean."""
+    from extreme_memorization.scaleout import scripts
+    from extreme_memorization.scaleout.fanout import Plan
+
+    odd = tmp_path / "a dir with 'quotes' and $dollar"
+    plan = Plan(
+        ["digits"], odd, "0" * 40, odd / "cache", odd / ".workers", ["train-digits@a b"], [], [], ["report@digits"]
+    )
+    texts = {
+        "local.sh": scripts.local_script(plan),
+        "array.sh": scripts.slurm_script(plan, "#SBATCH --array=0-0", "train", scripts.array_choice(plan.train)),
+        "report.sh": scripts.slurm_script(plan, "#SBATCH --job-name=r", "report", scripts.single_choice(plan.report)),
+    }
+    for name, text in texts.items():
+        (tmp_path / name).write_text(text)
+        shellcheck = [str(Path(sys.executable).parent / "shellcheck"), "--severity=warning"]  # info: a literal $ quoted
+        result = subprocess.run([*shellcheck, str(tmp_path / name)], text=True,
+                                capture_output=True)  # fmt: skip
+        assert result.returncode == 0, f"{name}:\n{result.stdout}"
+        assert subprocess.run(["bash", "-n", str(tmp_path / name)]).returncode == 0

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from extreme_memorization import losses
-from extreme_memorization.config import make_run
+from extreme_memorization.config.settings import make_run
+from extreme_memorization.core import losses
 
 Z = np.array([[2.0, 1.0, -1.0], [0.5, 0.5, 3.0]], dtype=np.float32)
 Y = np.array([0, 1])

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from extreme_memorization import models
-from extreme_memorization.config import ConfigError, make_run
+from extreme_memorization.config.settings import ConfigError, make_run
+from extreme_memorization.core import models
 
 
 def build(run_settings, input_shape=(32, 32, 3), k=10, **changes):
@@ -56,7 +56,10 @@ def test_convnet_layers_and_parameter_count(run_settings):
 
 def test_models_adapt_to_input_shape_and_classes(run_settings):
     assert build(run_settings, input_shape=(8, 8, 1), k=4, width=16).output.shape[-1] == 4
-    assert build(run_settings, model="convnet", activation="relu", init="glorot", sigma=None, k=100).output.shape[-1] == 100
+    assert (
+        build(run_settings, model="convnet", activation="relu", init="glorot", sigma=None, k=100).output.shape[-1]
+        == 100
+    )
     with pytest.raises(ConfigError, match="at least 15x15"):
         build(run_settings, input_shape=(8, 8, 1), model="convnet", activation="relu", init="glorot", sigma=None)
     with pytest.raises(ConfigError, match="needs images"):
@@ -80,7 +83,9 @@ def test_keras_applications_build_untrained_on_32x32(run_settings, name, count):
     assert model.output.shape[-1] == 10
 
 
-@pytest.mark.parametrize("name, small, big", [("resnet14", 8_059_146, "resnet50"), ("densenet21", 414_794, "densenet121")])
+@pytest.mark.parametrize(
+    "name, small, big", [("resnet14", 8_059_146, "resnet50"), ("densenet21", 414_794, "densenet121")]
+)
 def test_the_smaller_family_members_keep_the_blocks_at_less_depth(run_settings, name, small, big):
     glorot = dict(activation="relu", init="glorot", sigma=None)
     model = build(run_settings, input_shape=(32, 32, 1), model=name, **glorot)

@@ -23,8 +23,14 @@ from conftest import ROOT, committed_raw, sh
 
 pytestmark = pytest.mark.slow
 
-GROUPS = ["digits_section3", "digits_section4", "digits_section4_fixes", "digits_appendix", "digits_section5",
-          "digits_section5_small"]
+GROUPS = [
+    "digits_section3",
+    "digits_section4",
+    "digits_section4_fixes",
+    "digits_appendix",
+    "digits_section5",
+    "digits_section5_small",
+]
 SHRUNK_MLP = {"epochs": 30, "width": 64, "alignment_points": 3}
 SHRUNK_SWEEP = {"sigma": [0.001, 0.1, 10], "seed": [0, 1]}
 SHRUNK_SECTION5 = {"epochs": 2, "width": 32, "alignment_points": 2}

@@ -8,8 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from extreme_memorization import backend, config, loops, losses, packs, training
-from extreme_memorization.config import make_run
+from extreme_memorization.config import packs
+from extreme_memorization.config import settings as config
+from extreme_memorization.config.settings import make_run
+from extreme_memorization.core import backend, loops, losses
+from extreme_memorization.training import train as training
 
 RTOL = 1e-5
 

@@ -6,7 +6,7 @@ import subprocess
 import pandas as pd
 import yaml
 
-from conftest import dvc_cmd, sh
+from conftest import dvc_cmd, sh, stages_run
 
 TRAIN = "train-digits@digits-digits-mlp-{}-cross_entropy-true"  # one stage per pack
 
@@ -21,7 +21,7 @@ def dvc(repo, *args, stdout_only=False):
 
 
 def ran(out: str) -> list[str]:
-    return sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
+    return sorted(stages_run(out))
 
 
 def set_sweep(path, **axes):
@@ -61,7 +61,10 @@ def test_a_pack_stage_writes_one_folder_per_run_to_git_and_the_weights_to_dvc(tr
     tracked = subprocess.run(["git", "check-ignore", "-q", str(pack / "sigma10-seed0/metrics.json")], cwd=path)
     assert tracked.returncode == 1
     lock = yaml.safe_load((path / "dvc.lock").read_text())["stages"][TRAIN.format("sin")]
-    assert [o["path"] for o in lock["outs"]] == [pack.relative_to(path).as_posix(), weights.relative_to(path).as_posix()]
+    assert [o["path"] for o in lock["outs"]] == [
+        pack.relative_to(path).as_posix(),
+        weights.relative_to(path).as_posix(),
+    ]
 
 
 def test_every_train_stage_keeps_dvcs_run_cache_on(trained_repo):
@@ -87,7 +90,7 @@ def test_metrics_show_lists_the_compact_metrics_of_the_reported_group(trained_re
 
 
 def test_a_second_repro_reruns_nothing_and_a_new_pack_runs_only_its_stage(trained_repo):
-    assert "Running stage" not in dvc(trained_repo, "repro", "report@digits")
+    assert not stages_run(dvc(trained_repo, "repro", "report@digits"))
     path = trained_repo[0]
     set_sweep(path, activation=["sin", "relu"])
     # validate reruns on every change of params.yaml; its output, constant, retrains nothing
@@ -130,7 +133,9 @@ def test_a_typo_in_a_trained_groups_params_stops_dvc_repro_before_anything_is_re
     assert result.returncode != 0
     errors = [line for line in out.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: params: digits.run.epoch is not a known key; allowed: ")
-    assert errors[0].endswith("; dvc repro stopped here, before any stage that trains: no run, weight or report was removed")
+    assert errors[0].endswith(
+        "; dvc repro stopped here, before any stage that trains: no run, weight or report was removed"
+    )
     assert "Running stage 'train-" not in out and "Running stage 'report" not in out
     assert digests(path) == before
     assert (path / "params.validated").is_file()  # persist: the failed stage left its output alone

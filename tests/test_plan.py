@@ -2,8 +2,9 @@
 
 import pytest
 
-from extreme_memorization import models, plan
-from extreme_memorization.config import make_run
+from extreme_memorization.config.settings import make_run
+from extreme_memorization.core import models
+from extreme_memorization.pipeline import plan
 
 
 def test_mlp_forward_flops_are_two_per_weight(run_settings):

@@ -15,7 +15,8 @@ import threading
 
 import pytest
 
-from extreme_memorization import data, network
+from extreme_memorization.data import datasets as data
+from extreme_memorization.data import network
 
 DATA_HOST = "data-host.example.invalid"  # resolvable by no DNS: only the proxy knows where it is
 

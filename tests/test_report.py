@@ -19,8 +19,9 @@ import pytest
 import yaml
 
 from conftest import committed_text, committed_tree, python_cmd, train_groups
-from extreme_memorization import claims, report, results
-
+from extreme_memorization.report import claims
+from extreme_memorization.report import write as report
+from extreme_memorization.training import run_folder as results
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,9 @@ def test_relu_at_sigma_10_has_undefined_gradient_measures_not_numbers_near_zero(
     assert relu10["rep_alignment"] > 0.5  # the representation is still measured
     assert (frame.drop(relu10.name)["gradients"] == "defined").all()
     statistics_table = pd.read_csv(out / "statistics.csv")
-    w1 = statistics_table[(statistics_table["scope"] == "all runs") & (statistics_table["measure"] == "grad_alignment_w1")]
+    w1 = statistics_table[
+        (statistics_table["scope"] == "all runs") & (statistics_table["measure"] == "grad_alignment_w1")
+    ]
     assert w1["runs"].iloc[0] == len(frame) - 1  # left out of the statistics
     assert f"{results.VANISHED_GRADIENT:g} x its value at epoch 0" in (out / "report.md").read_text()
 
@@ -139,7 +142,9 @@ def test_table_and_runs_filter_by_any_setting(committed):
     assert len([line for line in rows if line.startswith("| digits |")]) == 4  # and the other groups' rows
     assert any(line.startswith("| digits_section3 |") for line in rows)
     listed = cli("runs", "digits", "--filter", "activation=relu")
-    assert len(listed.stdout.splitlines()) == 5 and all("activation=relu" in line for line in listed.stdout.splitlines())
+    assert len(listed.stdout.splitlines()) == 5 and all(
+        "activation=relu" in line for line in listed.stdout.splitlines()
+    )
     bad = cli("table", "digits", "--filter", "colour=red")
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "no column 'colour'" in bad.stderr
 
@@ -157,7 +162,10 @@ def test_table_of_an_unknown_group_names_the_known_groups_not_a_stage(committed_
     for rev in ([], ["--rev", "HEAD"]):
         typo = cli(committed_copy, "table", "digitz", *rev)
         assert typo.returncode == 1 and "report@" not in typo.stderr, typo.stderr
-        assert typo.stderr.startswith("error: no group 'digitz' in params.yaml; known groups: ") and typo.stderr.count("\n") == 1
+        assert (
+            typo.stderr.startswith("error: no group 'digitz' in params.yaml; known groups: ")
+            and typo.stderr.count("\n") == 1
+        )
         assert sorted(typo.stderr.strip().split("known groups: ")[1].split(", ")) == sorted(known.split(", "))
     unmade = cli(committed_copy, "table", "section3")  # a group never run: its stage is the advice
     assert unmade.stderr == "error: reports/section3/summary.csv not found; run `dvc repro report@section3` first\n"
@@ -181,7 +189,9 @@ def test_dvc_reads_the_compact_metrics_and_the_report_figures(committed_copy):
     shown = subprocess.run([dvc_bin(), "metrics", "show", "--json"], capture_output=True, text=True, cwd=committed_copy)
     files = next(iter(json.loads(shown.stdout).values()))["data"]
     assert files["reports/metrics/digits.json"]["data"]["runs"] == 10
-    plots = subprocess.run([dvc_bin(), "plots", "show", "-o", "plots"], capture_output=True, text=True, cwd=committed_copy)
+    plots = subprocess.run(
+        [dvc_bin(), "plots", "show", "-o", "plots"], capture_output=True, text=True, cwd=committed_copy
+    )
     html = (committed_copy / "plots" / "index.html").read_text()
     assert "fig1_accuracy_vs_sigma.png" in html  # images: they show without the CDN's chart library
     assert plots.returncode == 0
@@ -240,7 +250,7 @@ def test_defined_measures_agree_with_a_rerun_under_other_float_kernels(tmp_path,
 @pytest.fixture(scope="module")
 def several_groups(tmp_path_factory, digits_npz):
     """Tiny real runs of three groups like section4, section4_fixes and section5, on digits."""
-    from extreme_memorization import config
+    from extreme_memorization.config import settings as config
 
     path = tmp_path_factory.mktemp("groups")
     raw = yaml.safe_load(committed_text("params.yaml"))

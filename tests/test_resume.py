@@ -15,8 +15,10 @@ import pytest
 import yaml
 
 from conftest import committed_text, dvc_cmd, python_cmd, repo_copy, sh
-from extreme_memorization import backend, checkpoints, training
-from extreme_memorization.config import make_run
+from extreme_memorization.config.settings import make_run
+from extreme_memorization.core import backend
+from extreme_memorization.training import checkpoints
+from extreme_memorization.training import train as training
 from processes import HANG_SECONDS, as_from_a_shell, paused_at, wait_until_paused
 
 OUTPUTS = ("metrics.json", "history.csv", "alignment.csv")

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, committed_raw, dvc_cmd, python_cmd, repo_copy, sh
-from extreme_memorization import config, pipeline
+from conftest import ROOT, committed_raw, dvc_cmd, python_cmd, repo_copy, sh, stages_run
+from extreme_memorization.config import settings as config
+from extreme_memorization.pipeline import stages as pipeline
 
 
 def tiny_npz(path, classes=4, side=6):
@@ -31,7 +32,9 @@ def cli(path, env, *args):
 
 @pytest.fixture
 def repo(tmp_path):
-    env = repo_copy(tmp_path, {"epochs": 2, "width": 16, "alignment_points": 2}, {"activation": ["sin"], "sigma": [0.1]})
+    env = repo_copy(
+        tmp_path, {"epochs": 2, "width": 16, "alignment_points": 2}, {"activation": ["sin"], "sigma": [0.1]}
+    )
     text = (tmp_path / "params.yaml").read_text()
     (tmp_path / "params.yaml").write_text("# my experiments\n" + text.replace("data:\n", "data:  # sources\n", 1))
     return tmp_path, env
@@ -62,7 +65,7 @@ def test_add_group_writes_all_three_pieces_keeps_comments_and_dvc_repro_runs_it(
     assert [r.sigma for r in params.group("mine").runs(params.defaults)] == [0.01, 1.0]
     assert "params.yaml and dvc.yaml agree" in sh([*python_cmd(), "validate"], path, env)
     out = sh([dvc_cmd(), "repro", "report@mine"], path, env)
-    ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
+    ran = sorted(stages_run(out))
     assert ran == ["prepare-own@scans", "report@mine", "train-mine@mine-scans-mlp-relu-cross_entropy-true", "validate"]
     summary = pd.read_csv(path / "reports/mine/summary.csv")
     assert sorted(summary["sigma"]) == [0.01, 1.0] and set(summary["dataset"]) == {"scans"}
@@ -79,7 +82,9 @@ def test_add_group_keeps_the_report_matrix_wrapped_or_in_block_style_as_written(
     path, env = repo
     groups = config.read_yaml(path / "dvc.yaml")["stages"]["report"]["matrix"]["group"]
     flat = f"      group: [{', '.join(groups)}]\n"
-    wrapped = f"      group: [{', '.join(groups[:8])},\n              {', '.join(groups[8:])}]  # one report per group\n"
+    wrapped = (
+        f"      group: [{', '.join(groups[:8])},\n              {', '.join(groups[8:])}]  # one report per group\n"
+    )
     text = (path / "dvc.yaml").read_text()
     assert flat in text
     (path / "dvc.yaml").write_text(text.replace(flat, wrapped))
@@ -113,7 +118,10 @@ def test_validate_names_the_missing_piece_and_add_group_completes_an_existing_gr
     )
     result = cli(path, env, "add-group", "extra")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[:2] == ["added dvc.yaml: stage train-extra (<<: *train)", "added dvc.yaml: report@extra"]
+    assert result.stdout.splitlines()[:2] == [
+        "added dvc.yaml: stage train-extra (<<: *train)",
+        "added dvc.yaml: report@extra",
+    ]
     assert cli(path, env, "validate").returncode == 0
 
 
@@ -153,11 +161,14 @@ def test_add_group_refuses_bad_flags_in_one_line_and_writes_nothing(repo):
 
 
 def test_plan_reads_an_own_dataset_from_its_file_and_says_when_it_cannot(tmp_path, params):
-    from extreme_memorization import plan
+    from extreme_memorization.pipeline import plan
 
     raw = committed_raw()
     raw = {k: v for k, v in raw.items() if k in ("data", "defaults", "digits", "section3")}  # no large models to count
-    raw["data"]["own"] = {"scans": str(tiny_npz(tmp_path / "scans.npz", classes=3, side=5)), "gone": str(tmp_path / "x.npz")}
+    raw["data"]["own"] = {
+        "scans": str(tiny_npz(tmp_path / "scans.npz", classes=3, side=5)),
+        "gone": str(tmp_path / "x.npz"),
+    }
     for name, dataset in (("mine", "scans"), ("lost", "gone")):
         raw[name] = copy.deepcopy(raw["digits"])
         raw[name]["sweep"]["dataset"] = [dataset]
@@ -185,7 +196,7 @@ def test_make_plan_with_a_bring_your_own_group_plans_the_others(repo):
     dvc = yaml_rt.load((path / "dvc.yaml").read_text())
     for name in [k for k in dvc["stages"] if k.startswith("train-") and k.removeprefix("train-") not in keep]:
         del dvc["stages"][name]
-    del dvc["stages"]["report"]["matrix"]["group"][len(keep):]
+    del dvc["stages"]["report"]["matrix"]["group"][len(keep) :]
     del dvc["stages"]["report-relu_losses"]
     yaml_rt.dump(dvc, path / "dvc.yaml")
     sh([*python_cmd(), "add-group", "mine"], path, env)

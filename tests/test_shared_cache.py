@@ -25,10 +25,13 @@ import pytest
 
 from conftest import repo_copy
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    os.geteuid() != 0 or not shutil.which("useradd"),
-    reason="creates two users and a group (useradd, groupadd): run as root to test a cache shared between users",
-)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or not shutil.which("useradd"),
+        reason="creates two users and a group (useradd, groupadd): run as root to test a cache shared between users",
+    ),
+]
 
 TINY = {"epochs": 3, "width": 16, "alignment_points": 2}
 
@@ -77,7 +80,9 @@ class Person:
         as_user = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", f"--groups={self.gid}", "--"]
         result = subprocess.run([*_reach_python(self.home.parent / "spare"), *as_user, *args], cwd=cwd, env=env, capture_output=True,
                                 text=True, timeout=600)  # fmt: skip
-        assert result.returncode == 0, f"{self.name}: {' '.join(args)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        assert result.returncode == 0, (
+            f"{self.name}: {' '.join(args)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
         return result.stdout + result.stderr
 
     def use_cache(self, repo: Path, env: dict, cache: Path) -> None:
@@ -104,7 +109,19 @@ def _reach_python(spare: Path) -> list[str]:
     spare.mkdir(exist_ok=True)  # an empty folder to hold the installation while the tmpfs goes on
     script = ('set -e; mount --bind "$1" "$3"; mount -t tmpfs -o mode=755 tmpfs "$2"; '
               'mkdir -p "$1"; mount --bind "$3" "$1"; shift 3; exec "$@"')  # fmt: skip
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(keep), str(private), str(spare)]
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        "sh",
+        str(keep),
+        str(private),
+        str(spare),
+    ]
 
 
 def metrics(path: Path) -> dict:
@@ -140,7 +157,8 @@ def test_two_users_of_one_group_share_a_cache_and_restore_each_others_stages(peo
         assert "2 train stages, 1 up to date or in the run-cache, 1 to train" in out, out
         assert "summary: 1 trained, 1 skipped" in out and "-relu-" in out.split("trained:")[1], out
         assert metrics(b)["runs/digits/digits-mlp-sin-cross_entropy-true/sigma0.1-seed0/metrics.json"] == next(
-            iter(metrics(a).values()))
+            iter(metrics(a).values())
+        )
 
         c = base / "c"  # the first user, the second's group: the relu pack comes from the cache too
         env_c = first.checkout(c, ["sin", "relu"])

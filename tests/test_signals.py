@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import dvc_cmd, python_cmd, repo_copy, sh
-from extreme_memorization.progress import Interrupt
+from extreme_memorization.training.progress import Interrupt
 from processes import as_from_a_shell, paused_at, wait_for, wait_until_paused
 
 RUN = {"epochs": 6, "width": 16, "checkpoint_every": 2, "alignment_points": 2}
@@ -126,7 +126,7 @@ def test_a_training_started_under_nohup_outside_dvc_is_not_tied_to_its_parent():
     """`nohup ... train` typed in a shell outlives that shell; a training started
     by a process that itself runs under nohup (a script, make, this test run
     under nohup) is tied to that parent as any other."""
-    probe = "from extreme_memorization import progress; print(progress.starters())"
+    probe = "from extreme_memorization.training import progress; print(progress.starters())"
     env = {k: v for k, v in os.environ.items() if k != "DVC_STAGE"}
 
     def starters(*command: str) -> str:

@@ -83,19 +83,20 @@ def test_dry_run_prints_the_array_and_report_scripts_and_changes_nothing(tmp_pat
         script = tmp_path / "script.sh"
         script.write_text(text.split("\n", 1)[1].split("\n# would run")[0])
         sh(["bash", "-n", str(script)], tmp_path, repo[1])
+        sh([str(Path(sys.executable).parent / "shellcheck"), str(script)], tmp_path, repo[1])  # the whole script
     path = repo[0]
     assert not (path / ".slurm").exists() and not (path / "data/prepared").exists()
 
 
 def test_uncommitted_inputs_are_refused_with_one_line(tmp_path):
     repo = make_repo(tmp_path / "repo")
-    with open(repo[0] / "src/extreme_memorization/models.py", "a") as f:
+    with open(repo[0] / "src/extreme_memorization/core/models.py", "a") as f:
         f.write("# an edit\n")
     result = subprocess.run([sys.executable, "-m", "extreme_memorization", "slurm", "digits", "--dry-run"],
                             cwd=repo[0], env=repo[1], capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "error: uncommitted changes in src/extreme_memorization/models.py: the tasks run the committed state; "
+        "error: uncommitted changes in src/extreme_memorization/core/models.py: the tasks run the committed state; "
         "commit them (git commit) and submit again"
     )
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from extreme_memorization import statistics
+from extreme_memorization.report import statistics
 
 rng = np.random.default_rng(1)
 
@@ -17,8 +17,12 @@ def test_kendall_and_spearman_equal_scipy_with_and_without_ties(ties):
     if ties:
         x, y = np.round(x), np.round(y, 0)
     for row in range(6):
-        assert statistics.kendall_tau_b(x[row][None], y[row][None])[0] == pytest.approx(stats.kendalltau(x[row], y[row])[0])
-        assert statistics.spearman_rho(x[row][None], y[row][None])[0] == pytest.approx(stats.spearmanr(x[row], y[row])[0])
+        assert statistics.kendall_tau_b(x[row][None], y[row][None])[0] == pytest.approx(
+            stats.kendalltau(x[row], y[row])[0]
+        )
+        assert statistics.spearman_rho(x[row][None], y[row][None])[0] == pytest.approx(
+            stats.spearmanr(x[row], y[row])[0]
+        )
 
 
 def test_a_monotone_measure_has_tau_one_and_an_interval_that_contains_it():

@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from conftest import TINY_RUN, TINY_SWEEP, dvc_cmd, python_cmd, repo_copy, sh
-from extreme_memorization import config
-from extreme_memorization.fanout import slug
-from extreme_memorization.progress import PAUSED
+from extreme_memorization.config import settings as config
+from extreme_memorization.scaleout.fanout import slug
+from extreme_memorization.training.progress import PAUSED
 from processes import HANG_SECONDS, as_from_a_shell, paused_at, wait_for, wait_until_paused
 
 PACK = "digits-mlp-sin-cross_entropy-true"
@@ -119,7 +119,7 @@ def test_a_fresh_clone_with_runs_in_git_but_no_weights_says_they_retrain_not_don
         "machine); report up to date"
     )
     # What `make reproduce DRY=1` plans there: the pack's training.
-    dry = sh([sys.executable, "-m", "extreme_memorization.dry_run", "report@digits"], clone, env)
+    dry = sh([sys.executable, "-m", "extreme_memorization.pipeline.dry_plan", "report@digits"], clone, env)
     assert f"Running stage 'train-digits@digits-{PACK}'" in dry, dry
 
     # The trained repository itself, with its cache, and the clone once it has the weights: done.

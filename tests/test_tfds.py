@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from extreme_memorization import data
+from extreme_memorization.data import datasets as data
 
 
 @pytest.fixture
@@ -60,4 +60,3 @@ def test_an_unreachable_download_fails_fast_with_what_to_do(data_config, monkeyp
     assert "TFDS_DATA_DIR" in message and "make data DATASETS=cifar10" in message
     leftovers = [p for p in (tmp_path / "tfds").rglob("*") if "incomplete" in p.name or ".tmp." in p.name]
     assert leftovers == []
-

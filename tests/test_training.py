@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from extreme_memorization import training
-from extreme_memorization.config import make_run
+from extreme_memorization.config.settings import make_run
+from extreme_memorization.training import train as training
 
 
 def train(run_settings, digits_npz, out, **changes):
@@ -38,9 +38,9 @@ def test_run_json_says_where_and_when_the_run_ran(tmp_path, run_settings, digits
     import socket
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
-    before = datetime.datetime.now(datetime.timezone.utc)
+    before = datetime.datetime.now(datetime.UTC)
     train(run_settings, digits_npz, tmp_path / "a", epochs=2, width=16, alignment_points=0)
-    after = datetime.datetime.now(datetime.timezone.utc)
+    after = datetime.datetime.now(datetime.UTC)
     info = json.loads((tmp_path / "a" / "run.json").read_text())
     started, finished = (datetime.datetime.fromisoformat(info[k]) for k in ("started_at", "finished_at"))
     assert started.utcoffset() == datetime.timedelta(0) and info["started_at"].endswith("+00:00")
@@ -101,7 +101,7 @@ def mock_prepared(tmp_path_factory, params):
 
     import tensorflow_datasets as tfds
 
-    from extreme_memorization import data
+    from extreme_memorization.data import datasets as data
 
     root = tmp_path_factory.mktemp("mock")
     cfg = dataclasses.replace(params.data, tfds_data_dir=str(root / "tfds"))
@@ -121,13 +121,32 @@ def mock_prepared(tmp_path_factory, params):
         {"dataset": "svhn_cropped", "model": "mlp"},
         {"dataset": "cifar10", "model": "convnet", "activation": "relu", "init": "glorot", "sigma": None},
         {"dataset": "cifar10", "model": "resnet14", "activation": "relu", "init": "glorot", "sigma": None},
-        {"dataset": "cifar10", "model": "densenet21", "activation": "relu", "init": "glorot", "sigma": None,
-         "labels": "shuffled", "init_scale": 0.5},
+        {
+            "dataset": "cifar10",
+            "model": "densenet21",
+            "activation": "relu",
+            "init": "glorot",
+            "sigma": None,
+            "labels": "shuffled",
+            "init_scale": 0.5,
+        },
         # The paper's two big models: the same code path as their small twins above, at 4-8x the cost.
-        pytest.param({"dataset": "cifar10", "model": "resnet50", "activation": "relu", "init": "glorot", "sigma": None},
-                     marks=pytest.mark.slow),
-        pytest.param({"dataset": "cifar10", "model": "densenet121", "activation": "relu", "init": "glorot",
-                      "sigma": None, "labels": "shuffled", "init_scale": 0.5}, marks=pytest.mark.slow),
+        pytest.param(
+            {"dataset": "cifar10", "model": "resnet50", "activation": "relu", "init": "glorot", "sigma": None},
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
+            {
+                "dataset": "cifar10",
+                "model": "densenet121",
+                "activation": "relu",
+                "init": "glorot",
+                "sigma": None,
+                "labels": "shuffled",
+                "init_scale": 0.5,
+            },
+            marks=pytest.mark.slow,
+        ),
         {"dataset": "cifar10", "model": "mlp", "loss": "hinge", "loss_scaling": "output"},
         {"dataset": "cifar10", "model": "mlp", "loss": "squared", "squared_reduction": "half_sum"},
     ],

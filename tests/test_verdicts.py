@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from extreme_memorization import claims, statistics
+from extreme_memorization.report import claims, statistics
 
 SWEEP = {"group": "g", "dataset": "digits", "model": "mlp", "activation": "sin", "loss": "cross_entropy",
          "loss_scaling": "none", "labels": "true", "init": "normal", "num_classes": 10}  # fmt: skip
@@ -50,8 +50,10 @@ def test_sin_that_never_fitted_is_inconclusive_not_a_failed_memorization():
     never = sweep({0.01: [0.15, 0.15], 10: [0.15, 0.16]}, "train_acc", test_acc=0.1)
     claim = claims.extreme_memorization(never)
     assert claim.verdict == claims.NOT_FITTED
-    assert claim.evidence.startswith("not fitted (train accuracy below 0.99: more epochs decide): "
-                                     "digits sin sigma=10 (2 of 2 runs) train 0.155 [0.150, 0.160]; not judged: ")
+    assert claim.evidence.startswith(
+        "not fitted (train accuracy below 0.99: more epochs decide): "
+        "digits sin sigma=10 (2 of 2 runs) train 0.155 [0.150, 0.160]; not judged: "
+    )
     fitted_but_generalizes = sweep({0.01: [1.0], 10: [1.0]}, "train_acc", test_acc=0.6)
     assert claims.extreme_memorization(fitted_but_generalizes).verdict == claims.FAILS
 
@@ -79,7 +81,9 @@ def test_labels_separate_only_between_networks_that_fit_their_labels():
             for labels in ("true", "shuffled")]  # fmt: skip
     claim = claims.labels_separate(pd.DataFrame(rows))
     assert claim.verdict == claims.NOT_FITTED
-    assert claim.evidence.startswith("not fitted (train accuracy below 0.9: more epochs decide): "
-                                     "mlp labels=shuffled (1 of 1 runs) train 0.500; not judged: ")
+    assert claim.evidence.startswith(
+        "not fitted (train accuracy below 0.9: more epochs decide): "
+        "mlp labels=shuffled (1 of 1 runs) train 0.500; not judged: "
+    )
     shown = claims.markdown([claim])
     assert "| inconclusive: not fitted |" in shown and "**inconclusive" not in shown  # bold: verdicts on the claim

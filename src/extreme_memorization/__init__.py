@@ -4,20 +4,16 @@
 The public surface is what ``__all__`` names (docs/api.md describes it):
 the paper's alignment measure for any Keras classifier and a trained run
 of this bundle as a Keras model. Every other module may change.
+
+Importing the package changes nothing in the process: no environment
+variable, no import hook, no matplotlib or TensorFlow setting (the command
+line sets what it needs when it starts).
 """
 
 import importlib as _importlib
-import os as _os
 
 # The one place of the version: pyproject.toml reads it from here.
 __version__ = "0.1.0"
-
-# TensorFlow's C++ start-up chatter (oneDNN notices, CUDA probing on CPU hosts).
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from . import tensorflow_logs as _tensorflow_logs
-
-_tensorflow_logs.install()
 
 # Imported on first use: ``import extreme_memorization`` alone loads no Keras
 # (the backend is chosen by KERAS_BACKEND when Keras is first imported).
@@ -25,10 +21,10 @@ _EXPORTS = {
     "measure_alignment": "api",
     "AlignmentInputError": "api",
     "MEASURES": "api",
-    "AlignmentCallback": "callback",
-    "load_run": "load",
-    "LoadedRun": "load",
-    "RunLoadError": "load",
+    "AlignmentCallback": "api.callback",
+    "load_run": "api.load",
+    "LoadedRun": "api.load",
+    "RunLoadError": "api.load",
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -7,7 +7,7 @@ file in the same folder, which is flushed to disk and renamed over the
 target only once it is complete. A write that fails (a full disk) removes
 its temporary file and ends in an :class:`OutputError` of one line naming the
 file and the fix; the train command then removes the run it left unfinished
-(:func:`drop_unfinished_runs`).
+(``training.run_folder.drop_unfinished_runs``).
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ import contextlib
 import errno
 import json
 import os
-import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
+from .errors import UserError
 
 FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk, or a full quota
 
 
-class OutputError(RuntimeError):
+class OutputError(UserError, RuntimeError):
     """An output cannot be written: found before any work is done
     (:func:`check_writable`), or while writing (nothing half-written is left)."""
 
@@ -63,8 +63,18 @@ def check_writable(folder: str | Path, option: str) -> None:
                           f"{option}") from None  # fmt: skip
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+def umask() -> int:
+    """The process's umask, read without changing it (Linux: /proc; elsewhere
+    it is set and restored at once)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -84,7 +94,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
         os.close(fd)
         tmp = Path(name)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; outputs get the usual permissions
         yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())  # a full disk may show only here
@@ -105,27 +115,6 @@ def as_output_error(exc: BaseException, where: str | Path) -> OutputError | None
     if isinstance(exc, OSError) and exc.errno in FULL:
         return write_failed(exc.filename or where, exc)
     return None
-
-
-def drop_unfinished_runs(pack: str | Path, weights: str | Path | None, failed: Path | None) -> None:
-    """After a failed write into a pack folder (one folder per run, the
-    weights beside the run files or under ``weights``): remove the run whose
-    file failed and every run folder that lacks one of its files, so that no
-    half-written run is left for DVC, a report or the run store to read. The
-    finished runs stay; a rerun resumes the others from the checkpoint."""
-    from .store import RUN_FILES, WEIGHTS
-
-    pack = Path(pack)
-    weights = Path(weights) if weights else pack
-    failed = Path(failed).resolve() if failed else None
-    for run_dir in sorted(p for p in pack.glob("*") if p.is_dir()) if pack.is_dir() else []:
-        weights_file = weights / run_dir.name / WEIGHTS
-        holds_failed = failed is not None and failed.parent in (run_dir.resolve(), weights_file.parent.resolve())
-        if holds_failed or not all((run_dir / name).is_file() for name in RUN_FILES) or not weights_file.is_file():
-            shutil.rmtree(run_dir, ignore_errors=True)
-            weights_file.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                weights_file.parent.rmdir()
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -100,7 +100,9 @@ def main(argv: list[str]) -> int:
     problems = compare(expected_dir, actual_dir)
     runs = len(list(expected_dir.rglob("metrics.json")))
     worst = largest_deviations(expected_dir, actual_dir)
-    print("largest difference per metric over", runs, "runs:", ", ".join(f"{k} {v:.3g}" for k, v in sorted(worst.items())))
+    print(
+        "largest difference per metric over", runs, "runs:", ", ".join(f"{k} {v:.3g}" for k, v in sorted(worst.items()))
+    )
     new = sorted(new_metrics(expected_dir, actual_dir))
     if new:
         print("not in the committed metrics, not compared:", ", ".join(new))

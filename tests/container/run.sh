@@ -73,7 +73,7 @@ clean() {
         podman system reset --force >/dev/null 2>&1 || true
     fi
     # The overlay driver bind-mounts its folder onto itself: unmount first.
-    grep -o " $CACHE[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    grep -o " ${CACHE}[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
     rm -rf "$CACHE"
     echo "removed $CACHE"
 }

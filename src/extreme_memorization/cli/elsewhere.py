@@ -1,0 +1,163 @@
+"""Command line, part two: the commands that train a group elsewhere than in
+this one `dvc repro` (Slurm, side by side on this machine), move trained
+runs between machines (a DVC remote, the run store) and check a GPU host.
+
+    python -m extreme_memorization slurm GROUP [--dry-run] [--partition P] ... [--sbatch=OPTION]
+    python -m extreme_memorization local [GROUP ...] [--jobs N] [--gpus LIST] [--dry-run]
+    python -m extreme_memorization push|pull [-r REMOTE]
+    python -m extreme_memorization store
+    python -m extreme_memorization gpu-check
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..config import settings as config
+
+
+def cmd_slurm(args) -> int:
+    from ..scaleout import slurm as cluster
+
+    params = config.load(args.params)
+    params.group(args.group)  # an unknown group is a params error, before DVC is asked
+    options = cluster.Options(
+        partition=args.partition, gpus_per_task=args.gpus_per_task, cpus_per_task=args.cpus_per_task,
+        time=args.time, max_parallel=args.max_parallel, signal_seconds=args.signal_seconds,
+        work_dir=Path(args.work_dir) if args.work_dir else None, sbatch_options=args.sbatch,
+    )  # fmt: skip
+    return cluster.submit(Path(args.params).resolve().parent, args.group, options, dry_run=args.dry_run)
+
+
+def cmd_push(args) -> int:
+    from ..pipeline import remotes
+
+    return remotes.push(Path(args.params).resolve().parent, args.remote)
+
+
+def cmd_pull(args) -> int:
+    from ..pipeline import remotes
+
+    return remotes.pull(Path(args.params).resolve().parent, args.remote)
+
+
+def cmd_store(args) -> int:
+    from ..training import store
+
+    root = Path(args.params).resolve().parent
+    kept = store.root(root)
+    if kept is None:
+        print("the run store is off (EM_REUSE_RUNS=0, or no DVC repository here)")
+        return 0
+    added, missing = store.import_runs(root / "runs", root / "weights", kept)
+    total = sum(1 for p in kept.iterdir() if not p.name.startswith(".")) if kept.is_dir() else 0
+    print(
+        f"run store {kept}: {total} runs ({added} added now"
+        + (f"; {missing} runs here lack weights: dvc pull" if missing else "")
+        + ")"
+    )
+    return 0
+
+
+def cmd_local(args) -> int:
+    from ..scaleout import local
+
+    params = config.load(args.params)
+    for group in args.group:
+        params.group(group)  # an unknown group is a params error, before DVC is asked
+    try:
+        return local.run(Path(args.params).resolve().parent, args.group or list(params.groups), args.jobs, args.gpus,
+                         dry_run=args.dry_run, everything=not args.group)  # fmt: skip
+    except KeyboardInterrupt:  # before the workers start, or during the report
+        print("stopped (Ctrl-C); run the same command again to go on", file=sys.stderr)
+        return 130
+
+
+def cmd_gpu_check(args) -> int:
+    import os
+    import shutil
+
+    # Inside a container started without the GPU, neither nvidia-smi nor
+    # /dev/nvidia0 exists; `make` then says so through EM_HOST_GPU (1 or 0).
+    told = os.environ.get("EM_HOST_GPU", "")
+    if told not in ("", "0", "1"):
+        print(f"error: EM_HOST_GPU={told!r} is not allowed: set it to 1 (the host has a GPU) or 0", file=sys.stderr)
+        return 2
+    import keras
+
+    host_gpu = told == "1" if told else (bool(shutil.which("nvidia-smi")) or os.path.exists("/dev/nvidia0"))
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+        built = tf.test.is_built_with_cuda()
+    else:
+        import jax
+
+        gpus = [str(d) for d in jax.devices() if d.platform == "gpu"]
+        built = True
+    if gpus:
+        print(f"{backend} sees {len(gpus)} GPU(s): {', '.join(gpus)}")
+        return 0
+    if not host_gpu:
+        print(f"no GPU on this host; {backend} runs on the CPU")
+        return 0
+    hint = (
+        "this TensorFlow is a CPU-only build (tensorflow-cpu): use the CUDA image (make image) "
+        "or install requirements/cuda.lock"
+        if not built
+        else "check the NVIDIA driver (nvidia-smi), that the container got the GPU (docker run --gpus all "
+        "with the NVIDIA Container Toolkit; podman run --device nvidia.com/gpu=all with its CDI spec, "
+        "podman ignores --gpus), and that the driver supports CUDA 12"
+    )
+    print(f"error: this host has an NVIDIA GPU but {backend} sees none: {hint}", file=sys.stderr)
+    return 1
+
+
+def add_parsers(sub) -> None:
+    for verb, func, what in (
+        ("push", cmd_push, "send the weights and the run-cache to a DVC remote"),
+        ("pull", cmd_pull, "fetch what was pushed, and file the pulled runs in the run store"),
+    ):
+        s = sub.add_parser(verb, help=f"{what} (probes the remote first)")
+        s.add_argument("-r", "--remote", help="the DVC remote (default: the one set with dvc remote add -d)")
+        s.set_defaults(func=func)
+
+    s = sub.add_parser("store", help="file this workspace's runs in the run store (after a plain dvc pull)")
+    s.set_defaults(func=cmd_store)
+
+    s = sub.add_parser("gpu-check", help="fail when the host has a GPU that the backend does not see")
+    s.set_defaults(func=cmd_gpu_check)
+
+    s = sub.add_parser("slurm", help="train a group's stages as a Slurm job array, then its report (docs/slurm.md)")
+    s.add_argument("group")
+    s.add_argument("--dry-run", action="store_true", help="print the batch scripts, submit nothing")
+    s.add_argument("--partition", help="sbatch --partition")
+    s.add_argument("--gpus-per-task", type=int, help="sbatch --gpus-per-task (train tasks only)")
+    s.add_argument("--cpus-per-task", type=int, help="sbatch --cpus-per-task")
+    s.add_argument("--time", help="sbatch --time per task, e.g. 04:00:00")
+    s.add_argument("--max-parallel", type=int, help="at most this many tasks at once (array throttle %%N)")
+    s.add_argument(
+        "--signal-seconds",
+        type=int,
+        default=300,
+        help="SIGTERM this many seconds before the time limit, to checkpoint and requeue (default 300)",
+    )
+    s.add_argument("--work-dir", help="worktrees, checkpoints, scripts and logs (default .slurm in the repository)")
+    s.add_argument(
+        "--sbatch",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="one more sbatch option, e.g. --sbatch=--qos=high (repeat it for more)",
+    )
+    s.set_defaults(func=cmd_slurm)
+
+    s = sub.add_parser("local", help="train groups' stages side by side on this machine, then their reports")
+    s.add_argument("group", nargs="*", help="experiment groups (default: every group of params.yaml)")
+    s.add_argument("--jobs", type=int, help="workers at once (default: one per visible GPU, else 1)")
+    s.add_argument("--gpus", help="CUDA_VISIBLE_DEVICES of each worker, e.g. 0,1 (0,0,1,1: two workers per GPU)")
+    s.add_argument("--dry-run", action="store_true", help="print the plan (stages, device slots), run nothing")
+    s.set_defaults(func=cmd_local)

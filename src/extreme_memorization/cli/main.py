@@ -1,0 +1,109 @@
+"""Command line: one subcommand per DVC stage.
+
+    python -m extreme_memorization validate
+    python -m extreme_memorization add-group NAME --dataset D [--npz PATH] [--activation A ...] [--sigma S ...]
+    python -m extreme_memorization prepare DATASET [--out PATH]
+    python -m extreme_memorization train GROUP --set KEY=VALUE ... --out PACK_DIR [--weights PACK_DIR]
+    python -m extreme_memorization report GROUP [GROUP ...] --runs DIR --out DIR
+    python -m extreme_memorization table [GROUP ...] [--filter KEY=VALUE ...] [--rev REV]
+    python -m extreme_memorization plan [--tflops R] [--step-ms T]
+    python -m extreme_memorization status [--no-dvc]
+    python -m extreme_memorization runs GROUP [--filter KEY=VALUE ...]
+    python -m extreme_memorization compare REV_A [REV_B] [--group GROUP]
+    python -m extreme_memorization gpu-check
+    python -m extreme_memorization push|pull [-r REMOTE]
+    python -m extreme_memorization store
+    python -m extreme_memorization slurm GROUP [--dry-run] [--partition P] ... [--sbatch=OPTION]
+    python -m extreme_memorization local [GROUP ...] [--jobs N] [--gpus LIST] [--dry-run]
+    python -m extreme_memorization fingerprint [--out fingerprint.txt] | rekey [--dry-run]
+
+The commands live by what they are for: the DVC stages' (stages.py), what
+there is to read (results.py), training or moving runs elsewhere
+(elsewhere.py), the run keys (keys.py). Heavy imports (TensorFlow, Keras)
+happen inside the subcommands, so a bad params.yaml is reported in a
+fraction of a second. An error the user can fix (errors.UserError) is one
+line and exit status 1 (2 for params.yaml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+from ..config import settings as config
+from ..errors import UserError
+from . import elsewhere, keys, results, stages, tf_logs
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="extreme_memorization", description=__doc__.split("\n\n")[0])
+    p.add_argument("--params", default="params.yaml",
+                   help="the configuration (default: params.yaml); the default runs/, reports/, data/prepared/ and "
+                   "checkpoints/ are those of its folder")  # fmt: skip
+    sub = p.add_subparsers(dest="command", required=True)
+    stages.add_parsers(sub)
+    results.add_parsers(sub)
+    elsewhere.add_parsers(sub)
+    keys.add_parsers(sub)
+    return p
+
+
+# Options naming files or folders. Their defaults (runs, reports, data/prepared,
+# checkpoints) are relative to the repository root, the folder of params.yaml;
+# what the user types is relative to where it is typed.
+PATH_OPTIONS = (
+    "params",
+    "stamp",
+    "out",
+    "weights",
+    "data",
+    "runs",
+    "reports",
+    "figures",
+    "metrics",
+    "rates",
+    "work_dir",
+)
+
+
+@contextlib.contextmanager
+def _at_root(args):
+    """Run the command in the folder of ``--params``, with the paths given on
+    the command line made relative to it (defaults are Path objects, typed
+    values strings), and come back afterwards."""
+    here, root = Path.cwd(), Path(args.params).resolve().parent
+    if root == here:
+        yield
+        return
+
+    def moved(value):
+        return value if not isinstance(value, str) or os.path.isabs(value) else os.path.relpath(here / value, root)
+
+    for name in PATH_OPTIONS:
+        value = getattr(args, name, None)
+        setattr(args, name, [moved(v) for v in value] if isinstance(value, list) else moved(value))
+    os.chdir(root)
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
+def main(argv: list[str] | None = None) -> int:
+    tf_logs.quiet()  # before any command imports TensorFlow
+    args = parser().parse_args(argv)
+    try:
+        with _at_root(args):
+            return args.func(args)
+    except config.ConfigError as exc:
+        from ..pipeline.stages import after_failure
+
+        note = after_failure(getattr(args, "stamp", None), args.out if args.command == "train" else None)
+        print(f"error: params: {exc}{note}", file=sys.stderr)
+        return 2
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

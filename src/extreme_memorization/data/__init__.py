@@ -1,0 +1,2 @@
+"""Layer 2, the data: datasets prepared into .npz files (datasets), the
+download probe (network) and datasets of your own under version control (own)."""

@@ -1,0 +1,64 @@
+"""`dvc repro --dry` that plans the whole pipeline from a fresh clone.
+
+DVC 3.67's dry run hashes each stage's inputs to look it up in the
+run-cache, and stops with ``[Errno 2] No such file or directory`` at the
+first stage whose input an earlier stage would make (prepared data, a
+group's runs): it was not made, because the run is dry (DVC issue 9818; the
+fix proposed upstream, PR 11100, skips the run-cache lookup when an input is
+missing). This does the same: an input that does not exist yet means
+"nothing to restore from the run-cache", and the stage is listed as to run.
+A target ``report@<group>`` of a group params.yaml lacks (a typo in
+``make reproduce GROUPS=...``) stops first, with one line naming the known
+groups.
+
+    python -m extreme_memorization.pipeline.dry_plan [dvc repro options and targets]
+    make reproduce DRY=1
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def unknown_group(argv: list[str], params_path: str = "params.yaml") -> str | None:
+    """The line for a target ``report@<group>`` whose group params.yaml lacks
+    (DVC itself says only that the stage is not in dvc.yaml); None if all are known."""
+    from ..config import settings as config
+
+    named = [arg.partition("@")[2] for arg in argv if arg.startswith("report@")]
+    if not named:
+        return None
+    groups = list(config.load(params_path).groups)
+    unknown = [group for group in named if group not in groups]
+    if not unknown:
+        return None
+    return f"no group {unknown[0]!r} in {params_path}; known groups: {', '.join(groups)}"
+
+
+def main(argv: list[str]) -> int:
+    from ..config import settings as config
+
+    try:
+        problem = unknown_group(argv)
+    except config.ConfigError as exc:
+        problem = f"params: {exc}"
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    from dvc.cli import main as dvc_main
+    from dvc.stage import cache
+
+    lookup = cache._can_hash
+
+    def can_hash(stage) -> bool:
+        try:
+            return lookup(stage)
+        except FileNotFoundError:  # an input an earlier stage makes: nothing cached to restore
+            return False
+
+    cache._can_hash = can_hash
+    return dvc_main(["repro", "--dry", *argv])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,199 @@
+"""Compute plan: how many runs each experiment group has and what they cost.
+
+The cost of a run is counted, not timed: the forward FLOPs of its model
+(:func:`models.forward_flops`) times the examples it touches. One SGD step
+costs about three forward passes (forward + backward); every epoch also
+evaluates the whole training and test sets once (one forward each); each
+alignment measurement is one more forward pass over the training set plus
+closed forms of the same order. Time = FLOPs / a sustained rate plus a fixed
+cost per step (kernel launches and framework overhead, which dominate small
+MLP steps on a GPU); both depend on the machine, so the user states them
+(``--tflops``, ``--step-ms``).
+
+With measured rates (``--rates``: the JSON that benchmarks/device_check.py
+writes, seconds per CIFAR-shaped epoch of a pack of R MLP runs, steps and
+evaluation, for a few R), MLP packs are projected from those timings instead:
+an epoch of a pack of R costs the measured time interpolated in R and scaled
+by the dataset's size; other models keep the FLOP-rate estimate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+from ..config.settings import DataConfig, Params, RunConfig
+
+# Train/test sizes and image shapes of the datasets (tfds and scikit-learn).
+SIZES = {
+    "digits": (1437, 360, (8, 8, 1), 10),
+    "cifar10": (50_000, 10_000, (32, 32, 3), 10),
+    "cifar100": (50_000, 10_000, (32, 32, 3), 100),
+    "svhn_cropped": (73_257, 26_032, (32, 32, 3), 10),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupCost:
+    group: str
+    runs: int
+    epochs: str
+    flops: float  # all runs of the group together
+    steps: int  # training steps and evaluation batches of all runs
+    unplanned: str | None = None  # why the group cannot be planned (its data file is missing)
+
+    def hours(self, tflops: float, step_ms: float) -> float:
+        return (self.flops / (tflops * 1e12) + self.steps * step_ms / 1000) / 3600
+
+
+class Unplannable(Exception):
+    """A group whose size is unknown: the file of its own dataset is missing."""
+
+
+def dataset_sizes(name: str, data: DataConfig | None = None) -> tuple[int, int, tuple[int, ...], int]:
+    """(train examples, test examples, input shape, classes) of a dataset: the
+    built-in ones from :data:`SIZES`, the user's own from its file's headers."""
+    if name in SIZES:
+        return SIZES[name]
+    from ..data import datasets as datasets
+
+    own = (data.own if data else {}).get(name)
+    if own is None:
+        raise Unplannable(f"dataset {name!r} is not in data.own")
+    for path in (Path(own), datasets.prepared_path(name)):
+        if path.is_file():
+            try:
+                return datasets.npz_sizes(path)
+            except datasets.DataError as exc:
+                raise Unplannable(str(exc)) from None
+    raise Unplannable(f"{own} not found (data.own.{name})")
+
+
+def run_flops(run: RunConfig, forward: int, sizes: tuple | None = None) -> float:
+    n_train, n_test, _, _ = sizes or SIZES[run.dataset]
+    per_epoch = 3 * forward * n_train + forward * (n_train + n_test)
+    measurements = run.alignment_points * 2 * forward * n_train
+    return run.epochs * per_epoch + measurements
+
+
+def run_steps(run: RunConfig, eval_batch: int = 2048, sizes: tuple | None = None) -> int:
+    n_train, n_test, _, _ = sizes or SIZES[run.dataset]
+    per_epoch = math.ceil(n_train / run.batch_size) + math.ceil(n_train / eval_batch) + math.ceil(n_test / eval_batch)
+    return run.epochs * per_epoch
+
+
+def group_costs(params: Params) -> list[GroupCost]:
+    costs = []
+    for name, group in params.groups.items():
+        runs = group.runs(params.defaults)
+        epochs = "/".join(map(str, sorted({r.epochs for r in runs})))
+        total, steps = 0.0, 0
+        try:
+            for run in runs:
+                sizes = dataset_sizes(run.dataset, params.data)
+                total += run_flops(run, _forward(run, sizes), sizes)
+                steps += run_steps(run, sizes=sizes)
+        except Unplannable as exc:
+            costs.append(GroupCost(name, len(runs), epochs, 0.0, 0, unplanned=str(exc)))
+            continue
+        costs.append(GroupCost(name, len(runs), epochs, total, steps))
+    return costs
+
+
+def table(costs: list[GroupCost], tflops: float, step_ms: float) -> str:
+    lines = [
+        f"| group | runs | epochs | PFLOP | steps (millions) | hours at {tflops:g} TFLOP/s + {step_ms:g} ms/step |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in costs:
+        if c.unplanned:
+            lines.append(f"| {c.group} | {c.runs} | {c.epochs} | cannot plan: {c.unplanned} | | |")
+            continue
+        lines.append(
+            f"| {c.group} | {c.runs} | {c.epochs} | {c.flops / 1e15:,.1f} | {c.steps / 1e6:,.2f} | {c.hours(tflops, step_ms):,.1f} |"
+        )
+    planned = [c for c in costs if not c.unplanned]
+    total = GroupCost(
+        "all", sum(c.runs for c in planned), "", sum(c.flops for c in planned), sum(c.steps for c in planned)
+    )
+    label = "all" if len(planned) == len(costs) else "all planned"
+    lines.append(
+        f"| {label} | {total.runs} | | {total.flops / 1e15:,.1f} | {total.steps / 1e6:,.2f} | {total.hours(tflops, step_ms):,.1f} |"
+    )
+    return "\n".join(lines)
+
+
+def measured_epoch_seconds(rates: dict, members: int) -> float:
+    """Seconds per CIFAR-shaped epoch of a pack of ``members``, interpolated
+    between the measured pack sizes (linearly extrapolated past the largest)."""
+    import numpy as np
+
+    sizes = sorted((int(r), float(s)) for r, s in rates["epoch_seconds"].items())
+    xs, ys = [r for r, _ in sizes], [s for _, s in sizes]
+    if members > xs[-1] and len(xs) > 1:
+        return ys[-1] + (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]) * (members - xs[-1])
+    return float(np.interp(members, xs, ys))
+
+
+def measured_hours(params: Params, rates: dict, tflops: float, step_ms: float) -> dict[str, float]:
+    """Hours per group on the measured machine: MLP packs from ``rates``,
+    other models from their FLOP count at ``tflops`` and ``step_ms``."""
+    from ..config.packs import packs
+
+    cifar_examples = SIZES["cifar10"][0] + SIZES["cifar10"][1]
+    out = {}
+    for name in params.groups:
+        hours = 0.0
+        try:
+            for runs in packs(params, name).values():
+                run = runs[0]
+                sizes = dataset_sizes(run.dataset, params.data)
+                if run.model == "mlp":
+                    n_train, n_test, _, _ = sizes
+                    seconds = measured_epoch_seconds(rates, len(runs)) * (n_train + n_test) / cifar_examples
+                    hours += run.epochs * seconds / 3600
+                else:
+                    forward = _forward(run, sizes)
+                    hours += sum(
+                        GroupCost(name, 1, "", run_flops(r, forward, sizes), run_steps(r, sizes=sizes)).hours(
+                            tflops, step_ms
+                        )
+                        for r in runs
+                    )
+        except Unplannable:
+            continue  # group_costs' table says why
+        out[name] = hours
+    return out
+
+
+# Forward FLOPs by (model, width, input shape, classes): building ResNet-50 or
+# DenseNet-121 to count them takes seconds, and every plan asks again.
+_FORWARD: dict[tuple, int] = {}
+
+
+def _forward(run: RunConfig, sizes: tuple) -> int:
+    _, _, shape, k = sizes
+    shape = trained_shape(shape, run)
+    key = (run.model, run.width, shape, k)
+    if key not in _FORWARD:
+        import keras
+
+        from ..core import models
+
+        _FORWARD[key] = models.forward_flops(models.build(run, shape, k))
+        keras.backend.clear_session()
+    return _FORWARD[key]
+
+
+def trained_shape(shape: tuple, run: RunConfig) -> tuple:
+    """The input shape training sees: the dataset's, enlarged to image_size (data.enlarge)."""
+    return shape if run.image_size is None or len(shape) != 3 else (run.image_size, run.image_size, shape[2])
+
+
+def load_rates(path: str | Path) -> dict:
+    rates = json.loads(Path(path).read_text())
+    if "epoch_seconds" not in rates:
+        raise ValueError(f"{path} has no 'epoch_seconds'; write it with benchmarks/device_check.sh")
+    return rates

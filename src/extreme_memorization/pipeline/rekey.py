@@ -1,0 +1,151 @@
+"""New keys for the trained runs after a change that moves code but changes
+no number: ``python -m extreme_memorization rekey``.
+
+A run's key hashes the syntax tree of the code that trains it
+(training/fingerprint.py). Moving a module, renaming one or changing how one
+imports another changes the tree, so every run's key changes and DVC sees
+every train stage as stale, although no number would change. After such a
+change (and only then: ``tests/test_golden.py`` must still pass, it pins the
+numbers of a short run), this command:
+
+1. writes ``fingerprint.txt`` for the code as it is now;
+2. checks that nothing else is stale: every stage dvc.lock records may differ
+   from dvc.lock only in source files, ``fingerprint.txt`` and the run
+   folders (a changed parameter, data file or output stops it, with the
+   stage named);
+3. writes each run's new key into its ``run.json`` (the only line that
+   changes) and files the run into the run store under it when its weights
+   are here; a run trained under another backend or Keras version than this
+   environment's is refused;
+4. records the new hashes in dvc.lock (what ``dvc commit`` would, keeping
+   the recorded hash of every output that is not here, such as weights not
+   pulled), for every stage but the reports: their run folders changed (the
+   key), and ``dvc repro`` remakes them from git in seconds.
+
+Afterwards ``dvc status`` shows every train stage up to date and ``dvc
+repro`` trains nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from .. import files
+from ..config.settings import RunConfig, read_yaml
+from ..errors import UserError
+from ..training import fingerprint, run_folder, store
+
+FINGERPRINT_FILE = "fingerprint.txt"
+CODE_PATHS = ("src/", FINGERPRINT_FILE, "runs/")
+
+
+class RekeyError(UserError):
+    """Something besides the code is stale; re-keying would hide it."""
+
+
+def write_fingerprint(path: Path, backend: str | None = None) -> bool:
+    """Write :func:`fingerprint.describe` to ``path`` (``fingerprint.txt``);
+    True if its content changed (an unchanged file is left as it is)."""
+    path = Path(path)
+    text = fingerprint.describe(backend)
+    if path.is_file() and path.read_text() == text:
+        return False
+    files.write_text(path, text)
+    return True
+
+
+def _stages(repo):
+    """The stages dvc.lock records: (stage, its lock entry)."""
+    path = Path(repo.root_dir) / "dvc.lock"
+    lock = (read_yaml(path) or {}).get("stages", {}) if path.is_file() else {}
+    return [(stage, lock[stage.addressing]) for stage in repo.index.stages if stage.addressing in lock]
+
+
+def _not_code(stage) -> list[str]:
+    """What differs from dvc.lock in ``stage`` besides code and run folders."""
+    found = []
+    for entry in [*stage.deps, *stage.outs]:
+        changes = entry.status()
+        for path, what in changes.items():
+            if isinstance(what, dict):  # params: {name: "modified"}
+                found += [f"{path}:{name} {why}" for name, why in what.items()]
+                continue
+            relative = Path(str(entry.fs_path)).resolve().relative_to(Path(stage.repo.root_dir).resolve()).as_posix()
+            if what in ("deleted", "not in cache"):
+                continue  # not here (weights not pulled, data not prepared): its recorded hash stays
+            if not relative.startswith(CODE_PATHS):
+                found.append(f"{relative} {what}")
+    return found
+
+
+def _data_md5(entry: dict) -> str | None:
+    for dep in entry.get("deps", []):
+        if dep["path"].startswith("data/prepared/"):
+            return dep.get("md5")
+    return None
+
+
+def _run_settings(info: dict) -> dict:
+    names = [f.name for f in dataclasses.fields(RunConfig)]
+    return {k: info[k] for k in names if k not in fingerprint.SCHEDULE_SETTINGS}
+
+
+def rekey(root: Path, dry_run: bool = False) -> dict:
+    """Re-key the runs of every locked train stage of the repository at
+    ``root``; returns counts: runs re-keyed, runs already current, stages
+    recorded, runs filed into the store."""
+    import keras  # the version the runs must have been trained with
+    from dvc.repo import Repo
+
+    root = Path(root).resolve()
+    backend = fingerprint.backend_name()
+    environment = fingerprint.describe(backend)
+    with Repo(str(root)) as repo:
+        stages = _stages(repo)
+        stale = {s.addressing: _not_code(s) for s, _ in stages}
+        stale = {name: found for name, found in stale.items() if found}
+        if stale:
+            name, found = next(iter(stale.items()))
+            raise RekeyError(f"{len(stale)} stage(s) differ from dvc.lock in more than code, e.g. {name}: "
+                             f"{'; '.join(found[:3])}; run `dvc repro` (or restore them) before rekey")  # fmt: skip
+        counts = {"rekeyed": 0, "current": 0, "stored": 0, "stages": 0}
+        plans = []
+        for stage, entry in stages:
+            if not stage.addressing.startswith("train-"):
+                continue
+            data = _data_md5(entry)
+            run_outs = [o for o in entry.get("outs", []) if o["path"].startswith("runs/")]
+            for out in run_outs:
+                for run_dir in run_folder.run_dirs(root / out["path"]):
+                    info_path, info = run_dir / run_folder.INFO, run_folder.info(run_dir)
+                    if info.get("backend") != backend or info.get("keras") != keras.__version__:
+                        raise RekeyError(f"{info_path.relative_to(root)} was trained with {info.get('backend')} and "
+                                         f"Keras {info.get('keras')}, this environment has {backend} and Keras "
+                                         f"{keras.__version__}; rekey where the runs were trained")  # fmt: skip
+                    new = fingerprint.key_of(_run_settings(info), environment, data)
+                    plans.append((info_path, info, new))
+        if dry_run:
+            counts["rekeyed"] = sum(1 for _, info, new in plans if info.get("fingerprint") != new)
+            counts["current"] = len(plans) - counts["rekeyed"]
+            return counts
+        write_fingerprint(root / FINGERPRINT_FILE, backend)
+        kept = store.root(root)
+        for info_path, info, new in plans:
+            if info.get("fingerprint") == new:
+                counts["current"] += 1
+                continue
+            files.write_json(info_path, {**info, "fingerprint": new})
+            counts["rekeyed"] += 1
+            weights = run_folder.weights_of(info_path.parent, root / "runs", root / "weights")
+            if kept is not None and weights.is_file():
+                store.put(kept, new, info_path.parent, weights)
+                counts["stored"] += 1
+        with repo.lock:
+            for stage, entry in _stages(repo):
+                if any(dep["path"].startswith("runs/") for dep in entry.get("deps", [])):
+                    continue  # a report: `dvc repro` remakes it from the run folders in seconds
+                stage.save(allow_missing=True, run_cache=False)
+                stage.dump(update_pipeline=False)
+                counts["stages"] += 1
+    return counts

@@ -1,0 +1,227 @@
+"""What is done and what is not: one line per experiment group.
+
+``dvc status`` of the whole project lists every stage that differs from
+dvc.lock, never-run ones included, one line per changed file; this is the
+short answer per group:
+
+- runs done / planned: run folders ``runs/<group>/<pack>/<run>/`` that hold
+  their metrics.json, of the runs params.yaml plans;
+- stale: packs trained by ``dvc repro`` (in dvc.lock) whose settings, code or
+  data changed since (``dvc status`` of their stage names a dependency or a
+  parameter as modified; a dependency merely absent, such as prepared data in
+  a fresh clone, is not a change);
+- weights not in the DVC cache: packs trained (in dvc.lock, their run files
+  in git) whose weights this clone's DVC cache lacks (``dvc status``: "not
+  in cache"); ``dvc repro`` would train them again, ``make pull`` fetches
+  them. The time they took, from their run files, says what retraining costs;
+- running / interrupted: packs with a checkpoint (checkpoints.py): running
+  while the DVC process that locked the pack's output is alive, else
+  interrupted (the next ``dvc repro`` resumes it). The same for the workers
+  of ``python -m extreme_memorization local`` (local.py), whose worktrees
+  and checkpoints are under ``.workers/``;
+- the report: up to date, stale or not made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+from pathlib import Path
+
+from ..config import packs
+from ..config.settings import Params
+from ..scaleout.fanout import slug
+from ..scaleout.local import WORK_DIR
+from ..training import checkpoints, run_folder
+
+# Change kinds of `dvc status` that mean the inputs differ from when the stage ran.
+CHANGED = ("modified", "new")
+
+
+@dataclasses.dataclass
+class GroupStatus:
+    group: str
+    runs_done: int
+    runs_planned: int
+    packs: int
+    stale: list[str]
+    running: list[str]
+    interrupted: list[str]
+    report: str  # "up to date", "stale" or "not made"
+    not_cached: list[str] = dataclasses.field(default_factory=list)
+    retrain: str = ""  # what retraining not_cached costs, from their run files ("" when they do not say)
+    worker_running: list[str] = dataclasses.field(default_factory=list)
+    worker_interrupted: list[str] = dataclasses.field(default_factory=list)
+    data_missing: list[str] = dataclasses.field(default_factory=list)  # own datasets' raw files not here
+
+    def line(self, width: int) -> str:
+        parts = [f"{self.runs_done}/{self.runs_planned} runs done ({self.packs} pack{'s' if self.packs != 1 else ''})"]
+        if self.data_missing:  # the group cannot be rebuilt or grown here, however many runs are done
+            parts.append(f"raw data missing, the group cannot be rebuilt here: {', '.join(self.data_missing)}")
+        if self.stale:
+            parts.append(f"stale: {_packs(self.stale)} (settings, code or data changed since trained)")
+        if self.not_cached:
+            parts.append(
+                "runs in git, weights not in the DVC cache: `make pull` fetches them, or "
+                f"{_packs(self.not_cached)} retrain" + (f" ({self.retrain})" if self.retrain else "")
+            )
+        if self.running:
+            parts.append(f"running: {_packs(self.running)}")
+        if self.interrupted:
+            parts.append(f"interrupted: {_packs(self.interrupted)} (dvc repro resumes from the checkpoint)")
+        if self.worker_running:
+            parts.append(f"running in a local worker: {_packs(self.worker_running)}")
+        if self.worker_interrupted:
+            parts.append(f"interrupted in a local worker: {_packs(self.worker_interrupted)} (the same `local` "
+                         f"command resumes from the checkpoint in {WORK_DIR}/checkpoints)")  # fmt: skip
+        parts.append(f"report {self.report}")
+        return f"{self.group:<{width}}  " + "; ".join(parts)
+
+
+def _packs(names: list[str]) -> str:
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return f"{len(names)} pack{'s' if len(names) != 1 else ''} ({shown})"
+
+
+def changed_stages(root: Path) -> dict[str, str]:
+    """Stage name -> how ``dvc status`` finds it, for every stage that differs:
+    "changed" (a dependency or parameter changed, not merely absent), "not in
+    cache" (else: an output's data is missing from the DVC cache, so
+    ``dvc repro`` runs it again) or "" (anything else)."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        status = repo.status()
+    out = {}
+    for stage, changes in status.items():
+        changed, not_cached = False, False
+        for change in changes if isinstance(changes, list) else []:
+            deps = change.get("changed deps", {}) if isinstance(change, dict) else {}
+            for value in deps.values():
+                kinds = value.values() if isinstance(value, dict) else [value]  # params.yaml: {key: kind}
+                changed = changed or any(kind in CHANGED for kind in kinds)
+            outs = change.get("changed outs", {}) if isinstance(change, dict) else {}
+            not_cached = not_cached or "not in cache" in outs.values()
+        out[stage] = "changed" if changed else "not in cache" if not_cached else ""
+    return out
+
+
+def locked_stages(root: Path) -> set[str]:
+    """Stages dvc.lock records as run."""
+    from ..config.settings import read_yaml
+
+    path = root / "dvc.lock"
+    lock = read_yaml(path) if path.is_file() else None
+    return set((lock or {}).get("stages") or {})
+
+
+def live_writers(root: Path) -> list[str]:
+    """Output paths a live DVC process holds for writing (a stage running)."""
+    path = root / ".dvc" / "tmp" / "rwlock"
+    try:
+        lock = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    out = []
+    for target, info in (lock.get("write") or {}).items():
+        try:
+            os.kill(int(info["pid"]), 0)
+        except (OSError, KeyError, TypeError, ValueError):
+            continue
+        out.append(str(target).rstrip("/"))
+    return out
+
+
+def worker_writers(root: Path) -> list[str]:
+    """Output paths the DVC processes of ``local``'s workers hold, each in its worktree."""
+    worktrees = root / WORK_DIR / "worktrees"
+    return [w for tree in sorted(worktrees.iterdir()) for w in live_writers(tree)] if worktrees.is_dir() else []
+
+
+def _has_files(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def retrain_time(root: Path, group: str, names: list[str]) -> str:
+    """What training ``names`` took, from their run files: "about T as trained
+    on this machine" (or on the device and host they record)."""
+    units, where = set(), set()
+    for pack in names:
+        for run_dir in run_folder.run_dirs(root / "runs" / group / pack):
+            try:
+                run = run_folder.info(run_dir)
+                # The times are those of the unit trained together (a whole MLP
+                # pack, or one run of another model): count each unit once.
+                units.add((pack, run["started_at"], run["train_seconds"] + run["measure_seconds"]))
+                where.add((run["hostname"], run["device"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                return ""
+    if not units:
+        return ""
+    seconds = sum(unit[2] for unit in units)
+    if seconds >= 5400:
+        clock = f"{seconds / 3600:.1f} h"
+    else:
+        clock = f"{round(seconds / 60)} min" if seconds >= 90 else f"{seconds:.0f} s"
+    if {host for host, _ in where} == {socket.gethostname()}:  # provenance.py records socket.gethostname()
+        return f"about {clock} as trained on this machine"
+    host, device = sorted(where)[0]
+    return f"about {clock} as trained on {device}, host {host}" + (" and others" if len(where) > 1 else "")
+
+
+def group_status(params: Params, root: Path, changed: dict[str, str], locked: set[str], writers: list[str],
+                 workers: list[str] = ()) -> list[GroupStatus]:  # fmt: skip
+    from ..data.own import missing
+
+    out, absent = [], missing(params, root)
+    for name, group in params.groups.items():
+        by_pack = packs.packs(params, name)
+        done, stale, not_cached, running, interrupted, worker_running, worker_interrupted = 0, [], [], [], [], [], []
+        for pack, runs in by_pack.items():
+            folder = root / "runs" / name / pack
+            done += sum(run_folder.finished(folder / packs.run_name(r)) for r in runs)
+            stage = packs.stage_name(name, runs[0])
+            if stage in locked and changed.get(stage) == "changed":
+                stale.append(pack)
+            elif stage in locked and changed.get(stage) == "not in cache":
+                not_cached.append(pack)
+            checkpoint = checkpoints.folder(name, pack)
+            checkpoint = checkpoint if checkpoint.is_absolute() else root / checkpoint
+            if any(w.endswith(f"/{name}/{pack}") for w in writers):
+                running.append(pack)
+            elif _has_files(checkpoint):
+                interrupted.append(pack)
+            # A worker keeps its stage's checkpoints in a folder of the stage (scaleout/sh/stage.sh).
+            if any(w.endswith(f"/{name}/{pack}") for w in workers):
+                worker_running.append(pack)
+            elif _has_files(root / WORK_DIR / "checkpoints" / slug(stage) / name / pack):
+                worker_interrupted.append(pack)
+        report = f"report@{name}"
+        if report not in locked:
+            state = "not made"
+        else:
+            state = "stale" if report in changed else "up to date"
+        runs_planned = sum(len(r) for r in by_pack.values())
+        out.append(GroupStatus(name, done, runs_planned, len(by_pack), stale, running, interrupted, state,
+                               not_cached, retrain_time(root, name, not_cached), worker_running,
+                               worker_interrupted))  # fmt: skip
+        out[-1].data_missing = [absent[d] for d in group.sweep["dataset"] if d in absent]
+    return out
+
+
+def lines(params: Params, root: Path, use_dvc: bool = True) -> list[str]:
+    changed: dict[str, str] = {}
+    note = None
+    if use_dvc:
+        try:
+            changed = changed_stages(root)
+        except Exception as exc:  # DVC's own errors (a broken dvc.yaml, a missing file): say so, keep the counts
+            note = f"(stale packs not known: dvc status failed: {' '.join(str(exc).split())[:200]})"
+    groups = group_status(params, root, changed, locked_stages(root), live_writers(root), worker_writers(root))
+    width = max((len(g.group) for g in groups), default=5)
+    out = [g.line(width) for g in groups]
+    done, planned = sum(g.runs_done for g in groups), sum(g.runs_planned for g in groups)
+    out.append(f"{'all':<{width}}  {done}/{planned} runs done" + (f" {note}" if note else ""))
+    return out

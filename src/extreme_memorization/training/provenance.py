@@ -1,0 +1,25 @@
+"""Where and when a run ran, for its run.json: a reader can see which runs
+ran side by side (their spans overlap), on which host and on which devices.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+
+
+def utc_now() -> str:
+    """The time now in UTC, ISO 8601 to the millisecond: ``2026-12-02T06:11:04.123+00:00``."""
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def where_and_when(started_at: str) -> dict:
+    """run.json's ``started_at``, ``finished_at`` (now), ``hostname`` and
+    ``visible_devices`` (the CUDA_VISIBLE_DEVICES this process had, or None)."""
+    return {
+        "started_at": started_at,
+        "finished_at": utc_now(),
+        "hostname": socket.gethostname(),
+        "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }

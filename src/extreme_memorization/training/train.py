@@ -1,0 +1,405 @@
+"""Training a pack of runs (or one run): the epoch loop, its records, its
+checkpoints and the run outputs.
+
+The arithmetic runs in compiled chunks (loops.py); this module touches it
+once per chunk: evaluates the whole training and test sets after every epoch,
+keeps the best test accuracy, measures alignment at a few epochs, freezes a
+member that diverges, prints progress with an ETA, writes checkpoints and, on
+SIGTERM or SIGINT, stops cleanly after the current chunk.
+
+Outputs of each run, in its folder (kept in git; the pack's folder is a DVC
+``plots:`` output):
+- ``metrics.json``: final accuracies and measures;
+- ``history.csv``: one row per epoch;
+- ``alignment.csv``: the measures at each measurement point;
+- ``run.json``: every setting of the run, its status, versions and
+  fingerprint (store.py);
+and ``model.weights.h5``, the final weights (load.load_run gives them back as
+a Keras model), in the run's twin folder under ``weights/`` (a DVC-cached
+output; packs.weights_file), or beside the other files when no weights file
+is named.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from .. import files
+from ..config.settings import ConfigError, RunConfig
+from ..core import backend, loops, measures, models
+from ..core import losses as losses_mod
+from ..core import probe as api
+from ..data import datasets as data_mod
+from . import checkpoints, provenance, run_folder, store
+from .progress import Interrupt, Interrupted, Progress
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "best_test_acc"]
+MEASURES = measures.MEASURES
+# A finite loss this many times its initial value has blown up (recorded like a divergence).
+BLOWUP_FACTOR = 1e3  # (MLPs: see _check)
+
+
+def measurement_epochs(epochs: int, points: int) -> list[int]:
+    """Epoch 0 (initialization) and log-spaced epochs up to the last."""
+    if points <= 0:
+        return []
+    if points == 1:
+        return [epochs]
+    if points == 2:
+        return [0, epochs]
+    later = np.unique(np.round(np.geomspace(1, epochs, points - 1)).astype(int))
+    return [0, *[int(e) for e in later]]
+
+
+class Member:
+    """The record of one run of a pack."""
+
+    def __init__(self, run: RunConfig, out_dir: Path, weights_file: Path | None = None):
+        self.run, self.out_dir = run, Path(out_dir)
+        self.weights_file = Path(weights_file) if weights_file else self.out_dir / "model.weights.h5"
+        self.rows: list[dict] = []
+        self.alignment_rows: list[dict] = []
+        self.best = 0.0
+        self.diverged_at: int | None = None
+        self.diverged_reason = ""
+        self.initial_loss = float("nan")
+        self.started_at = provenance.utc_now()  # kept in checkpoints: a resumed run keeps its first start
+
+    def record(self) -> dict:
+        return {k: v for k, v in vars(self).items() if k not in ("run", "out_dir", "weights_file")}
+
+    def restore(self, record: dict) -> None:
+        vars(self).update(record)
+
+    @property
+    def label(self) -> str:
+        scale = f"sigma={self.run.sigma:g}" if self.run.sigma is not None else f"glorot x{self.run.init_scale:g}"
+        return f"{scale} seed={self.run.seed}"
+
+
+def _labels(raw: data_mod.Dataset, runs: list[RunConfig]):
+    """Standardized images once; labels per member ((R, N): shuffled labels
+    depend on the member's seed)."""
+    base = data_mod.for_training(raw, "true", 0, runs[0].image_size)
+    train, test = [], []
+    for run in runs:
+        d = base if run.labels == "true" else data_mod.for_training(raw, run.labels, run.seed, run.image_size)
+        train.append(d.y_train)
+        test.append(d.y_test)
+    return base, np.stack(train), np.stack(test)
+
+
+def _trainer(runs: list[RunConfig], base, y_train, y_test) -> loops.Trainer:
+    if all(r.model == "mlp" for r in runs):
+        return loops.PackedMLP(runs, base.num_classes, base.x_train, y_train, base.x_test, y_test)
+    if len(runs) != 1:
+        raise ValueError("only MLP runs train as a pack; train other models one run at a time")
+    backend.seed_everything(runs[0].seed)
+    model = models.build(runs[0], base.input_shape, base.num_classes)
+    return loops.SoloModel(model, runs[0], base.x_train, y_train, base.x_test, y_test)
+
+
+def _measure(trainer: loops.Trainer, member: int, loss, x, y, run: RunConfig) -> dict:
+    """The member's measures (measures.measure, as api.measure_alignment). A
+    packed MLP computes its arrays from the pack's weights; any other model
+    is measured by the public function itself."""
+    if isinstance(trainer, loops.PackedMLP):
+        p = trainer.member_parts(member, x)
+        first = measures.FirstLayer(p["x"], p["pre_activation"], p["w1"], p["w2"], trainer.activation)
+        return measures.measure(y, loss, p["representation"], p["logits"], run.alignment_batch_size, run.seed, first)
+    return api.measure_alignment(trainer.keras_model(member), x, y, loss, run.alignment_batch_size, run.seed)
+
+
+def _check(member: Member, train_loss: float, test_loss: float, alive: float) -> str:
+    """Why the member must stop at this epoch ('' if it goes on)."""
+    if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
+        return "the loss is not finite"
+    if member.run.model != "mlp":
+        # ResNet/DenseNet evaluate with BatchNorm's moving statistics, which lag
+        # the weights early on: a large evaluation loss there is no blow-up.
+        return ""
+    if member.initial_loss > 0 and train_loss > BLOWUP_FACTOR * member.initial_loss:
+        return (
+            f"the loss blew up to {train_loss:.3g}, over {BLOWUP_FACTOR:g} times its initial {member.initial_loss:.3g}"
+        )
+    if alive == 0:
+        return "every hidden unit is dead (zero on every training example)"
+    return ""
+
+
+def _finite(value):
+    return value if isinstance(value, (int, str)) or (value is not None and math.isfinite(value)) else None
+
+
+def _csv(rows: list[dict], columns: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if _finite(row.get(k)) is None else row[k]) for k in columns})
+    return buffer.getvalue()
+
+
+def train_unit(runs: list[RunConfig], group: str, dataset_path, out_dirs: list[Path], checkpoint: Path | None = None,
+               title: str = "", weights_files: list[Path] | None = None) -> list[dict]:  # fmt: skip
+    """Train ``runs`` together (a pack of MLPs, or one run of any model), write
+    each run's outputs into its folder of ``out_dirs`` (the weights into
+    ``weights_files``, default beside them), return their metrics.
+    With ``checkpoint``, resume from it when it matches and keep it current;
+    SIGTERM or SIGINT stop it cleanly (progress.py)."""
+    with Interrupt() as interrupt:
+        return _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrupt,
+                           weights_files or [None] * len(runs))  # fmt: skip
+
+
+def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrupt, weights_files) -> list[dict]:
+    first = runs[0]
+    backend.set_matmul_precision(first.matmul_precision)
+    backend.seed_everything(first.seed)
+    raw = data_mod.load(dataset_path, first.dataset)
+    if first.batch_size > len(raw.y_train):
+        # Every step would use the whole training set while run.json recorded the larger number.
+        raise ConfigError(f"batch_size {first.batch_size} is larger than the {len(raw.y_train)} training examples of "
+                          f"{first.dataset}; set batch_size ({group}.run or defaults) to at most {len(raw.y_train)}")  # fmt: skip
+    base, y_train, y_test = _labels(raw, runs)
+    del raw  # the uint8 images: training holds the standardized ones
+    trainer = _trainer(runs, base, y_train, y_test)
+    members = [Member(r, d, w) for r, d, w in zip(runs, out_dirs, weights_files, strict=True)]
+    title = title or f"[{group} {first.dataset} {first.model}/{first.activation} {first.loss}]"
+
+    # The loss of each member (loss_scaling: output scales its parameter by
+    # the member's initial logit RMS), and one for the pack, shaped (R, 1, 1).
+    scales = trainer.logit_rms()
+    member_loss = [losses_mod.build(r, float(s)) for r, s in zip(runs, scales)]
+    trainer.loss = losses_mod.build(first, scales.reshape(-1, 1, 1).astype(np.float32))
+    measure_at = measurement_epochs(first.epochs, first.alignment_points)
+    print(
+        f"{title} {len(runs)} run(s), {len(base.y_train)} train / {len(base.y_test)} test examples, "
+        f"{base.num_classes} classes, {first.epochs} epochs, {backend.name()} on {backend.device_name()}, "
+        f"matmul {backend.matmul_precision()}",
+        flush=True,
+    )
+
+    clock = {"train": 0.0, "measure": 0.0}  # seconds, across resumes
+
+    def measure(i: int, epoch: int) -> None:
+        start = time.perf_counter()
+        row = _measure(trainer, i, member_loss[i], base.x_train, y_train[i], runs[i])
+        members[i].alignment_rows.append({"epoch": epoch, **row})
+        clock["measure"] += time.perf_counter() - start
+
+    fingerprint = checkpoints.fingerprint(runs, dataset_path, backend.name())
+    saved = checkpoints.load(checkpoint, fingerprint) if checkpoint else None
+    epoch, step, resumed_from = 0, 0, None
+    if saved:
+        arrays, meta = saved
+        trainer.set_state(arrays)
+        for m, record in zip(members, meta["members"]):
+            m.restore(record)
+        epoch, step = meta["epoch"], meta["step"]
+        clock.update(meta["clock"])
+        resumed_from = epoch
+        print(
+            f"{title} resuming from checkpoint at epoch {epoch}" + (f", minibatch {step}" if step else ""), flush=True
+        )
+    else:
+        loss0, _, _ = trainer.evaluate("train")
+        for i, m in enumerate(members):
+            m.initial_loss = float(loss0[i])
+            if 0 in measure_at:
+                measure(i, 0)
+
+    def save(at_epoch: int, at_step: int) -> None:
+        meta = {"fingerprint": fingerprint, "epoch": at_epoch, "step": at_step, "clock": clock,
+                "members": [m.record() for m in members]}  # fmt: skip
+        try:
+            checkpoints.save(checkpoint, trainer.get_state(), meta)
+        except checkpoints.CheckpointError as exc:
+            print(f"warning: {exc}; training goes on and the previous checkpoint is kept", file=sys.stderr, flush=True)
+            return
+        progress.saved(at_epoch)
+
+    progress = Progress(title, [m.label for m in members], first.epochs, epoch)
+    steps = trainer.steps_per_epoch
+    while epoch < first.epochs and any(m.diverged_at is None for m in members):
+        active = np.array([m.diverged_at is None for m in members])
+        order = np.stack([loops.epoch_order(r.seed, epoch + 1, trainer.n) for r in runs])
+        while step < steps:
+            stop = min(step + progress.chunk(steps), steps)
+            start_time = time.perf_counter()
+            trainer.run_steps(order, active, step, stop)
+            progress.timed(stop - step, time.perf_counter() - start_time)
+            clock["train"] += time.perf_counter() - start_time
+            step = stop
+            if interrupt.signum and step < steps and checkpoint:
+                save(epoch, step)
+                raise Interrupted(interrupt.signum, epoch, first.epochs)
+        epoch, step = epoch + 1, 0
+        start_time, measured = time.perf_counter(), clock["measure"]
+        train_loss, train_acc, alive = trainer.evaluate("train")
+        test_loss, test_acc, _ = trainer.evaluate("test")
+        for i, m in enumerate(members):
+            if not active[i]:
+                continue
+            m.best = max(m.best, float(test_acc[i]))
+            m.rows.append(dict(epoch=epoch, train_loss=float(train_loss[i]), train_acc=float(train_acc[i]),
+                               test_loss=float(test_loss[i]), test_acc=float(test_acc[i]), best_test_acc=m.best))  # fmt: skip
+            reason = _check(m, float(train_loss[i]), float(test_loss[i]), float(alive[i]))
+            if reason:
+                m.diverged_at, m.diverged_reason = epoch, reason
+                print(
+                    f"{title} run {m.label} diverged at epoch {epoch}: {reason}. The run stops here and is "
+                    "recorded as diverged (status in run.json); the other runs go on. Lower learning_rate "
+                    "or sigma to train it.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            elif epoch in measure_at:
+                measure(i, epoch)
+        clock["train"] += time.perf_counter() - start_time - (clock["measure"] - measured)
+        progress.epoch_done(epoch, [m.rows[-1] if m.rows else None for m in members])
+        if checkpoint and epoch < first.epochs and (interrupt.signum or progress.checkpoint_due(epoch, first)):
+            save(epoch, 0)
+        if interrupt.signum:
+            raise Interrupted(interrupt.signum, epoch, first.epochs)
+    if checkpoint:
+        save(epoch, 0)  # a finished unit of a pack is not trained again if a later one is killed
+
+    results = []
+    for i, m in enumerate(members):
+        fingerprint = store.key(m.run, dataset_path, backend.name())
+        results.append(_finish(trainer, i, m, member_loss[i], base, y_train[i], group, clock, resumed_from, scales[i],
+                               fingerprint))  # fmt: skip
+    return results
+
+
+def _finish(trainer, i, m: Member, loss, base, y, group, clock, resumed_from, scale, fingerprint) -> dict:
+    run = m.run
+    final = m.rows[-1] if m.rows else dict.fromkeys(HISTORY_COLUMNS[1:], float("nan")) | {"epoch": 0}
+    if m.diverged_at is not None:  # the weights of a diverged run measure nothing
+        final_measures = dict.fromkeys(MEASURES, float("nan"))
+    elif m.alignment_rows and m.alignment_rows[-1]["epoch"] == final["epoch"]:
+        final_measures = m.alignment_rows[-1]
+    else:
+        final_measures = _measure(trainer, i, loss, base.x_train, y, run)
+    # Measures a model lacks (W1's, for all but the MLP) are recorded as missing.
+    final_measures = {k: final_measures.get(k, float("nan")) for k in MEASURES}
+    metrics = {
+        "train_acc": final["train_acc"],
+        "test_acc": final["test_acc"],
+        "best_test_acc": m.best,
+        "train_loss": final["train_loss"],
+        "test_loss": final["test_loss"],
+        **final_measures,
+        "epochs_run": final["epoch"],
+        "diverged": int(m.diverged_at is not None),
+    }
+    metrics = {k: _finite(v) for k, v in metrics.items()}
+    model = trainer.keras_model(i)
+    info = {
+        "group": group,
+        **run.as_dict(),
+        "status": "diverged" if m.diverged_at else "completed",
+        "diverged_at_epoch": m.diverged_at,
+        "diverged_reason": m.diverged_reason or None,
+        "initial_logit_rms": float(scale),
+        "loss_parameter": losses_mod.effective_parameter(loss),
+        "parameters": int(model.count_params()),
+        "train_examples": int(len(base.y_train)),
+        "test_examples": int(len(base.y_test)),
+        "num_classes": base.num_classes,
+        "input_shape": list(base.input_shape),  # what load_run builds the model for
+        "pack_size": trainer.members,
+        "resumed_from_epoch": resumed_from,
+        "train_seconds": round(clock["train"], 2),  # the pack's, steps and evaluation
+        "measure_seconds": round(clock["measure"], 2),  # the pack's, alignment measurements
+        "matmul_precision_applied": backend.matmul_precision(),
+        "device": backend.device_name(),
+        "keras": keras.__version__,
+        "backend": backend.name(),
+        "fingerprint": fingerprint,  # store.key: settings, code and versions, data
+        **provenance.where_and_when(m.started_at),
+    }
+    out = m.out_dir
+    files.write_text(out / run_folder.HISTORY, _csv(m.rows, HISTORY_COLUMNS))
+    files.write_text(out / run_folder.ALIGNMENT, _csv(m.alignment_rows, ["epoch", *MEASURES]))
+    with files.atomic_path(m.weights_file) as tmp:
+        model.save_weights(str(tmp))
+    files.write_json(out / run_folder.INFO, info)
+    files.write_json(out / run_folder.METRICS, metrics)  # last: a run with metrics is finished
+    print(_done_line(m, metrics), flush=True)
+    return metrics
+
+
+def _done_line(m: Member, metrics: dict) -> str:
+    """The run's final numbers as the tables show them: 3 significant digits;
+    no gradient alignment where the run diverged or its gradients vanished."""
+    from .run_folder import VANISHED_GRADIENT
+
+    def fmt(value):
+        return "-" if value is None else f"{value:.3g}"
+
+    start = next((r.get("mean_grad_norm") for r in m.alignment_rows if r["epoch"] == 0), None)
+    final = metrics.get("mean_grad_norm")
+    if m.diverged_at is not None:
+        w1 = f"undefined (diverged at epoch {m.diverged_at})"
+    elif start and final is not None and final / start < VANISHED_GRADIENT:
+        w1 = "undefined (gradients vanished)"
+    else:
+        w1 = fmt(metrics.get("grad_alignment_w1"))
+    return (f"run {m.label} done: train acc {fmt(metrics['train_acc'])}, test acc {fmt(metrics['test_acc'])}, "
+            f"best test acc {fmt(metrics['best_test_acc'])}, gradient alignment W1 {w1}")  # fmt: skip
+
+
+def train(run: RunConfig, group: str, dataset_path, out_dir, checkpoint: Path | None = None) -> dict:
+    """Train one run and write its outputs into ``out_dir``; returns its metrics."""
+    return train_unit([run], group, dataset_path, [Path(out_dir)], checkpoint)[0]
+
+
+def train_pack(runs: list[RunConfig], group: str, dataset_path, out_dir, pack: str, title: str = "",
+               weights_dir=None) -> list[dict]:  # fmt: skip
+    """Train the runs of one pack into ``out_dir/<run>/`` (weights into
+    ``weights_dir/<run>/``, default the run folders), with checkpoints in
+    ``checkpoints/<group>/<pack>/`` that are removed once the pack is done.
+    Runs already in the run store (store.py) are taken from there unchanged;
+    the others train: MLP runs together, other models one after the other
+    (each keeps its final checkpoint until the whole pack is done, so a rerun
+    after a kill does not train a finished run again)."""
+    from ..config.packs import run_name
+
+    folder = checkpoints.folder(group, pack)
+    out_dir = Path(out_dir)
+    weights_dir = Path(weights_dir) if weights_dir else out_dir
+    kept = store.root(out_dir)
+    results: dict[int, dict] = {}
+    todo = []
+    for i, run in enumerate(runs):
+        name = run_name(run)
+        if store.get(kept, store.key(run, dataset_path, backend.name()), out_dir / name,
+                     weights_dir / name / "model.weights.h5", group):  # fmt: skip
+            results[i] = files.read_json(out_dir / name / run_folder.METRICS)
+            print(f"{title} run {name}: unchanged settings, code and data; taken from the run store", flush=True)
+        else:
+            todo.append(i)
+    if todo and all(runs[i].model == "mlp" for i in todo):
+        units = [todo]
+    else:
+        units = [[i] for i in todo]
+    for unit in units:
+        name = "pack" if len(units) == 1 else run_name(runs[unit[0]])
+        dirs = [out_dir / run_name(runs[i]) for i in unit]
+        weights = [weights_dir / run_name(runs[i]) / "model.weights.h5" for i in unit]
+        trained = train_unit([runs[i] for i in unit], group, dataset_path, dirs, folder / f"{name}.npz", title, weights)
+        for i, metrics, d, w in zip(unit, trained, dirs, weights, strict=True):
+            results[i] = metrics
+            store.put(kept, run_folder.info(d)["fingerprint"], d, w)
+    checkpoints.remove(group, pack)
+    return [results[i] for i in range(len(runs))]
