@@ -28,7 +28,9 @@ repro`` trains nothing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 from pathlib import Path
 
 from .. import files
@@ -141,7 +143,11 @@ def rekey(root: Path, dry_run: bool = False) -> dict:
             if kept is not None and weights.is_file():
                 store.put(kept, new, info_path.parent, weights)
                 counts["stored"] += 1
-        with repo.lock:
+        dvc_log = logging.getLogger("dvc")
+        level = dvc_log.level
+        dvc_log.setLevel(logging.WARNING)  # not "Updating lock file 'dvc.lock'" once per stage
+        with repo.lock, contextlib.ExitStack() as restore:
+            restore.callback(dvc_log.setLevel, level)
             for stage, entry in _stages(repo):
                 if any(dep["path"].startswith("runs/") for dep in entry.get("deps", [])):
                     continue  # a report: `dvc repro` remakes it from the run folders in seconds
