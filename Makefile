@@ -108,7 +108,7 @@ compare: $(STAMP) ## two revisions offline: make compare A=HEAD~1 [B=rev, defaul
 	@test -n "$(A)" || { echo "error: name the revision to compare: make compare A=HEAD~1 (and B=... for another than the workspace)"; exit 2; }
 	$(BIN)/python -m extreme_memorization compare $(A) $(B) $(if $(GROUP),--group $(GROUP))
 
-test: $(STAMP) ## the test suite (about 3 minutes on 2 cores)
+test: $(STAMP) ## the test suite (about 3.5 minutes on 2 cores)
 	$(PYTEST_PARALLEL)
 
 test-jax: $(STAMP) ## the core's tests under the JAX backend (closed forms, packs, backends, resume, the public API)

@@ -142,6 +142,11 @@ def test_rekey_after_a_move_that_changes_no_number_trains_nothing_and_changes_on
             file.name == "run.json" and [c.split(":")[0] for c in changed] == ['  "fingerprint"']
         ), file
     assert sh([*python_cmd(), "rekey", "--dry-run"], path, env).startswith("0 runs would get a new key, 2 had it")
+    # Forced to run again, the stage finds both runs in the store under their new keys: nothing trains.
+    rekeyed = {p: p.read_bytes() for p in sorted((path / "runs").rglob("*")) if p.is_file()}
+    forced = sh([dvc_cmd(), "repro", "-f", "-s", "train-digits@digits-digits-mlp-sin-cross_entropy-true"], path, env)
+    assert forced.count("taken from the run store") == 2 and "epoch 1/" not in forced, forced
+    assert {p: p.read_bytes() for p in rekeyed} == rekeyed
 
 
 def test_rekey_refuses_when_more_than_the_code_changed(trained_repo):
