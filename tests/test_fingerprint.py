@@ -156,3 +156,12 @@ def test_rekey_refuses_when_more_than_the_code_changed(trained_repo):
     out = subprocess.run([*python_cmd(), "rekey"], cwd=path, env=env, capture_output=True, text=True)
     assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
     assert "differ from dvc.lock in more than code" in out.stderr and "params.yaml" in out.stderr
+
+
+def test_rekey_refuses_runs_keyed_under_other_versions(trained_repo):
+    path, env = trained_repo
+    recorded = path / "fingerprint.txt"
+    recorded.write_text(re.sub(r"^numpy .*$", "numpy 1.0.0", recorded.read_text(), flags=re.M))
+    out = subprocess.run([*python_cmd(), "rekey"], cwd=path, env=env, capture_output=True, text=True)
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    assert "records other versions than this environment's: numpy 1.0.0 (here numpy " in out.stderr, out.stderr

@@ -15,8 +15,9 @@ numbers of a short run), this command:
    stage named);
 3. writes each run's new key into its ``run.json`` (the only line that
    changes) and files the run into the run store under it when its weights
-   are here; a run trained under another backend or Keras version than this
-   environment's is refused;
+   are here; runs trained under another backend or Keras version than this
+   environment's, or a ``fingerprint.txt`` that records other versions
+   (numpy, TensorFlow, Python), are refused: their keys are not for here;
 4. records the new hashes in dvc.lock (what ``dvc commit`` would, keeping
    the recorded hash of every output that is not here, such as weights not
    pulled), for every stage but the reports: their run folders changed (the
@@ -81,6 +82,11 @@ def _not_code(stage) -> list[str]:
     return found
 
 
+def _versions(text: str) -> list[str]:
+    """The lines of a fingerprint text that are not the code digest or comments."""
+    return [line for line in text.splitlines() if line and not line.startswith(("#", "code "))]
+
+
 def _data_md5(entry: dict) -> str | None:
     for dep in entry.get("deps", []):
         if dep["path"].startswith("data/prepared/"):
@@ -103,6 +109,13 @@ def rekey(root: Path, dry_run: bool = False) -> dict:
     root = Path(root).resolve()
     backend = fingerprint.backend_name()
     environment = fingerprint.describe(backend)
+    recorded = root / FINGERPRINT_FILE
+    if recorded.is_file():  # the versions the runs were keyed with must be this environment's
+        before, now = _versions(recorded.read_text()), _versions(environment)
+        if before != now:
+            differ = ", ".join(f"{a} (here {b})" for a, b in zip(before, now, strict=False) if a != b) or "their list"
+            raise RekeyError(f"{FINGERPRINT_FILE} records other versions than this environment's: {differ}; "
+                             "rekey in the environment the runs were trained in (make venv installs it)")  # fmt: skip
     with Repo(str(root)) as repo:
         stages = _stages(repo)
         stale = {s.addressing: _not_code(s) for s, _ in stages}
