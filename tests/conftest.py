@@ -163,6 +163,14 @@ def stages_run(out: str) -> set[str]:
     return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")} - {"fingerprint"}
 
 
+def stale_stages(status: str) -> set[str]:
+    """The stages a `dvc status` output names, but the fingerprint stage: DVC
+    lists an always_changed stage as "always changed" on every status."""
+    return {line[:-1] for line in status.splitlines() if line.endswith(":") and not line.startswith("\t")} - {
+        "fingerprint"
+    }
+
+
 def dvc_cmd() -> str:
     return str(Path(sys.executable).parent / "dvc")
 

@@ -53,11 +53,16 @@ def trained(trained_template, tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _restore(trained):
-    """Each test leaves the trained repository's config and files as it found them."""
+    """Each test leaves the trained repository's config, commit and files as it found them.
+
+    `dvc repro` stages dvc.lock (core.autostage): back to the commit, not the
+    index; new run folders go, and the weights are those dvc.lock names."""
     yield
     path, env = trained
     (path / ".dvc/config.local").unlink(missing_ok=True)
-    sh(["git", "checkout", "-q", "--", "."], path, env)
+    sh(["git", "reset", "-q", "--hard"], path, env)
+    sh(["git", "clean", "-q", "-f", "-d"], path, env)
+    sh([dvc_cmd(), "checkout", "-q", "--force", "--allow-missing"], path, env)
 
 
 def test_a_new_sigma_trains_only_its_run_and_removing_it_again_trains_nothing(trained):

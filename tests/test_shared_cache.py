@@ -36,6 +36,18 @@ pytestmark = [
 TINY = {"epochs": 3, "width": 16, "alignment_points": 2}
 
 
+def _private_folder(path: Path) -> Path | None:
+    """The outermost folder above ``path`` that other users cannot enter, if any."""
+    return next((p for p in reversed(path.parents) if p != Path("/") and not os.stat(p).st_mode & 0o001), None)
+
+
+_CHECKOUT = _private_folder(Path(sys.executable).parent / "dvc") or _private_folder(Path(__file__))
+if _CHECKOUT is not None and os.geteuid() == 0:
+    pytestmark.append(pytest.mark.skip(
+        reason=f"this checkout and its .venv lie in {_CHECKOUT}, which other users cannot enter: clone the "
+        "project under a folder they can (or chmod o+x it) to test a cache shared between users"))  # fmt: skip
+
+
 def root_sh(*args: str) -> None:
     subprocess.run(args, check=True, capture_output=True)
 
@@ -102,7 +114,7 @@ def _reach_python(spare: Path) -> list[str]:
     users' rights on every other file, the cache's included, are unchanged.
     """
     real = Path(os.path.realpath(sys.executable))
-    private = next((p for p in reversed(real.parents) if p != Path("/") and not os.stat(p).st_mode & 0o001), None)
+    private = _private_folder(real)
     if private is None:
         return []
     keep = real.parents[len(real.parents) - len(private.parts) - 1]  # the child of `private` holding Python
