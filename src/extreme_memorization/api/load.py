@@ -50,7 +50,8 @@ def load_run(path) -> LoadedRun:
         )
     try:
         info = json.loads(info_file.read_text())
-        run = make_run({"image_size": None, **{k: info[k] for k in RUN_FIELDS if k in info}})  # older records lack it
+        older = {"image_size": None, "alpha_ref": 1.0, "first_layer_step": "plain"}  # settings older records lack
+        run = make_run({**older, **{k: info[k] for k in RUN_FIELDS if k in info}})
     except (json.JSONDecodeError, ConfigError) as exc:
         raise RunLoadError(f"{info_file} is not a run's record ({exc}); retrain the run with `dvc repro`") from None
     shape = info.get("input_shape") or INPUT_SHAPES.get(run.dataset)

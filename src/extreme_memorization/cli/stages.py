@@ -138,7 +138,9 @@ def cmd_train(args) -> int:
     stage = packs.stage_name(args.group, runs[0])
     title = f"[{stage}, stage {index}/{count} of group {args.group}]"
     try:
-        training.train_pack(runs, args.group, dataset_path, args.out, packs.pack_name(runs[0]), title, args.weights)
+        names = [packs.run_name(r, params.group(args.group)) for r in runs]
+        training.train_pack(runs, args.group, dataset_path, args.out, packs.pack_name(runs[0]), title, args.weights,
+                            names)  # fmt: skip
     except Interrupted as exc:
         print(f"{title} {exc}", file=sys.stderr, flush=True)
         return exc.exit_code

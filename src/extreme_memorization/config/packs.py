@@ -1,8 +1,8 @@
 """Run packs: the runs of a group that one training stage trains together.
 
 A *pack* is one line of a figure: the runs of a group that share dataset,
-model, activation, loss and labels and differ only in sigma and seed (the
-:data:`MEMBER_AXES`). MLP members train together as one model with a
+model, activation, loss and labels and differ only in sigma and seed, and in
+learning_rate where the group sweeps it (the :data:`MEMBER_AXES`). MLP members train together as one model with a
 leading run axis (loops.PackedMLP); other models train one member after the
 other. A pack is one DVC stage, ``train-<group>@<group>-<pack>``, whose outputs are
 the folder ``runs/<group>/<pack>/`` holding one folder per run (small files, in
@@ -15,9 +15,9 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from .settings import AXES, ConfigError, Params, RunConfig
+from .settings import AXES, ConfigError, GroupConfig, Params, RunConfig
 
-MEMBER_AXES = ("sigma", "seed")
+MEMBER_AXES = ("sigma", "seed", "learning_rate")  # learning_rate: only where the group sweeps it
 PACK_AXES = tuple(a for a in AXES if a not in MEMBER_AXES)
 
 
@@ -26,11 +26,13 @@ def pack_name(run: RunConfig) -> str:
     return "-".join(str(getattr(run, a)) for a in PACK_AXES)
 
 
-def run_name(run: RunConfig) -> str:
+def run_name(run: RunConfig, group: GroupConfig | None = None) -> str:
     """The run's folder inside its pack, from the normalized values (1 and 1.0
-    are one sigma, ``sigma1``)."""
+    are one sigma, ``sigma1``); ``-lr<learning_rate>`` is added only where
+    ``group`` sweeps the learning rate, so other groups' runs keep their names."""
     scale = f"sigma{run.sigma:g}" if run.sigma is not None else "glorot"
-    return f"{scale}-seed{run.seed}"
+    swept = group is not None and "learning_rate" in group.sweep
+    return f"{scale}-seed{run.seed}" + (f"-lr{run.learning_rate:g}" if swept else "")
 
 
 def stage_name(group: str, run: RunConfig) -> str:
@@ -56,11 +58,12 @@ def members(params: Params, group: str, overrides: dict) -> list[RunConfig]:
     multi = [a for a in PACK_AXES if a not in overrides and len(g.sweep[a]) > 1]
     if multi:
         raise ConfigError(f"a pack of group '{group}' needs a value for axis (axes) {', '.join(multi)}")
-    values = [g.sweep[a] for a in MEMBER_AXES]
-    runs = [params.run(group, {**overrides, **dict(zip(MEMBER_AXES, v))}) for v in itertools.product(*values)]
-    names = [run_name(r) for r in runs]
+    axes = [a for a in MEMBER_AXES if a in g.sweep]
+    values = [g.sweep[a] for a in axes]
+    runs = [params.run(group, {**overrides, **dict(zip(axes, v))}) for v in itertools.product(*values)]
+    names = [run_name(r, g) for r in runs]
     if len(set(names)) != len(names):
-        raise ConfigError(f"{group}.sweep lists the same sigma or seed twice: runs {sorted(names)}")
+        raise ConfigError(f"{group}.sweep lists the same {', '.join(axes)} twice: runs {sorted(names)}")
     return runs
 
 

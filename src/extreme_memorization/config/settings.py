@@ -44,11 +44,15 @@ LOSSES = ("cross_entropy", "hinge", "squared")
 INITS = ("normal", "glorot")
 LABELS = ("true", "shuffled")
 SQUARED_REDUCTIONS = ("class_mean", "half_sum")
-LOSS_SCALINGS = ("none", "output")
+LOSS_SCALINGS = ("none", "output", "normalized")
+FIRST_LAYER_STEPS = ("plain", "compensated")
 MATMUL_PRECISIONS = ("float32", "tf32")
 SECTIONS = ("data", "defaults")
 # What tells the runs of a group apart: every group's sweep lists each of them.
 AXES = ("dataset", "model", "activation", "loss", "labels", "sigma", "seed")
+# Axes a group may sweep (then each value is a run, like sigma and seed) or
+# leave to run/defaults (then its runs are named as if it did not exist).
+OPTIONAL_AXES = ("learning_rate",)
 
 
 class ConfigError(UserError, ValueError):
@@ -82,7 +86,9 @@ class RunConfig:
     margin: float  # hinge: sum_{j != y} max(0, margin + z_j - z_y)
     target_scale: float  # squared: targets are target_scale * onehot(y)
     squared_reduction: str  # class_mean (released code) or half_sum (paper)
-    loss_scaling: str  # output: the paper's proposed fix (see losses.py)
+    loss_scaling: str  # output: the paper's proposed fix; normalized: the loss of z / s (see losses.py)
+    alpha_ref: float  # normalized / compensated: s = max(initial logit RMS / alpha_ref, 1)
+    first_layer_step: str  # plain, or compensated: W1's learning rate times s^2 (mlp only)
     labels: str  # true, or shuffled by a fixed permutation of the classes
     learning_rate: float
     batch_size: int
@@ -108,7 +114,7 @@ class GroupConfig:
 
     def locate(self, key: str) -> str:
         """Where in params.yaml a run's setting comes from (for errors)."""
-        if key in AXES:
+        if key in AXES or key in self.sweep:
             return f"{self.name}.sweep.{key}"
         return f"{self.name}.run.{key}" if key in self.run else f"defaults.{key}"
 
@@ -277,6 +283,8 @@ def make_run(
         target_scale=_positive(key("target_scale"), v["target_scale"]),
         squared_reduction=_choice(key("squared_reduction"), v["squared_reduction"], SQUARED_REDUCTIONS),
         loss_scaling=_choice(key("loss_scaling"), v["loss_scaling"], LOSS_SCALINGS),
+        alpha_ref=_positive(key("alpha_ref"), v["alpha_ref"]),
+        first_layer_step=_choice(key("first_layer_step"), v["first_layer_step"], FIRST_LAYER_STEPS),
         labels=_choice(key("labels"), v["labels"], LABELS),
         learning_rate=_positive(key("learning_rate"), v["learning_rate"]),
         batch_size=_int(key("batch_size"), v["batch_size"], 1),
@@ -301,6 +309,11 @@ def make_run(
                 f"{key('init')} = {run.init!r} is not allowed with model {run.model!r}; "
                 "allowed: glorot (sigma is the mlp's first-layer stddev; scale other models with init_scale)"
             )
+    if run.first_layer_step == "compensated" and run.model != "mlp":
+        raise ConfigError(
+            f"{key('first_layer_step')} = 'compensated' is not allowed with model {run.model!r}; "
+            "allowed: plain (only the mlp has the first layer W1 whose step it compensates)"
+        )
     if run.init == "glorot" and run.sigma is not None:
         raise ConfigError(
             f"{key('sigma')} = {run.sigma!r} is not allowed with init 'glorot'; "
@@ -350,7 +363,16 @@ def parse(raw: Any) -> Params:
             if key in AXES:
                 raise ConfigError(f"{name}.run.{key} is an axis of the run; list it in {name}.sweep.{key} instead")
         run = _check_keys(f"{name}.run", run, shared, required=False)
-        sweep = _check_keys(f"{name}.sweep", body.get("sweep"), list(AXES), required=True)
+        sweep = _check_keys(f"{name}.sweep", body.get("sweep"), [*AXES, *OPTIONAL_AXES], required=False)
+        for key in AXES:
+            if key not in sweep:
+                raise ConfigError(f"{name}.sweep.{key} is missing; add it (see the comments in params.yaml)")
+        for key in OPTIONAL_AXES:
+            if key in sweep and key in run:
+                raise ConfigError(
+                    f"{name}.run.{key} and {name}.sweep.{key} are both given; keep one: the sweep's list of "
+                    "values, or the run's single value"
+                )
         for key, values in sweep.items():
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"{name}.sweep.{key} = {values!r} is not allowed; allowed: a non-empty list")
@@ -365,7 +387,8 @@ def parse(raw: Any) -> Params:
                     )
                 seen[_normalized(value)] = value
         datasets = DATASETS + tuple(data.own)
-        group = GroupConfig(name, dict(run), {k: list(sweep[k]) for k in AXES}, datasets)
+        axes = [*AXES, *(k for k in OPTIONAL_AXES if k in sweep)]
+        group = GroupConfig(name, dict(run), {k: list(sweep[k]) for k in axes}, datasets)
         group.runs(defaults)  # every combination must be valid, not only each value
         groups[name] = group
     return Params(data=data, defaults=dict(defaults), groups=groups)

@@ -16,7 +16,10 @@ Two trainers share one interface:
   ``grad W2 = phi(h)^T delta`` and ``grad W1 = x^T ((delta W2^T) * phi'(h))``
   with ``delta = dl/dz / B``. Each member sees its own minibatch and only its
   own weights, so the pack updates each member exactly as plain SGD on its
-  own mean loss would. A frozen member (diverged) gets a zero learning rate.
+  own mean loss would, at its own learning rate (learning_rate may be swept
+  within a pack), W1's times the member's ``first_layer_factor``
+  (first_layer_step: compensated). A frozen member (diverged) gets a zero
+  learning rate.
 - :class:`SoloModel`: any Keras model (ConvNet, ResNet-50, DenseNet-121),
   one run, gradients by the backend's autodiff (backend.value_and_grad).
 """
@@ -62,8 +65,10 @@ class Trainer:
 
     loss: PaperLoss  # set before the first step (it may depend on the initial logits)
 
-    def __init__(self, learning_rate: float, batch_size: int, x_train, y_train, x_test, y_test):
-        self.lr, self.batch = float(learning_rate), int(batch_size)
+    def __init__(self, learning_rate, batch_size: int, x_train, y_train, x_test, y_test):
+        # one learning rate per member (a float: the same for all)
+        self.lr = np.broadcast_to(np.asarray(learning_rate, np.float32), (self.members,))
+        self.batch = int(batch_size)
         self.n = len(x_train)
         self.full_steps, self.tail = divmod(self.n, self.batch)
         self.steps_per_epoch = self.full_steps + (1 if self.tail else 0)
@@ -181,7 +186,10 @@ class PackedMLP(Trainer):
         x_train = np.reshape(x_train, (len(x_train), -1))
         x_test = np.reshape(x_test, (len(x_test), -1))
         self.input_dim, self.num_classes = x_train.shape[1], num_classes
-        super().__init__(first.learning_rate, first.batch_size, x_train, y_train, x_test, y_test)
+        super().__init__([r.learning_rate for r in runs], first.batch_size, x_train, y_train, x_test, y_test)
+        # W1's learning rate over W2's, per member (set before the first step,
+        # like the loss: first_layer_step compensated needs the initial logits)
+        self.first_layer_factor = np.ones(self.members, np.float32)
         w1, w2 = zip(*(mlp_init(r, self.input_dim, num_classes) for r in runs))
         self.set_state([np.stack(w1), np.stack(w2)])
 
@@ -197,6 +205,7 @@ class PackedMLP(Trainer):
         scale = ops.reshape(lr, (-1, 1, 1)) / idx.shape[-1]
         delta = self.loss.logit_gradient(yb, z) * scale
         e = ops.einsum("rbk,rhk->rbh", delta, w2) * models.activation_derivative(self.activation, h)
+        e = e * ops.reshape(ops.convert_to_tensor(self.first_layer_factor, "float32"), (-1, 1, 1))
         return [w1 - ops.einsum("rbd,rbh->rdh", xb, e), w2 - ops.einsum("rbh,rbk->rhk", r, delta)]
 
     def forward(self, state, x):

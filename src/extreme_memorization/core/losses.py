@@ -5,11 +5,25 @@ Each loss gives the per-example value and its closed-form logit gradient
 the paper explains the effect for ReLU through these gradients).
 
 The paper proposes, without running them, to scale the loss together with the
-network's output scale. ``loss_scaling: output`` does that here: the loss's
-scale parameter (the temperature, the margin or the target scale) is
-multiplied by ``s``, the root-mean-square of the network's logits at
-initialization on the training set, so that the loss sees logits of unit
-scale at the start whatever sigma is. This is our reading of the proposal.
+network's output scale. Let alpha be the root-mean-square of the network's
+logits at initialization on the training set (for a ReLU MLP without biases,
+W1 = sigma U gives z = sigma z_hat, so alpha grows like sigma). Two forms:
+
+- ``loss_scaling: output`` (the paper's words): the loss's scale parameter
+  (the temperature, the margin or the target scale) is multiplied by
+  s = alpha. Cross-entropy with T = s is the unit-temperature loss of z / s,
+  but hinge with margin s m is ``s * hinge_m(z / s)`` and squared with target
+  s t is ``s^2 * squared_t(z / s)``: plain SGD at learning rate eta then
+  steps like eta * s (hinge) or eta * s^2 (squared) on the loss of z / s, a
+  learning rate 80 times (hinge) or 6,400 times (squared) larger at alpha = 80.
+- ``loss_scaling: normalized``: every loss applied to z / s, with
+  s = max(alpha / alpha_ref, 1) (``logit_scale`` below): the loss sees logits
+  of scale at most alpha_ref at the start and the learning rate keeps its
+  meaning. Its logit gradient is l'(z / s) / s, exactly.
+
+``first_layer_step: compensated`` (loops.PackedMLP) multiplies W1's learning
+rate by s^2: with the normalized loss, U = W1 / sigma then moves by the same
+amount at every sigma (docs/science.md, "The loss fix in its exact forms").
 """
 
 from __future__ import annotations
@@ -39,17 +53,30 @@ def _parameter(value):
 
 
 class PaperLoss(keras.losses.Loss):
-    """Base: Keras averages ``call`` over the batch (as the released code does)."""
+    """Base: Keras averages ``call`` over the batch (as the released code does).
 
-    scale_parameter = ""  # the setting that loss_scaling multiplies
+    ``logit_scale`` s (1: none) makes the loss ``l(z / s)``, whose logit
+    gradient is ``l'(z / s) / s`` (loss_scaling: normalized)."""
+
+    scale_parameter = ""  # the setting that loss_scaling: output multiplies
+
+    def __init__(self, name: str, logit_scale=1.0, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.logit_scale = _parameter(logit_scale)
 
     def call(self, y_true, y_pred):
         return self.per_example(y_true, y_pred)
 
     def per_example(self, y, z):
-        raise NotImplementedError
+        return self.unscaled(y, ops.convert_to_tensor(z) / self.logit_scale)
 
     def logit_gradient(self, y, z):
+        return self.unscaled_gradient(y, ops.convert_to_tensor(z) / self.logit_scale) / self.logit_scale
+
+    def unscaled(self, y, z):
+        raise NotImplementedError
+
+    def unscaled_gradient(self, y, z):
         raise NotImplementedError
 
 
@@ -58,18 +85,16 @@ class CrossEntropy(PaperLoss):
 
     scale_parameter = "temperature"
 
-    def __init__(self, temperature: float = 1.0, **kwargs):
-        super().__init__(name="cross_entropy", **kwargs)
+    def __init__(self, temperature: float = 1.0, logit_scale=1.0, **kwargs):
+        super().__init__("cross_entropy", logit_scale, **kwargs)
         self.temperature = _parameter(temperature)
 
-    def per_example(self, y, z):
-        z = ops.convert_to_tensor(z)
+    def unscaled(self, y, z):
         y1 = _onehot(y, z)
         logp = ops.log_softmax(z / self.temperature, axis=-1)
         return -ops.sum(y1 * logp, axis=-1)
 
-    def logit_gradient(self, y, z):
-        z = ops.convert_to_tensor(z)
+    def unscaled_gradient(self, y, z):
         y1 = _onehot(y, z)
         return (ops.softmax(z / self.temperature, axis=-1) - y1) / self.temperature
 
@@ -79,21 +104,20 @@ class Hinge(PaperLoss):
 
     scale_parameter = "margin"
 
-    def __init__(self, margin: float = 1.0, **kwargs):
-        super().__init__(name="hinge", **kwargs)
+    def __init__(self, margin: float = 1.0, logit_scale=1.0, **kwargs):
+        super().__init__("hinge", logit_scale, **kwargs)
         self.margin = _parameter(margin)
 
     def _violations(self, y, z):
-        z = ops.convert_to_tensor(z)
         y1 = _onehot(y, z)
         z_y = ops.sum(y1 * z, axis=-1, keepdims=True)
         return y1, (self.margin + z - z_y) * (1 - y1)
 
-    def per_example(self, y, z):
+    def unscaled(self, y, z):
         y1, v = self._violations(y, z)
         return ops.sum(ops.relu(v), axis=-1)
 
-    def logit_gradient(self, y, z):
+    def unscaled_gradient(self, y, z):
         y1, v = self._violations(y, z)
         active = ops.cast(v > 0, v.dtype) * (1 - y1)
         return active - y1 * ops.sum(active, axis=-1, keepdims=True)
@@ -108,39 +132,69 @@ class Squared(PaperLoss):
 
     scale_parameter = "target_scale"
 
-    def __init__(self, target_scale: float = 1.0, reduction_over_classes: str = "class_mean", **kwargs):
-        super().__init__(name="squared", **kwargs)
+    def __init__(
+        self, target_scale: float = 1.0, reduction_over_classes: str = "class_mean", logit_scale=1.0, **kwargs
+    ):
+        super().__init__("squared", logit_scale, **kwargs)
         self.target_scale = _parameter(target_scale)
         self.reduction_over_classes = reduction_over_classes
 
     def _residual(self, y, z):
-        z = ops.convert_to_tensor(z)
         return z - self.target_scale * _onehot(y, z)
 
-    def per_example(self, y, z):
+    def unscaled(self, y, z):
         r = self._residual(y, z)
         if self.reduction_over_classes == "class_mean":
             return ops.mean(r * r, axis=-1)
         return 0.5 * ops.sum(r * r, axis=-1)
 
-    def logit_gradient(self, y, z):
+    def unscaled_gradient(self, y, z):
         r = self._residual(y, z)
         if self.reduction_over_classes == "class_mean":
             return 2.0 * r / r.shape[-1]
         return r
 
 
-def build(run: RunConfig, output_scale: float = 1.0) -> PaperLoss:
-    """The run's loss; ``output_scale`` multiplies its scale parameter when
-    ``run.loss_scaling == 'output'`` (pass the initial logits' RMS: a float, or
-    an (R, 1, 1) array for a pack)."""
-    s = output_scale if run.loss_scaling == "output" else 1.0
+def loss_scale(run: RunConfig, initial_logit_rms):
+    """s of the run's loss: the initial logit RMS alpha itself under
+    ``loss_scaling: output``, max(alpha / alpha_ref, 1) under ``normalized``,
+    1 under ``none`` (alpha a float, or an array with one per member)."""
+    alpha = np.asarray(initial_logit_rms, dtype=np.float64)
+    if run.loss_scaling == "output":
+        return alpha
+    if run.loss_scaling == "normalized":
+        return normalized_scale(run, alpha)
+    return np.ones_like(alpha)
+
+
+def normalized_scale(run: RunConfig, initial_logit_rms):
+    """max(alpha / alpha_ref, 1): how many times the logits start larger than
+    alpha_ref (1 when they start smaller: the loss is never magnified)."""
+    return np.maximum(np.asarray(initial_logit_rms, dtype=np.float64) / run.alpha_ref, 1.0)
+
+
+def first_layer_factor(run: RunConfig, initial_logit_rms):
+    """What W1's learning rate is multiplied by: s^2 with s = max(alpha /
+    alpha_ref, 1) under ``first_layer_step: compensated``, else 1."""
+    s = normalized_scale(run, initial_logit_rms)
+    return s * s if run.first_layer_step == "compensated" else np.ones_like(s)
+
+
+def build(run: RunConfig, output_scale=1.0) -> PaperLoss:
+    """The run's loss; ``output_scale`` is alpha, the initial logits' RMS (a
+    float, or an (R, 1, 1) array for a pack), from which :func:`loss_scale`
+    gives s: the parameter times s under ``loss_scaling: output``, the loss of
+    z / s under ``normalized``."""
+    s = loss_scale(run, output_scale)
+    s = float(s) if s.ndim == 0 else s.astype(np.float32)
+    output = s if run.loss_scaling == "output" else 1.0
+    logits = s if run.loss_scaling == "normalized" else 1.0
     if run.loss == "cross_entropy":
-        return CrossEntropy(run.temperature * s)
+        return CrossEntropy(run.temperature * output, logits)
     if run.loss == "hinge":
-        return Hinge(run.margin * s)
+        return Hinge(run.margin * output, logits)
     if run.loss == "squared":
-        return Squared(run.target_scale * s, run.squared_reduction)
+        return Squared(run.target_scale * output, run.squared_reduction, logits)
     raise ValueError(f"unknown loss {run.loss!r}")
 
 

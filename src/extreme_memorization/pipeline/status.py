@@ -181,7 +181,7 @@ def group_status(params: Params, root: Path, changed: dict[str, str], locked: se
         done, stale, not_cached, running, interrupted, worker_running, worker_interrupted = 0, [], [], [], [], [], []
         for pack, runs in by_pack.items():
             folder = root / "runs" / name / pack
-            done += sum(run_folder.finished(folder / packs.run_name(r)) for r in runs)
+            done += sum(run_folder.finished(folder / packs.run_name(r, group)) for r in runs)
             stage = packs.stage_name(name, runs[0])
             if stage in locked and changed.get(stage) == "changed":
                 stale.append(pack)

@@ -175,11 +175,15 @@ def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrup
     members = [Member(r, d, w) for r, d, w in zip(runs, out_dirs, weights_files, strict=True)]
     title = title or f"[{group} {first.dataset} {first.model}/{first.activation} {first.loss}]"
 
-    # The loss of each member (loss_scaling: output scales its parameter by
-    # the member's initial logit RMS), and one for the pack, shaped (R, 1, 1).
+    # The loss of each member (loss_scaling output / normalized: from the
+    # member's initial logit RMS), and one for the pack, shaped (R, 1, 1);
+    # W1's learning rate factor (first_layer_step: compensated) likewise.
     scales = trainer.logit_rms()
     member_loss = [losses_mod.build(r, float(s)) for r, s in zip(runs, scales)]
     trainer.loss = losses_mod.build(first, scales.reshape(-1, 1, 1).astype(np.float32))
+    if isinstance(trainer, loops.PackedMLP):
+        trainer.first_layer_factor = np.array([losses_mod.first_layer_factor(r, s) for r, s in zip(runs, scales)],
+                                              np.float32)  # fmt: skip
     measure_at = measurement_epochs(first.epochs, first.alignment_points)
     print(
         f"{title} {len(runs)} run(s), {len(base.y_train)} train / {len(base.y_test)} test examples, "
@@ -312,6 +316,8 @@ def _finish(trainer, i, m: Member, loss, base, y, group, clock, resumed_from, sc
         "diverged_reason": m.diverged_reason or None,
         "initial_logit_rms": float(scale),
         "loss_parameter": losses_mod.effective_parameter(loss),
+        "loss_scale": float(losses_mod.loss_scale(run, scale)),  # s: of loss_scaling output / normalized, else 1
+        "first_layer_lr_factor": float(losses_mod.first_layer_factor(run, scale)),
         "parameters": int(model.count_params()),
         "train_examples": int(len(base.y_train)),
         "test_examples": int(len(base.y_test)),
@@ -365,10 +371,11 @@ def train(run: RunConfig, group: str, dataset_path, out_dir, checkpoint: Path | 
 
 
 def train_pack(runs: list[RunConfig], group: str, dataset_path, out_dir, pack: str, title: str = "",
-               weights_dir=None) -> list[dict]:  # fmt: skip
+               weights_dir=None, names: list[str] | None = None) -> list[dict]:  # fmt: skip
     """Train the runs of one pack into ``out_dir/<run>/`` (weights into
     ``weights_dir/<run>/``, default the run folders), with checkpoints in
     ``checkpoints/<group>/<pack>/`` that are removed once the pack is done.
+    ``names`` are the run folders (default packs.run_name of each run).
     Runs already in the run store (store.py) are taken from there unchanged;
     the others train: MLP runs together, other models one after the other
     (each keeps its final checkpoint until the whole pack is done, so a rerun
@@ -376,13 +383,14 @@ def train_pack(runs: list[RunConfig], group: str, dataset_path, out_dir, pack: s
     from ..config.packs import run_name
 
     folder = checkpoints.folder(group, pack)
+    names = names or [run_name(run) for run in runs]
     out_dir = Path(out_dir)
     weights_dir = Path(weights_dir) if weights_dir else out_dir
     kept = store.root(out_dir)
     results: dict[int, dict] = {}
     todo = []
     for i, run in enumerate(runs):
-        name = run_name(run)
+        name = names[i]
         if store.get(kept, store.key(run, dataset_path, backend.name()), out_dir / name,
                      weights_dir / name / "model.weights.h5", group):  # fmt: skip
             results[i] = files.read_json(out_dir / name / run_folder.METRICS)
@@ -394,9 +402,9 @@ def train_pack(runs: list[RunConfig], group: str, dataset_path, out_dir, pack: s
     else:
         units = [[i] for i in todo]
     for unit in units:
-        name = "pack" if len(units) == 1 else run_name(runs[unit[0]])
-        dirs = [out_dir / run_name(runs[i]) for i in unit]
-        weights = [weights_dir / run_name(runs[i]) / "model.weights.h5" for i in unit]
+        name = "pack" if len(units) == 1 else names[unit[0]]
+        dirs = [out_dir / names[i] for i in unit]
+        weights = [weights_dir / names[i] / "model.weights.h5" for i in unit]
         trained = train_unit([runs[i] for i in unit], group, dataset_path, dirs, folder / f"{name}.npz", title, weights)
         for i, metrics, d, w in zip(unit, trained, dirs, weights, strict=True):
             results[i] = metrics
