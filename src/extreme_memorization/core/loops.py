@@ -30,7 +30,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from . import backend, models
+from . import backend, losses, models
 from .losses import PaperLoss
 
 EVAL_CHUNK = 1024  # examples per evaluation chunk
@@ -166,6 +166,14 @@ class Trainer:
             total = total + np.sum(np.square(np.asarray(ops.convert_to_numpy(z), np.float64)), axis=(1, 2))
         return np.sqrt(total / (self.n * z.shape[-1]))
 
+    def set_loss(self, runs) -> np.ndarray:
+        """Set the pack's loss (and, for the MLP, W1's learning-rate factor)
+        from each member's initial logit RMS alpha, which it returns
+        (loss_scaling and first_layer_step need it: losses.py)."""
+        alpha = self.logit_rms()
+        self.loss = losses.build(runs[0], alpha.reshape(-1, 1, 1).astype(np.float32))
+        return alpha
+
     def keras_model(self, member: int) -> keras.Model:
         """A Keras model holding member ``member``'s weights (to save them)."""
         raise NotImplementedError
@@ -207,6 +215,11 @@ class PackedMLP(Trainer):
         e = ops.einsum("rbk,rhk->rbh", delta, w2) * models.activation_derivative(self.activation, h)
         e = e * ops.reshape(ops.convert_to_tensor(self.first_layer_factor, "float32"), (-1, 1, 1))
         return [w1 - ops.einsum("rbd,rbh->rdh", xb, e), w2 - ops.einsum("rbh,rbk->rhk", r, delta)]
+
+    def set_loss(self, runs) -> np.ndarray:
+        alpha = super().set_loss(runs)
+        self.first_layer_factor = np.array([losses.first_layer_factor(r, a) for r, a in zip(runs, alpha)], np.float32)
+        return alpha
 
     def forward(self, state, x):
         w1, w2 = state

@@ -175,15 +175,10 @@ def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrup
     members = [Member(r, d, w) for r, d, w in zip(runs, out_dirs, weights_files, strict=True)]
     title = title or f"[{group} {first.dataset} {first.model}/{first.activation} {first.loss}]"
 
-    # The loss of each member (loss_scaling output / normalized: from the
-    # member's initial logit RMS), and one for the pack, shaped (R, 1, 1);
-    # W1's learning rate factor (first_layer_step: compensated) likewise.
-    scales = trainer.logit_rms()
+    # The loss of the pack and of each member (loss_scaling output / normalized
+    # and first_layer_step compensated: from the member's initial logit RMS).
+    scales = trainer.set_loss(runs)
     member_loss = [losses_mod.build(r, float(s)) for r, s in zip(runs, scales)]
-    trainer.loss = losses_mod.build(first, scales.reshape(-1, 1, 1).astype(np.float32))
-    if isinstance(trainer, loops.PackedMLP):
-        trainer.first_layer_factor = np.array([losses_mod.first_layer_factor(r, s) for r, s in zip(runs, scales)],
-                                              np.float32)  # fmt: skip
     measure_at = measurement_epochs(first.epochs, first.alignment_points)
     print(
         f"{title} {len(runs)} run(s), {len(base.y_train)} train / {len(base.y_test)} test examples, "
