@@ -73,6 +73,7 @@ def cmd_add_group(args) -> int:
         args.loss,
         args.labels,
         args.seed,
+        args.learning_rate,
         args.npz,
         args.set,
     ]
@@ -89,12 +90,16 @@ def cmd_add_group(args) -> int:
             "sigma": [None if v in ("null", "None") else config.yaml_value(v, "--sigma") for v in args.sigma or ["null"]],
             "seed": [config.yaml_value(v, "--seed") for v in args.seed or ["0"]],
         }  # fmt: skip
+        if args.learning_rate:  # an optional axis: each value a member of every pack, run folders ...-lr<value>
+            sweep["learning_rate"] = [config.yaml_value(v, "--learning-rate") for v in args.learning_rate]
         if sweep["sigma"] == [None]:
             run["init"] = "glorot"
         run.update(_overrides(args.set))
         for key in run:
-            if key in config.AXES:
-                raise config.ConfigError(f"--set {key}=... is an axis of the run; give it as --{key}")
+            if key in config.AXES or key in sweep:
+                raise config.ConfigError(
+                    f"--set {key}=... is an axis of the run; give it as --{key.replace('_', '-')}"
+                )
     comment = f"{args.name}: added by `add-group`; edit its run and sweep here."
     for line in pipeline.add_group(root, args.name, sweep, run, own, comment):
         print(f"added {line}")
@@ -178,6 +183,10 @@ def add_parsers(sub) -> None:
     s.add_argument("--labels", nargs="+", help="true | shuffled (default true)")
     s.add_argument("--sigma", nargs="+", help="stddev(s) of W1 (init normal); null or none given: init glorot")
     s.add_argument("--seed", nargs="+", help="seed(s) (default 0)")
+    s.add_argument(
+        "--learning-rate", nargs="+", help="learning rate(s) swept within each pack, like sigma and seed (default: one, "
+        "from defaults or --set learning_rate=...)"
+    )
     s.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="a run setting (epochs=300, width=256)"
     )

@@ -2,7 +2,10 @@
 
 A group lives in three places: its section in params.yaml, its train stage
 ``train-<group>`` in dvc.yaml (the shared definition ``<<: *train`` with a
-matrix of the group's sweep, one stage per pack) and its entry in the report
+matrix of the group's sweep, one stage per pack; a group that sweeps
+learning_rate also lists ``${item.group}.sweep.learning_rate`` among the
+stage's params, which the shared definition cannot: DVC fails on a param
+that params.yaml lacks) and its entry in the report
 stage's matrix (``report@<group>``); a dataset of the user's own also has its
 entry in ``data.own`` (stage ``prepare-own@<name>``). :func:`check` names the
 piece that is missing; :func:`add_group` writes all of them, editing both
@@ -18,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config.packs import PACK_AXES
-from ..config.settings import AXES, ConfigError, Params
+from ..config.settings import AXES, OPTIONAL_AXES, ConfigError, Params
 
 TRAIN_ANCHOR = "train"  # the anchor of the shared train stage: `train-digits: &train`
 OWN_STAGE = "prepare-own"
@@ -28,6 +31,12 @@ SCAFFOLD = "python -m extreme_memorization add-group"
 def train_matrix(group: str) -> dict[str, Any]:
     """The train stage's matrix of a group: one stage per pack."""
     return {"group": [group], **{axis: f"${{{group}.sweep.{axis}}}" for axis in PACK_AXES}}
+
+
+def swept_params(params: Params, name: str) -> list[str]:
+    """The params of the optional axes that group ``name`` sweeps, as its
+    train stage must list them (``${item.group}.sweep.learning_rate``)."""
+    return [f"${{item.group}}.sweep.{axis}" for axis in OPTIONAL_AXES if axis in params.group(name).sweep]
 
 
 def check(params: Params, dvc_yaml: dict) -> None:
@@ -60,6 +69,13 @@ def check(params: Params, dvc_yaml: dict) -> None:
                 f"dvc.yaml stage train-{name}: matrix.{wrong} is {shown!r}, not {expected[wrong]!r}; "
                 f"the stage must train the packs of group '{name}' (matrix: {_flow(expected)})"
             )
+        listed = stage.get("params") if isinstance(stage.get("params"), list) else []
+        for param in swept_params(params, name):
+            if param not in listed:
+                raise ConfigError(
+                    f"dvc.yaml stage train-{name} does not list {param} in its params, so DVC would not retrain "
+                    f"it when {name}.sweep.{param.rsplit('.', 1)[-1]} changes; run `{SCAFFOLD} {name}` to add it"
+                )
         if name not in reported:
             raise ConfigError(
                 f"group '{name}' of params.yaml is not in dvc.yaml's report matrix, so report@{name} does not exist; "
@@ -171,7 +187,7 @@ def group_section(sweep: dict[str, list], run: dict[str, Any]) -> Any:
     section = CommentedMap()
     section["run"] = CommentedMap(run)
     body = CommentedMap()
-    for axis in AXES:
+    for axis in [*AXES, *(a for a in OPTIONAL_AXES if a in sweep)]:
         values = [DoubleQuotedScalarString(v) if axis == "labels" else v for v in sweep[axis]]
         body[axis] = _flow_list(values)
     section["sweep"] = body
@@ -245,6 +261,13 @@ def add_group(
         keys = list(stages)
         stages.insert(keys.index("report") if "report" in keys else len(keys), f"train-{name}", stage)
         added.append(f"dvc.yaml: stage train-{name} (<<: *{TRAIN_ANCHOR})")
+    stage = stages[f"train-{name}"]
+    swept = [f"${{item.group}}.sweep.{axis}" for axis in OPTIONAL_AXES if axis in (sweep or params_doc[name]["sweep"])]
+    listed = list(stage.get("params") or [])  # the shared definition's, through <<
+    missing = [p for p in swept if p not in listed]
+    if missing:
+        stage["params"] = [*listed, *missing]  # its own list: the shared one stays as it is
+        added.append(f"dvc.yaml: stage train-{name} params {', '.join(missing)}")
     reported = stages["report"]["matrix"]["group"]
     if name not in reported:
         reported.append(name)
