@@ -126,3 +126,81 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
     assert np.array_equal(a, loops.epoch_order(3, 7, 100)) and sorted(a) == list(range(100))
     assert not np.array_equal(a, loops.epoch_order(3, 8, 100))
     assert not np.array_equal(a, loops.epoch_order(4, 7, 100))
+
+
+def _lr_params(learning_rates):
+    """params.yaml with a group 'rates': the digits group sweeping learning_rate."""
+    import copy
+
+    from conftest import committed_raw
+
+    raw = committed_raw()
+    raw["rates"] = copy.deepcopy(raw["digits"])
+    raw["rates"]["sweep"]["learning_rate"] = learning_rates
+    return raw
+
+
+def test_a_group_may_sweep_the_learning_rate_as_members_of_its_packs(params):
+    """learning_rate varies within a pack like sigma and seed; run folders of
+    such a group add -lr<value>, those of every other group keep their names."""
+    raw = _lr_params([0.01, 0.1])
+    swept = config.parse(raw)
+    members = packs.members(swept, "rates", {"activation": "sin"})
+    sigmas = params.group("digits").sweep["sigma"]
+    assert [packs.run_name(r, swept.group("rates")) for r in members] == [
+        f"sigma{s:g}-seed0-lr{lr:g}" for s in sigmas for lr in (0.01, 0.1)
+    ]
+    assert [r.learning_rate for r in members] == [0.01, 0.1] * len(sigmas)
+    assert list(packs.packs(swept, "rates")) == list(packs.packs(swept, "digits"))  # the same stages
+    assert [packs.run_name(r, swept.group("digits")) for r in packs.members(swept, "digits", {"activation": "sin"})] \
+        == [f"sigma{s:g}-seed0" for s in sigmas]  # fmt: skip
+    for learning_rates, message in [
+        ([0.01, -1], r"rates.sweep.learning_rate = -1 is not allowed; allowed: a number > 0"),
+        ([0.01, 1e-2], r"rates.sweep.learning_rate = \[0.01, 0.01\] lists 0.01 twice"),
+        ("0.01", r"rates.sweep.learning_rate = '0.01' is not allowed; allowed: a non-empty list"),
+    ]:
+        with pytest.raises(config.ConfigError, match=message):
+            config.parse(_lr_params(learning_rates))
+    both = _lr_params([0.01, 0.1])
+    both["rates"]["run"]["learning_rate"] = 0.5
+    with pytest.raises(config.ConfigError, match="rates.run.learning_rate and rates.sweep.learning_rate are both given"):
+        config.parse(both)
+
+
+def test_members_with_their_own_learning_rate_end_where_each_run_ends_alone(run_settings):
+    """A pack steps each member at its own learning rate: two members
+    (learning rates 0.003 and 0.3) end as each ends trained alone."""
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(24, 5)).astype(np.float32), rng.integers(0, 3, size=24).astype(np.int32)
+    runs = [make_run({**run_settings, "width": 8, "batch_size": 8, "sigma": 1.0, "learning_rate": lr})
+            for lr in (0.003, 0.3)]  # fmt: skip
+
+    def trained(members):
+        trainer = loops.PackedMLP(members, 3, x, np.stack([y] * len(members)), x, np.stack([y] * len(members)))
+        trainer.set_loss(members)
+        for epoch in (1, 2):
+            order = np.stack([loops.epoch_order(0, epoch, len(x))] * len(members))
+            trainer.run_steps(order, np.ones(len(members), bool), 0, trainer.steps_per_epoch)
+        return trainer.get_state()
+
+    w1, w2 = trained(runs)
+    for r, run in enumerate(runs):
+        alone = trained([run])
+        np.testing.assert_allclose(w1[r], alone[0][0], rtol=RTOL, atol=1e-6)
+        np.testing.assert_allclose(w2[r], alone[1][0], rtol=RTOL, atol=1e-6)
+    assert not np.allclose(w2[0], w2[1], atol=1e-3)
+
+
+def test_compensated_first_layer_records_its_factor_and_the_loss_scale(tmp_path, run_settings, digits_npz):
+    """run.json records s (loss_scale) and W1's learning-rate factor s^2 next
+    to the initial logit RMS alpha: s = max(alpha / alpha_ref, 1)."""
+    runs = [make_run({**run_settings, "epochs": 1, "width": 32, "alignment_points": 0, "activation": "relu",
+                      "sigma": sigma, "loss": "squared", "loss_scaling": "normalized",
+                      "first_layer_step": "compensated"}) for sigma in (0.01, 10.0)]  # fmt: skip
+    dirs = [tmp_path / f"sigma{r.sigma:g}" for r in runs]
+    training.train_unit(runs, "test", digits_npz, dirs)
+    small, large = (json.loads((d / "run.json").read_text()) for d in dirs)
+    assert small["initial_logit_rms"] < 1 and small["loss_scale"] == 1.0 and small["first_layer_lr_factor"] == 1.0
+    assert large["initial_logit_rms"] > 1 and large["loss_scale"] == pytest.approx(large["initial_logit_rms"])
+    assert large["first_layer_lr_factor"] == pytest.approx(large["loss_scale"] ** 2)
+    assert large["loss_parameter"] == 1.0 and large["first_layer_step"] == "compensated"

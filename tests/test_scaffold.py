@@ -207,3 +207,43 @@ def test_make_plan_with_a_bring_your_own_group_plans_the_others(repo):
     assert "| mine | 1 | 2 | cannot plan: data/scans.npz not found (data.own.scans) | | |" in result.stdout
     assert "| section3 | 15 |" in result.stdout
     assert "\nwarning: own dataset 'scans': data/scans.npz not found; " in result.stdout  # from validate, which goes on
+
+
+def test_add_group_sweeps_the_learning_rate_and_its_train_stage_tracks_it(repo):
+    """--learning-rate lists the rates every pack trains (folders ...-lr<value>);
+    the group's train stage lists sweep.learning_rate among its params, which
+    validate requires (else DVC would not retrain when the list changes)."""
+    path, env = repo
+    result = cli(path, env, "add-group", "rates", "--dataset", "digits", "--sigma", "1", "--learning-rate", "0.01",
+                 "0.1", "--set", "epochs=2")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "added dvc.yaml: stage train-rates params ${item.group}.sweep.learning_rate" in result.stdout
+    assert "learning_rate: [0.01, 0.1]" in (path / "params.yaml").read_text()
+    stage = config.read_yaml(path / "dvc.yaml")["stages"]["train-rates"]
+    assert stage["params"][-1] == "${item.group}.sweep.learning_rate"
+    assert stage["params"][:-1] == config.read_yaml(path / "dvc.yaml")["stages"]["train-digits"]["params"]
+    assert cli(path, env, "validate").returncode == 0
+    params = config.load(path / "params.yaml")
+    broken = config.read_yaml(path / "dvc.yaml")
+    del broken["stages"]["train-rates"]["params"]
+    with pytest.raises(config.ConfigError, match=r"stage train-rates does not list \$\{item.group\}.sweep.learning_rate"):
+        pipeline.check(params, broken)
+    result = cli(path, env, "add-group", "bad", "--dataset", "digits", "--learning-rate", "0.1", "--set",
+                 "learning_rate=0.2")  # fmt: skip
+    assert result.returncode == 2 and "--set learning_rate=... is an axis of the run; give it as --learning-rate" \
+        in result.stderr  # fmt: skip
+
+
+@pytest.mark.slow
+def test_dvc_trains_each_learning_rate_of_a_pack_and_retrains_when_the_list_changes(repo):
+    path, env = repo
+    sh([*python_cmd(), "add-group", "rates", "--dataset", "digits", "--sigma", "1", "--learning-rate", "0.01", "0.1",
+        "--set", "epochs=2", "--set", "width=8", "--set", "alignment_points=0"], path, env)  # fmt: skip
+    stage = "train-rates@rates-digits-mlp-relu-cross_entropy-true"
+    sh([dvc_cmd(), "repro", stage], path, env)
+    pack = path / "runs/rates/digits-mlp-relu-cross_entropy-true"
+    assert sorted(p.name for p in pack.iterdir()) == ["sigma1-seed0-lr0.01", "sigma1-seed0-lr0.1"]
+    assert stage not in sh([dvc_cmd(), "status", stage], path, env)
+    text = (path / "params.yaml").read_text()
+    (path / "params.yaml").write_text(text.replace("learning_rate: [0.01, 0.1]", "learning_rate: [0.01, 0.1, 1.0]"))
+    assert "rates.sweep.learning_rate" in sh([dvc_cmd(), "status", stage], path, env)
