@@ -78,6 +78,26 @@ def test_combinations_that_make_no_sense(raw):
     assert "init_scale" in error_of(bad)
 
 
+@pytest.mark.parametrize(
+    "key, value, message",
+    [("loss_scaling", "input", "digits.run.loss_scaling = 'input' is not allowed; allowed: none, output, normalized"),
+     ("alpha_ref", 0, "digits.run.alpha_ref = 0 is not allowed; allowed: a number > 0"),
+     ("alpha_ref", "one", "digits.run.alpha_ref = 'one' is not allowed; allowed: a number > 0"),
+     ("first_layer_step", "frozen", "digits.run.first_layer_step = 'frozen' is not allowed; allowed: plain, compensated")],
+)  # fmt: skip
+def test_the_loss_fix_settings_are_validated(raw, key, value, message):
+    raw["digits"]["run"][key] = value
+    assert error_of(raw) == message
+
+
+def test_the_compensated_first_layer_step_is_for_the_mlp_only(raw):
+    raw["section5"]["run"]["first_layer_step"] = "compensated"  # models mlp, convnet, ...
+    assert error_of(raw) == (
+        "section5.run.first_layer_step = 'compensated' is not allowed with model 'convnet'; "
+        "allowed: plain (only the mlp has the first layer W1 whose step it compensates)"
+    )
+
+
 def test_every_group_lists_every_axis_and_keeps_axes_out_of_run(raw):
     bad = copy.deepcopy(raw)
     del bad["digits"]["sweep"]["loss"]
