@@ -177,7 +177,11 @@ def _trajectory(run_settings, loss, scaling, step, sigmas, epochs=2):
         order = np.stack([loops.epoch_order(0, epoch, len(x))] * len(runs))
         trainer.run_steps(order, np.ones(len(runs), bool), 0, trainer.steps_per_epoch)
     w1, w2 = trainer.get_state()
-    return w1 / np.reshape(sigmas, (-1, 1, 1)), w2, u0
+    u = w1 / np.reshape(sigmas, (-1, 1, 1))
+    for r in range(len(runs)):  # what metrics.json records as w1_relative_change
+        moved = np.linalg.norm(u[r] - u0[r]) / np.linalg.norm(u0[r])
+        assert trainer.first_layer_change(r) == pytest.approx(moved, rel=1e-3)
+    return u, w2, u0
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "hinge", "squared"])

@@ -163,7 +163,9 @@ def test_a_group_may_sweep_the_learning_rate_as_members_of_its_packs(params):
             config.parse(_lr_params(learning_rates))
     both = _lr_params([0.01, 0.1])
     both["rates"]["run"]["learning_rate"] = 0.5
-    with pytest.raises(config.ConfigError, match="rates.run.learning_rate and rates.sweep.learning_rate are both given"):
+    with pytest.raises(
+        config.ConfigError, match="rates.run.learning_rate and rates.sweep.learning_rate are both given"
+    ):
         config.parse(both)
 
 
@@ -204,3 +206,5 @@ def test_compensated_first_layer_records_its_factor_and_the_loss_scale(tmp_path,
     assert large["initial_logit_rms"] > 1 and large["loss_scale"] == pytest.approx(large["initial_logit_rms"])
     assert large["first_layer_lr_factor"] == pytest.approx(large["loss_scale"] ** 2)
     assert large["loss_parameter"] == 1.0 and large["first_layer_step"] == "compensated"
+    changes = [json.loads((d / "metrics.json").read_text())["w1_relative_change"] for d in dirs]
+    assert all(change > 0 for change in changes)

@@ -226,7 +226,9 @@ def test_add_group_sweeps_the_learning_rate_and_its_train_stage_tracks_it(repo):
     params = config.load(path / "params.yaml")
     broken = config.read_yaml(path / "dvc.yaml")
     del broken["stages"]["train-rates"]["params"]
-    with pytest.raises(config.ConfigError, match=r"stage train-rates does not list \$\{item.group\}.sweep.learning_rate"):
+    with pytest.raises(
+        config.ConfigError, match=r"stage train-rates does not list \$\{item.group\}.sweep.learning_rate"
+    ):
         pipeline.check(params, broken)
     result = cli(path, env, "add-group", "bad", "--dataset", "digits", "--learning-rate", "0.1", "--set",
                  "learning_rate=0.2")  # fmt: skip

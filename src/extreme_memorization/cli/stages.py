@@ -97,9 +97,7 @@ def cmd_add_group(args) -> int:
         run.update(_overrides(args.set))
         for key in run:
             if key in config.AXES or key in sweep:
-                raise config.ConfigError(
-                    f"--set {key}=... is an axis of the run; give it as --{key.replace('_', '-')}"
-                )
+                raise config.ConfigError(f"--set {key}=... is an axis of the run; give it as --{key.replace('_', '-')}")
     comment = f"{args.name}: added by `add-group`; edit its run and sweep here."
     for line in pipeline.add_group(root, args.name, sweep, run, own, comment):
         print(f"added {line}")
@@ -184,8 +182,10 @@ def add_parsers(sub) -> None:
     s.add_argument("--sigma", nargs="+", help="stddev(s) of W1 (init normal); null or none given: init glorot")
     s.add_argument("--seed", nargs="+", help="seed(s) (default 0)")
     s.add_argument(
-        "--learning-rate", nargs="+", help="learning rate(s) swept within each pack, like sigma and seed (default: one, "
-        "from defaults or --set learning_rate=...)"
+        "--learning-rate",
+        nargs="+",
+        help="learning rate(s) swept within each pack, like sigma and seed (default: one, "
+        "from defaults or --set learning_rate=...)",
     )
     s.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="a run setting (epochs=300, width=256)"

@@ -178,6 +178,11 @@ class Trainer:
         """A Keras model holding member ``member``'s weights (to save them)."""
         raise NotImplementedError
 
+    def first_layer_change(self, member: int) -> float:
+        """||W1 - W1(0)|| / ||W1(0)|| (Frobenius) of a member: how far the
+        first layer moved (NaN where there is no W1: models other than the MLP)."""
+        return float("nan")
+
 
 def _merge(a, s):
     return (a[0] + s[0], a[1] + s[1], ops.maximum(a[2], s[2]))
@@ -243,6 +248,12 @@ class PackedMLP(Trainer):
         model = models.mlp(self.input_shape, self.num_classes, run.width, run.activation, run.init, run.sigma or 1.0)
         model.set_weights(self.get_state_member(member))
         return model
+
+    def first_layer_change(self, member: int) -> float:
+        # W1(0) drawn again from the run's seed (mlp_init), not kept in memory
+        w1 = np.asarray(ops.convert_to_numpy(self.state[0][member]), np.float64)
+        w1_0 = mlp_init(self.runs[member], self.input_dim, self.num_classes)[0].astype(np.float64)
+        return float(np.linalg.norm(w1 - w1_0) / np.linalg.norm(w1_0))
 
     def get_state_member(self, member: int) -> list[np.ndarray]:
         return [np.asarray(ops.convert_to_numpy(w[member])) for w in self.state]

@@ -72,9 +72,10 @@ class Member:
         self.diverged_reason = ""
         self.initial_loss = float("nan")
         self.started_at = provenance.utc_now()  # kept in checkpoints: a resumed run keeps its first start
+        self.shows_lr = False  # its label names the learning rate (a pack whose members differ in it)
 
     def record(self) -> dict:
-        return {k: v for k, v in vars(self).items() if k not in ("run", "out_dir", "weights_file")}
+        return {k: v for k, v in vars(self).items() if k not in ("run", "out_dir", "weights_file", "shows_lr")}
 
     def restore(self, record: dict) -> None:
         vars(self).update(record)
@@ -82,7 +83,7 @@ class Member:
     @property
     def label(self) -> str:
         scale = f"sigma={self.run.sigma:g}" if self.run.sigma is not None else f"glorot x{self.run.init_scale:g}"
-        return f"{scale} seed={self.run.seed}"
+        return f"{scale} seed={self.run.seed}" + (f" lr={self.run.learning_rate:g}" if self.shows_lr else "")
 
 
 def _labels(raw: data_mod.Dataset, runs: list[RunConfig]):
@@ -173,6 +174,8 @@ def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrup
     del raw  # the uint8 images: training holds the standardized ones
     trainer = _trainer(runs, base, y_train, y_test)
     members = [Member(r, d, w) for r, d, w in zip(runs, out_dirs, weights_files, strict=True)]
+    for m in members:
+        m.shows_lr = len({r.learning_rate for r in runs}) > 1
     title = title or f"[{group} {first.dataset} {first.model}/{first.activation} {first.loss}]"
 
     # The loss of the pack and of each member (loss_scaling output / normalized
@@ -300,6 +303,7 @@ def _finish(trainer, i, m: Member, loss, base, y, group, clock, resumed_from, sc
         **final_measures,
         "epochs_run": final["epoch"],
         "diverged": int(m.diverged_at is not None),
+        "w1_relative_change": trainer.first_layer_change(i),  # ||W1 - W1(0)|| / ||W1(0)||: a frozen first layer ~ 0
     }
     metrics = {k: _finite(v) for k, v in metrics.items()}
     model = trainer.keras_model(i)
