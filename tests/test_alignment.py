@@ -100,3 +100,52 @@ def test_cosine_stiffness_leaves_out_examples_whose_logit_gradient_is_rounding_n
     with_noise = [(np.concatenate([a, a[:3]]), np.concatenate([b, noise]))]
     assert al.cosine_stiffness(with_noise) == pytest.approx(al.cosine_stiffness([(a, b)]), rel=1e-6)
     assert np.isnan(al.cosine_stiffness([(a[:3], noise)]))
+
+
+def test_the_random_partition_keeps_the_class_sizes_and_is_fixed_by_the_seed():
+    labels = np.repeat(np.arange(4), [3, 5, 7, 9])
+    groups = al.random_partition(labels, seed=3)
+    assert np.array_equal(np.bincount(groups), np.bincount(labels))
+    assert np.array_equal(groups, al.random_partition(labels, seed=3))
+    assert not np.array_equal(groups, labels) and not np.array_equal(groups, al.random_partition(labels, seed=4))
+
+
+def _measures(y, representation, logits, loss):
+    from extreme_memorization.core import measures
+
+    return measures.measure(y, loss, representation, logits, batch_size=32, seed=0)
+
+
+def test_random_partition_alignment_of_gradients_that_share_one_direction_equals_in_class_alignment():
+    """Squared loss with large logits along one direction u for every example:
+    the logit gradients (z - onehot(y)) share that direction whatever the
+    class. In-class alignment is then near 1, and so is the random baseline:
+    the high in-class value says nothing about classes."""
+    from extreme_memorization.core import losses
+
+    y = np.repeat(np.arange(5), 20)
+    u = rng.normal(size=5)
+    logits = 100.0 * u + rng.normal(size=(100, 5))
+    representation = np.abs(rng.normal(size=(100, 8)))
+    out = _measures(y, representation, logits, losses.Squared())
+    assert out["grad_alignment_logits"] > 0.99
+    assert out["grad_alignment_logits_random"] == pytest.approx(out["grad_alignment_logits"], abs=2e-3)
+    assert out["grad_alignment_w2_random"] == pytest.approx(out["grad_alignment_w2"], abs=0.02)
+    assert out["rep_alignment_random"] == pytest.approx(out["rep_alignment"], abs=0.02)
+
+
+def test_with_class_separated_representations_in_class_alignment_exceeds_the_random_baseline():
+    """Each class's representations around its own direction: in-class
+    alignment near 1, random groups of the same sizes near 1/k (their mean
+    pairs two classes' directions, orthogonal here, 1/k of the time)."""
+    from extreme_memorization.core import losses
+
+    k = 5
+    y = np.repeat(np.arange(k), 20)
+    representation = 10.0 * np.eye(k)[y] + 0.3 * rng.normal(size=(100, k))
+    logits = 0.01 * rng.normal(size=(100, k))  # small logits: the softmax gradient 1/k - e_y, one per class
+    out = _measures(y, representation, logits, losses.CrossEntropy())
+    assert out["rep_alignment"] > 0.95
+    assert out["rep_alignment_random"] < 0.5
+    assert out["grad_alignment_logits"] > 0.95 > 0.5 > out["grad_alignment_logits_random"]
+    assert out["grad_alignment_w2"] - out["grad_alignment_w2_random"] > 0.5

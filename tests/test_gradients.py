@@ -97,5 +97,10 @@ def test_training_measures_match_explicit_per_example_gradients(float64, run_set
     assert out["grad_alignment_logits"] == pytest.approx(al.in_class(y, al.alignment, gz), rel=1e-5)
     groups = al.minibatches(len(y), 4, 0)
     assert out["grad_alignment_w1_batch"] == pytest.approx(al.in_class(y, al.alignment, g1, groups=groups), rel=1e-5)
+    # The random baseline: the same per-example gradients (of the true labels), grouped by permuted labels.
+    groups = al.random_partition(y, 0)
+    assert not np.array_equal(groups, y)
+    for name, g in (("w1", g1), ("w2", g2), ("logits", gz)):
+        assert out[f"grad_alignment_{name}_random"] == pytest.approx(al.in_class(groups, al.alignment, g), rel=1e-5)
     w1 = ops.convert_to_numpy(model.get_layer("hidden").kernel)
     assert out["grad_norm_ratio_w1"] == pytest.approx(np.linalg.norm(g1.mean(0)) / np.linalg.norm(w1), rel=1e-5)

@@ -180,7 +180,7 @@ def _trajectory(run_settings, loss, scaling, step, sigmas, epochs=2):
     u = w1 / np.reshape(sigmas, (-1, 1, 1))
     for r in range(len(runs)):  # what metrics.json records as w1_relative_change
         moved = np.linalg.norm(u[r] - u0[r]) / np.linalg.norm(u0[r])
-        assert trainer.first_layer_change(r) == pytest.approx(moved, rel=1e-3)
+        assert trainer.w1_relative_change(r) == pytest.approx(moved, rel=1e-3)
     return u, w2, u0
 
 

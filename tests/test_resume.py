@@ -6,6 +6,7 @@ The trainings stopped here pause at epoch PAUSE, after its checkpoint
 stop falls between two measurement points, however fast the machine trains."""
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -24,7 +25,9 @@ from processes import HANG_SECONDS, as_from_a_shell, paused_at, wait_until_pause
 OUTPUTS = ("metrics.json", "history.csv", "alignment.csv")
 PACK = "digits-mlp-sin-cross_entropy-true"
 # Measured at epochs 0, 1, 3 and 8: the stop at PAUSE falls between two of them.
-RUN = {"epochs": 8, "width": 128, "checkpoint_every": 5, "alignment_points": 4}
+# At learning rate 0.05, sigma 0.1 first reaches train accuracy 0.9 after
+# PAUSE, at an epoch off that schedule: the resumed part adds the matched point.
+RUN = {"epochs": 8, "width": 128, "checkpoint_every": 5, "alignment_points": 4, "learning_rate": 0.05}
 PAUSE = 4
 
 
@@ -75,6 +78,8 @@ def uninterrupted(tmp_path_factory, digits_npz):
     write_params(workdir / "params.yaml")
     finish(workdir, digits_npz)
     assert not (workdir / "checkpoints" / "digits").exists(), "a completed stage removes its checkpoints"
+    matched = json.loads((workdir / "runs" / PACK / "sigma0.1-seed0" / "metrics.json").read_text())["matched_epoch"]
+    assert PAUSE < matched < RUN["epochs"] and matched not in training.measurement_epochs(8, 4)
     return workdir
 
 

@@ -73,8 +73,70 @@ def test_a_diverging_run_stops_and_is_recorded_not_lost(tmp_path, run_settings, 
     assert metrics["diverged"] == 1 and metrics["epochs_run"] < 20
     info = json.loads((tmp_path / "run.json").read_text())
     assert info["status"] == "diverged" and info["diverged_at_epoch"] == metrics["epochs_run"]
+    assert info["stopped_at_epoch"] == metrics["epochs_run"] and info["stopped_reason"] == info["diverged_reason"]
+    # Said in so many words: its missing gradient measures are those of a diverged run, not of an old one.
+    assert info["diagnosis"] == metrics["diagnosis"] == "diverged"
+    assert metrics["mean_grad_norm"] is None and metrics["active_fraction"] is None
     assert "diverged at epoch" in capsys.readouterr().err
     assert (tmp_path / "history.csv").exists()
+
+
+def test_a_run_records_its_active_units_how_far_w1_moved_and_the_measures_at_the_matched_state(
+    tmp_path, run_settings, digits_npz
+):
+    """Learning rate 0.1 fits digits (train accuracy >= 0.9) within 8 epochs,
+    between the scheduled measurement points 1 and 8: that epoch is measured
+    too, and metrics.json holds its measures beside the final ones."""
+    from extreme_memorization import load_run
+    from extreme_memorization.core import loops, measures
+    from extreme_memorization.training import diagnosis
+
+    metrics = train(run_settings, digits_npz, tmp_path, epochs=8, width=64, learning_rate=0.1, alignment_points=3)
+    history = list(csv.DictReader(open(tmp_path / "history.csv")))
+    fitted = [int(r["epoch"]) for r in history if float(r["train_acc"]) >= diagnosis.FITTED_TRAIN_ACC]
+    assert fitted and metrics["matched_epoch"] == fitted[0] not in training.measurement_epochs(8, 3)
+    rows = {int(r["epoch"]): r for r in csv.DictReader(open(tmp_path / "alignment.csv"))}
+    assert sorted(rows) == sorted([0, 1, 8, fitted[0]])
+    for name in [*measures.MEASURES, "active_fraction", "w1_relative_change"]:
+        assert metrics[f"{name}_matched"] == pytest.approx(float(rows[fitted[0]][name]), rel=1e-12), name
+    assert metrics["grad_alignment_w1_matched"] != metrics["grad_alignment_w1"]
+
+    # ||W1 - W1(0)|| / ||W1(0)||: 0 at initialization, growing, the final weights' at the end.
+    changes = [float(rows[e]["w1_relative_change"]) for e in sorted(rows)]
+    assert changes[0] == 0.0 and all(a < b for a, b in zip(changes, changes[1:]))
+    run = load_run(tmp_path)
+    w1 = run.model.get_layer("hidden").get_weights()[0]
+    w1_init, _ = loops.mlp_init(run.run, 64, 10)
+    assert metrics["w1_relative_change"] == pytest.approx(np.linalg.norm(w1 - w1_init) / np.linalg.norm(w1_init))
+    # sin is zero only where its pre-activation is: every unit active on some training example.
+    assert metrics["active_fraction"] == 1.0 and {r["active_fraction"] for r in rows.values()} == {"1.0"}
+    info = json.loads((tmp_path / "run.json").read_text())
+    assert info["diagnosis"] == metrics["diagnosis"] == "fitted" and metrics["epochs_to_fit"] is None
+
+
+def test_a_run_still_learning_at_its_last_epoch_says_how_many_epochs_its_trend_needs(tmp_path, run_settings, digits_npz):
+    from extreme_memorization.training import diagnosis
+
+    metrics = train(run_settings, digits_npz, tmp_path, epochs=6, width=32, alignment_points=0)
+    history = list(csv.DictReader(open(tmp_path / "history.csv")))
+    train_acc = [float(r["train_acc"]) for r in history]
+    assert train_acc[-1] < diagnosis.FITTED_TRAIN_ACC and train_acc[-1] - train_acc[2] > diagnosis.STUCK_GAIN
+    assert metrics["diagnosis"] == "still learning" and metrics["matched_epoch"] is None
+    assert metrics["epochs_to_fit"] == pytest.approx(diagnosis.epochs_to_fit(train_acc)) and metrics["epochs_to_fit"] > 0
+    assert all(metrics[f"{m}_matched"] is None for m in training.MATCHED)
+    assert json.loads((tmp_path / "run.json").read_text())["diagnosis"] == "still learning"
+
+
+@pytest.mark.slow  # about 10 s: the paper's width
+def test_relu_with_the_squared_loss_at_sigma_10_fails_to_train_and_is_labelled_so(tmp_path, run_settings, digits_npz):
+    """The squared loss's first steps at sigma = 10 switch the ReLUs off on the
+    training set: train accuracy stays at chance, an optimization failure
+    (stuck or dead), not a run that needs more epochs."""
+    metrics = train(run_settings, digits_npz, tmp_path, epochs=8, width=1024, activation="relu", sigma=10.0,
+                    loss="squared", alignment_points=0)  # fmt: skip
+    assert metrics["train_acc"] < 0.2
+    assert metrics["diagnosis"] in ("stuck", "dead") and metrics["epochs_to_fit"] is None
+    assert metrics["active_fraction"] < 0.05
 
 
 def test_measurement_schedule_is_init_then_log_spaced():
@@ -158,3 +220,6 @@ def test_a_real_training_epoch_runs_for_every_dataset_model_and_loss(tmp_path, r
     assert metrics["epochs_run"] == 1 and 0 <= metrics["train_acc"] <= 1
     assert -1 <= metrics["rep_alignment"] <= 1 and -1 <= metrics["grad_alignment_w2"] <= 1
     assert (metrics["grad_alignment_w1"] is None) == (changes["model"] != "mlp")  # closed form: the mlp's W1 only
+    for name in ("active_fraction", "w1_relative_change", "grad_alignment_w1_random"):
+        assert (metrics[name] is None) == (changes["model"] != "mlp"), name
+    assert metrics["diagnosis"] in ("fitted", "still learning", "stuck")

@@ -161,6 +161,17 @@ def in_class(labels: np.ndarray, measure, *arrays, groups: np.ndarray | None = N
     return float(np.mean(values)) if values else float("nan")
 
 
+# The random stream of the random partition, apart from the minibatch shuffle's (same seed).
+RANDOM_PARTITION_STREAM = 1
+
+
+def random_partition(labels: np.ndarray, seed: int) -> np.ndarray:
+    """The labels permuted once (a fixed function of ``seed``): random groups
+    of exactly the classes' sizes, for the in-class measures' baseline."""
+    labels = np.asarray(labels)
+    return np.random.default_rng([seed, RANDOM_PARTITION_STREAM]).permutation(labels)
+
+
 def minibatches(n: int, batch_size: int, seed: int) -> np.ndarray:
     """Minibatch index of each example under one fixed shuffle (the released
     code's scope: alignment within each class of each minibatch)."""

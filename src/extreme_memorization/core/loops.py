@@ -62,6 +62,8 @@ class Trainer:
     the members, labels y are (R, N) (shuffled labels differ per member)."""
 
     members: int
+    # Hidden units whose activity evaluate() reports (PackedMLP: its width); 0: not measured.
+    hidden_units: int = 0
 
     loss: PaperLoss  # set before the first step (it may depend on the initial logits)
 
@@ -124,8 +126,12 @@ class Trainer:
         y = ops.broadcast_to(y, ops.shape(z)[:-1])
         losses = self.loss.per_example(y, z)
         correct = ops.cast(ops.equal(ops.cast(ops.argmax(z, axis=-1), "int32"), y), "float32")
-        alive = ops.max(ops.abs(rep), axis=(1, 2)) if rep is not None else ops.ones(ops.shape(z)[:1])
-        return ops.sum(losses, axis=1), ops.sum(correct, axis=1), alive
+        # Per hidden unit, its largest |activation| on the chunk (0: the unit is dead on it).
+        if rep is not None:
+            peak = ops.max(ops.abs(rep), axis=1)
+        else:
+            peak = ops.ones((ops.shape(z)[0], 1))
+        return ops.sum(losses, axis=1), ops.sum(correct, axis=1), peak
 
     def _eval_fn(self, state, x, y):
         n = x.shape[0]
@@ -138,7 +144,7 @@ class Trainer:
             return self._chunk_sums(state, xs, ys)
 
         r = y.shape[0]
-        acc = (ops.zeros((r,)), ops.zeros((r,)), ops.zeros((r,)))
+        acc = (ops.zeros((r,)), ops.zeros((r,)), ops.zeros((r, max(self.hidden_units, 1))))
 
         if full:
             acc = ops.fori_loop(0, full, lambda i, a: _merge(a, chunk(i * EVAL_CHUNK, EVAL_CHUNK)), acc)
@@ -148,13 +154,19 @@ class Trainer:
 
     def evaluate(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per member: mean loss, accuracy over the whole split, and the
-        largest |representation| (0: every hidden unit is dead)."""
+        fraction of hidden units active (non-zero activation; ReLU: positive
+        pre-activation) on at least one example of the split: 0 when every
+        unit is dead, NaN for a trainer without measured hidden units."""
         x, y = self.data[split]
-        loss_sum, correct, alive = (
+        loss_sum, correct, peak = (
             np.asarray(ops.convert_to_numpy(a), np.float64) for a in self._eval(self.state, x, y)
         )
         n = x.shape[0]
-        return loss_sum / n, correct / n, alive
+        if self.hidden_units:
+            active = np.mean(peak > 0, axis=1)
+        else:
+            active = np.full(len(peak), np.nan)
+        return loss_sum / n, correct / n, active
 
     def logit_rms(self) -> np.ndarray:
         """Per member, the root-mean-square of the logits on the training set
@@ -178,11 +190,6 @@ class Trainer:
         """A Keras model holding member ``member``'s weights (to save them)."""
         raise NotImplementedError
 
-    def first_layer_change(self, member: int) -> float:
-        """||W1 - W1(0)|| / ||W1(0)|| (Frobenius) of a member: how far the
-        first layer moved (NaN where there is no W1: models other than the MLP)."""
-        return float("nan")
-
 
 def _merge(a, s):
     return (a[0] + s[0], a[1] + s[1], ops.maximum(a[2], s[2]))
@@ -199,12 +206,17 @@ class PackedMLP(Trainer):
         x_train = np.reshape(x_train, (len(x_train), -1))
         x_test = np.reshape(x_test, (len(x_test), -1))
         self.input_dim, self.num_classes = x_train.shape[1], num_classes
+        self.hidden_units = first.width
         super().__init__([r.learning_rate for r in runs], first.batch_size, x_train, y_train, x_test, y_test)
         # W1's learning rate over W2's, per member (set before the first step,
         # like the loss: first_layer_step compensated needs the initial logits)
         self.first_layer_factor = np.ones(self.members, np.float32)
         w1, w2 = zip(*(mlp_init(r, self.input_dim, num_classes) for r in runs))
-        self.set_state([np.stack(w1), np.stack(w2)])
+        # W1 at initialization, kept (not saved: mlp_init redraws it from the
+        # seeds, also on resume) for how far each member's W1 has moved.
+        self.initial_w1 = np.stack(w1)
+        self._initial_w1_norm = np.sqrt(np.einsum("rdh,rdh->r", self.initial_w1, self.initial_w1, dtype=np.float64))
+        self.set_state([self.initial_w1, np.stack(w2)])
 
     def step(self, state, x, y, idx, lr):
         w1, w2 = state
@@ -243,17 +255,19 @@ class PackedMLP(Trainer):
             rep[i : i + 4096] = ops.convert_to_numpy(models.ACTIVATIONS[self.activation](pre[i : i + 4096]))
         return {"x": x, "pre_activation": pre, "representation": rep, "logits": rep @ w2, "w1": w1, "w2": w2}
 
+    def w1_relative_change(self, member: int, w1: np.ndarray | None = None) -> float:
+        """||W1 - W1(0)|| / ||W1(0)|| (Frobenius) of member ``member`` (its
+        current W1, or ``w1``): how far training moved the first layer."""
+        if w1 is None:
+            w1 = np.asarray(ops.convert_to_numpy(self.state[0][member]))
+        change = np.asarray(w1, np.float64) - self.initial_w1[member]
+        return float(np.sqrt(np.einsum("dh,dh->", change, change)) / self._initial_w1_norm[member])
+
     def keras_model(self, member: int) -> keras.Model:
         run = self.runs[member]
         model = models.mlp(self.input_shape, self.num_classes, run.width, run.activation, run.init, run.sigma or 1.0)
         model.set_weights(self.get_state_member(member))
         return model
-
-    def first_layer_change(self, member: int) -> float:
-        # W1(0) drawn again from the run's seed (mlp_init), not kept in memory
-        w1 = np.asarray(ops.convert_to_numpy(self.state[0][member]), np.float64)
-        w1_0 = mlp_init(self.runs[member], self.input_dim, self.num_classes)[0].astype(np.float64)
-        return float(np.linalg.norm(w1 - w1_0) / np.linalg.norm(w1_0))
 
     def get_state_member(self, member: int) -> list[np.ndarray]:
         return [np.asarray(ops.convert_to_numpy(w[member])) for w in self.state]

@@ -3,7 +3,12 @@
 What the paper plots, per class over the whole training set (its
 definition) and, suffixed ``_batch``, per class within fixed minibatches (the
 released code's scope): representation alignment, gradient alignment of W1,
-W2 and the logits, and its Fig. 3 comparison measures. The math lives in
+W2 and the logits, and its Fig. 3 comparison measures. Suffixed ``_random``,
+the same alignments over random groups of the classes' sizes (the labels
+permuted once, alignment.random_partition): the level a direction shared by
+every example gives without any class structure, the baseline in-class
+alignment is read against. Only the grouping is random: the gradients are
+those of the true labels. The math lives in
 :mod:`alignment`; this module only assembles the per-example factors from a
 forward pass, so a packed run measures each member from its own slice.
 Where those arrays come from for a Keras model (the bundle's or anyone's)
@@ -29,6 +34,10 @@ MEASURES = [
     "grad_alignment_w1_batch",
     "grad_alignment_w2_batch",
     "grad_alignment_logits_batch",
+    "rep_alignment_random",
+    "grad_alignment_w1_random",
+    "grad_alignment_w2_random",
+    "grad_alignment_logits_random",
     "gradient_diversity",
     "cosine_stiffness",
     "gradient_confusion",
@@ -36,7 +45,7 @@ MEASURES = [
     "mean_grad_norm",
 ]
 # Measured only when W1 is known (the paper's MLP): absent otherwise.
-FIRST_LAYER_MEASURES = ("grad_alignment_w1", "grad_alignment_w1_batch", "grad_norm_ratio_w1")
+FIRST_LAYER_MEASURES = ("grad_alignment_w1", "grad_alignment_w1_batch", "grad_alignment_w1_random", "grad_norm_ratio_w1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,11 +74,16 @@ def measure(y, loss, representation, logits, batch_size: int, seed: int, first: 
         )
         layers = {"w1": (first.x, e), **layers}
     out = {}
-    for suffix, groups in (("", None), ("_batch", al.minibatches(len(y), batch_size, seed))):
-        out["rep_alignment" + suffix] = al.in_class(y, al.alignment, rep, groups=groups)
-        out["grad_alignment_logits" + suffix] = al.in_class(y, al.alignment, delta, groups=groups)
+    scopes = (
+        ("", y, None),
+        ("_batch", y, al.minibatches(len(y), batch_size, seed)),
+        ("_random", al.random_partition(y, seed), None),
+    )
+    for suffix, grouping, groups in scopes:
+        out["rep_alignment" + suffix] = al.in_class(grouping, al.alignment, rep, groups=groups)
+        out["grad_alignment_logits" + suffix] = al.in_class(grouping, al.alignment, delta, groups=groups)
         for name, pair in layers.items():
-            out[f"grad_alignment_{name}{suffix}"] = al.in_class(y, al.outer_alignment, *pair, groups=groups)
+            out[f"grad_alignment_{name}{suffix}"] = al.in_class(grouping, al.outer_alignment, *pair, groups=groups)
 
     # The whole gradient (every dense layer measured) for the paper's comparison measures.
     arrays = [a for pair in layers.values() for a in pair]

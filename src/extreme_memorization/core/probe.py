@@ -165,8 +165,13 @@ def measure_alignment(model, x, y, loss="cross_entropy", batch_size: int = 256, 
     - the ``*_batch`` twins of the alignments: per class within fixed
       minibatches of ``batch_size`` (one shuffle from ``seed``), the released
       code's scope; without suffix: per class over all of ``x``, the paper's;
+    - the ``*_random`` twins (representation, W1, W2, logits): over random
+      groups of the classes' sizes (labels permuted once from ``seed``; the
+      gradients stay those of the true labels), the level a direction shared
+      by all examples gives: the baseline of in-class alignment;
     - for the paper's MLP (models.mlp) also ``grad_alignment_w1``,
-      ``grad_alignment_w1_batch`` and ``grad_norm_ratio_w1`` (first layer).
+      ``grad_alignment_w1_batch``, ``grad_alignment_w1_random`` and
+      ``grad_norm_ratio_w1`` (first layer).
 
     A value is NaN where no class has two examples with non-zero vectors.
     Cost: one forward pass over ``x`` (in chunks of ``chunk`` examples), then

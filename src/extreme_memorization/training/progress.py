@@ -256,7 +256,7 @@ class Progress:
         for i, (label, row) in enumerate(zip(self.labels, rows)):
             head = f"  run {i + 1}/{len(rows)} {label}:"
             if row is None or row["epoch"] != epoch:
-                lines.append(f"{head} stopped (diverged)")
+                lines.append(f"{head} stopped (diverged or dead: see its run.json)")
                 continue
             lines.append(
                 f"{head} train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}  "

@@ -9,11 +9,17 @@ SIGTERM or SIGINT, stops cleanly after the current chunk.
 
 Outputs of each run, in its folder (kept in git; the pack's folder is a DVC
 ``plots:`` output):
-- ``metrics.json``: final accuracies and measures;
+- ``metrics.json``: final accuracies and measures, the run's diagnosis
+  (diagnosis.py), and the measures at the matched training state (the first
+  epoch whose train accuracy reached diagnosis.FITTED_TRAIN_ACC; that epoch
+  is measured even where the log-spaced schedule skips it);
 - ``history.csv``: one row per epoch;
-- ``alignment.csv``: the measures at each measurement point;
-- ``run.json``: every setting of the run, its status, versions and
-  fingerprint (store.py);
+- ``alignment.csv``: the measures at each measurement point, with the
+  fraction of hidden units active on the training set and how far W1 moved
+  from its initialization (MLPs);
+- ``run.json``: every setting of the run, its status (completed, diverged,
+  or dead: stopped because every hidden unit died), its diagnosis, versions
+  and fingerprint (store.py);
 and ``model.weights.h5``, the final weights (load.load_run gives them back as
 a Keras model), in the run's twin folder under ``weights/`` (a DVC-cached
 output; packs.weights_file), or beside the other files when no weights file
@@ -38,11 +44,19 @@ from ..core import backend, loops, measures, models
 from ..core import losses as losses_mod
 from ..core import probe as api
 from ..data import datasets as data_mod
-from . import checkpoints, provenance, run_folder, store
+from . import checkpoints, diagnosis, provenance, run_folder, store
 from .progress import Interrupt, Interrupted, Progress
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "best_test_acc"]
 MEASURES = measures.MEASURES
+# Beside the measures at each measurement point (MLPs; blank for other models):
+# the fraction of hidden units active on at least one training example, and
+# ||W1 - W1(0)|| / ||W1(0)||.
+STATE_COLUMNS = ["active_fraction", "w1_relative_change"]
+ALIGNMENT_COLUMNS = ["epoch", *MEASURES, *STATE_COLUMNS]
+# The matched training state: metrics.json's "<name>_matched" for each of these.
+MATCHED = [*MEASURES, *STATE_COLUMNS]
+DEAD_REASON = "every hidden unit is dead (zero on every training example)"
 # A finite loss this many times its initial value has blown up (recorded like a divergence).
 BLOWUP_FACTOR = 1e3  # (MLPs: see _check)
 
@@ -68,8 +82,12 @@ class Member:
         self.rows: list[dict] = []
         self.alignment_rows: list[dict] = []
         self.best = 0.0
-        self.diverged_at: int | None = None
-        self.diverged_reason = ""
+        # The epoch and reason the run was stopped at (diverged, or dead when every hidden unit died).
+        self.stopped_at: int | None = None
+        self.stopped_reason = ""
+        self.dead = False
+        self.active_fraction: float | None = None  # at the last evaluation (MLPs)
+        self.matched_epoch: int | None = None  # the first epoch with train accuracy >= FITTED_TRAIN_ACC
         self.initial_loss = float("nan")
         self.started_at = provenance.utc_now()  # kept in checkpoints: a resumed run keeps its first start
         self.shows_lr = False  # its label names the learning rate (a pack whose members differ in it)
@@ -79,6 +97,14 @@ class Member:
 
     def restore(self, record: dict) -> None:
         vars(self).update(record)
+
+    @property
+    def diverged(self) -> bool:
+        return self.stopped_at is not None and not self.dead
+
+    @property
+    def status(self) -> str:
+        return "dead" if self.dead else "diverged" if self.stopped_at is not None else "completed"
 
     @property
     def label(self) -> str:
@@ -110,16 +136,17 @@ def _trainer(runs: list[RunConfig], base, y_train, y_test) -> loops.Trainer:
 
 def _measure(trainer: loops.Trainer, member: int, loss, x, y, run: RunConfig) -> dict:
     """The member's measures (measures.measure, as api.measure_alignment). A
-    packed MLP computes its arrays from the pack's weights; any other model
-    is measured by the public function itself."""
+    packed MLP computes its arrays from the pack's weights, and how far W1
+    moved; any other model is measured by the public function itself."""
     if isinstance(trainer, loops.PackedMLP):
         p = trainer.member_parts(member, x)
         first = measures.FirstLayer(p["x"], p["pre_activation"], p["w1"], p["w2"], trainer.activation)
-        return measures.measure(y, loss, p["representation"], p["logits"], run.alignment_batch_size, run.seed, first)
+        out = measures.measure(y, loss, p["representation"], p["logits"], run.alignment_batch_size, run.seed, first)
+        return {**out, "w1_relative_change": trainer.w1_relative_change(member, p["w1"])}
     return api.measure_alignment(trainer.keras_model(member), x, y, loss, run.alignment_batch_size, run.seed)
 
 
-def _check(member: Member, train_loss: float, test_loss: float, alive: float) -> str:
+def _check(member: Member, train_loss: float, test_loss: float, active_fraction: float) -> str:
     """Why the member must stop at this epoch ('' if it goes on)."""
     if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
         return "the loss is not finite"
@@ -131,8 +158,8 @@ def _check(member: Member, train_loss: float, test_loss: float, alive: float) ->
         return (
             f"the loss blew up to {train_loss:.3g}, over {BLOWUP_FACTOR:g} times its initial {member.initial_loss:.3g}"
         )
-    if alive == 0:
-        return "every hidden unit is dead (zero on every training example)"
+    if active_fraction == 0:
+        return DEAD_REASON  # no gradient reaches W1 or W2 again: nothing can change
     return ""
 
 
@@ -195,8 +222,17 @@ def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrup
     def measure(i: int, epoch: int) -> None:
         start = time.perf_counter()
         row = _measure(trainer, i, member_loss[i], base.x_train, y_train[i], runs[i])
-        members[i].alignment_rows.append({"epoch": epoch, **row})
+        members[i].alignment_rows.append({"epoch": epoch, **row, "active_fraction": members[i].active_fraction})
         clock["measure"] += time.perf_counter() - start
+
+    def observe(m: Member, train_acc: float, active_fraction: float) -> bool:
+        """Record the member's state after an evaluation of the training set;
+        whether this is the matched training state (first fitted epoch)."""
+        m.active_fraction = float(active_fraction) if math.isfinite(active_fraction) else None
+        if m.matched_epoch is None and train_acc >= diagnosis.FITTED_TRAIN_ACC:
+            m.matched_epoch = epoch
+            return True
+        return False
 
     fingerprint = checkpoints.fingerprint(runs, dataset_path, backend.name())
     saved = checkpoints.load(checkpoint, fingerprint) if checkpoint else None
@@ -213,10 +249,10 @@ def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrup
             f"{title} resuming from checkpoint at epoch {epoch}" + (f", minibatch {step}" if step else ""), flush=True
         )
     else:
-        loss0, _, _ = trainer.evaluate("train")
+        loss0, acc0, active0 = trainer.evaluate("train")
         for i, m in enumerate(members):
             m.initial_loss = float(loss0[i])
-            if 0 in measure_at:
+            if observe(m, float(acc0[i]), float(active0[i])) or 0 in measure_at:
                 measure(i, 0)
 
     def save(at_epoch: int, at_step: int) -> None:
@@ -231,8 +267,8 @@ def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrup
 
     progress = Progress(title, [m.label for m in members], first.epochs, epoch)
     steps = trainer.steps_per_epoch
-    while epoch < first.epochs and any(m.diverged_at is None for m in members):
-        active = np.array([m.diverged_at is None for m in members])
+    while epoch < first.epochs and any(m.stopped_at is None for m in members):
+        active = np.array([m.stopped_at is None for m in members])
         order = np.stack([loops.epoch_order(r.seed, epoch + 1, trainer.n) for r in runs])
         while step < steps:
             stop = min(step + progress.chunk(steps), steps)
@@ -246,7 +282,7 @@ def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrup
                 raise Interrupted(interrupt.signum, epoch, first.epochs)
         epoch, step = epoch + 1, 0
         start_time, measured = time.perf_counter(), clock["measure"]
-        train_loss, train_acc, alive = trainer.evaluate("train")
+        train_loss, train_acc, active_fraction = trainer.evaluate("train")
         test_loss, test_acc, _ = trainer.evaluate("test")
         for i, m in enumerate(members):
             if not active[i]:
@@ -254,17 +290,18 @@ def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrup
             m.best = max(m.best, float(test_acc[i]))
             m.rows.append(dict(epoch=epoch, train_loss=float(train_loss[i]), train_acc=float(train_acc[i]),
                                test_loss=float(test_loss[i]), test_acc=float(test_acc[i]), best_test_acc=m.best))  # fmt: skip
-            reason = _check(m, float(train_loss[i]), float(test_loss[i]), float(alive[i]))
+            matched = observe(m, float(train_acc[i]), float(active_fraction[i]))
+            reason = _check(m, float(train_loss[i]), float(test_loss[i]), float(active_fraction[i]))
             if reason:
-                m.diverged_at, m.diverged_reason = epoch, reason
+                m.stopped_at, m.stopped_reason, m.dead = epoch, reason, reason == DEAD_REASON
                 print(
-                    f"{title} run {m.label} diverged at epoch {epoch}: {reason}. The run stops here and is "
-                    "recorded as diverged (status in run.json); the other runs go on. Lower learning_rate "
-                    "or sigma to train it.",
+                    f"{title} run {m.label} {'died' if m.dead else 'diverged'} at epoch {epoch}: {reason}. The run "
+                    f"stops here and is recorded as {m.status} (status in run.json); the other runs go on. Lower "
+                    "learning_rate or sigma to train it.",
                     file=sys.stderr,
                     flush=True,
                 )
-            elif epoch in measure_at:
+            elif matched or epoch in measure_at:
                 measure(i, epoch)
         clock["train"] += time.perf_counter() - start_time - (clock["measure"] - measured)
         progress.epoch_done(epoch, [m.rows[-1] if m.rows else None for m in members])
@@ -286,14 +323,19 @@ def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrup
 def _finish(trainer, i, m: Member, loss, base, y, group, clock, resumed_from, scale, fingerprint) -> dict:
     run = m.run
     final = m.rows[-1] if m.rows else dict.fromkeys(HISTORY_COLUMNS[1:], float("nan")) | {"epoch": 0}
-    if m.diverged_at is not None:  # the weights of a diverged run measure nothing
-        final_measures = dict.fromkeys(MEASURES, float("nan"))
+    if m.diverged:  # the weights of a diverged run measure nothing
+        final_measures = {}
     elif m.alignment_rows and m.alignment_rows[-1]["epoch"] == final["epoch"]:
         final_measures = m.alignment_rows[-1]
     else:
         final_measures = _measure(trainer, i, loss, base.x_train, y, run)
     # Measures a model lacks (W1's, for all but the MLP) are recorded as missing.
-    final_measures = {k: final_measures.get(k, float("nan")) for k in MEASURES}
+    final_measures = {k: final_measures.get(k, float("nan")) for k in [*MEASURES, "w1_relative_change"]}
+    train_acc = [r["train_acc"] for r in m.rows]
+    label = diagnosis.diagnose(train_acc, m.diverged, m.active_fraction)
+    if m.dead:
+        label = diagnosis.DEAD  # stopped at once: whatever its history, nothing could change any more
+    matched = next((r for r in m.alignment_rows if r["epoch"] == m.matched_epoch), {})
     metrics = {
         "train_acc": final["train_acc"],
         "test_acc": final["test_acc"],
@@ -302,17 +344,25 @@ def _finish(trainer, i, m: Member, loss, base, y, group, clock, resumed_from, sc
         "test_loss": final["test_loss"],
         **final_measures,
         "epochs_run": final["epoch"],
-        "diverged": int(m.diverged_at is not None),
-        "w1_relative_change": trainer.first_layer_change(i),  # ||W1 - W1(0)|| / ||W1(0)||: a frozen first layer ~ 0
+        "diverged": int(m.diverged),
+        "diagnosis": label,
+        # The epochs the last half's trend needs to fit; only for a run still learning.
+        "epochs_to_fit": diagnosis.epochs_to_fit(train_acc) if label == diagnosis.STILL_LEARNING else None,
+        "active_fraction": None if m.diverged else m.active_fraction,
+        "matched_epoch": m.matched_epoch if matched else None,
+        **{f"{k}_matched": matched.get(k) for k in MATCHED},
     }
     metrics = {k: _finite(v) for k, v in metrics.items()}
     model = trainer.keras_model(i)
     info = {
         "group": group,
         **run.as_dict(),
-        "status": "diverged" if m.diverged_at else "completed",
-        "diverged_at_epoch": m.diverged_at,
-        "diverged_reason": m.diverged_reason or None,
+        "status": m.status,
+        "diagnosis": label,
+        "stopped_at_epoch": m.stopped_at,
+        "stopped_reason": m.stopped_reason or None,
+        "diverged_at_epoch": m.stopped_at if m.diverged else None,
+        "diverged_reason": m.stopped_reason if m.diverged else None,
         "initial_logit_rms": float(scale),
         "loss_parameter": losses_mod.effective_parameter(loss),
         "loss_scale": float(losses_mod.loss_scale(run, scale)),  # s: of loss_scaling output / normalized, else 1
@@ -335,7 +385,7 @@ def _finish(trainer, i, m: Member, loss, base, y, group, clock, resumed_from, sc
     }
     out = m.out_dir
     files.write_text(out / run_folder.HISTORY, _csv(m.rows, HISTORY_COLUMNS))
-    files.write_text(out / run_folder.ALIGNMENT, _csv(m.alignment_rows, ["epoch", *MEASURES]))
+    files.write_text(out / run_folder.ALIGNMENT, _csv(m.alignment_rows, ALIGNMENT_COLUMNS))
     with files.atomic_path(m.weights_file) as tmp:
         model.save_weights(str(tmp))
     files.write_json(out / run_folder.INFO, info)
@@ -354,8 +404,10 @@ def _done_line(m: Member, metrics: dict) -> str:
 
     start = next((r.get("mean_grad_norm") for r in m.alignment_rows if r["epoch"] == 0), None)
     final = metrics.get("mean_grad_norm")
-    if m.diverged_at is not None:
-        w1 = f"undefined (diverged at epoch {m.diverged_at})"
+    if m.diverged:
+        w1 = f"undefined (diverged at epoch {m.stopped_at})"
+    elif m.dead:
+        w1 = f"undefined (every hidden unit dead at epoch {m.stopped_at})"
     elif start and final is not None and final / start < VANISHED_GRADIENT:
         w1 = "undefined (gradients vanished)"
     else:
