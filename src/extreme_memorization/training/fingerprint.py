@@ -329,11 +329,12 @@ def versions(backend: str) -> list[str]:
     return lines + [_version(names) for names in BACKEND_DISTRIBUTIONS.get(backend, ((backend,),))]
 
 
-def describe(backend: str | None = None) -> str:
+def describe(backend: str | None = None, root: Path = ROOT) -> str:
     """The text ``fingerprint.txt`` holds: the code digest, the backend and
-    the versions, one per line."""
+    the versions, one per line. ``root``: the package's folder (that of
+    another checkout, for its status)."""
     backend = backend or backend_name()
-    digest, count = code_digest()
+    digest, count = code_digest(root=root)
     lines = [
         "# What decides a run's numbers besides its settings and data (written by the DVC stage",
         "# fingerprint: python -m extreme_memorization fingerprint). Every train stage depends on it.",

@@ -64,7 +64,7 @@ def key(run, dataset_path, backend_name: str) -> str:
     return run_key(run, dataset_path, backend_name)
 
 
-def _dvc_cache_dir(start: Path) -> Path | None:
+def dvc_cache_dir(start: Path) -> Path | None:
     """DVC's cache folder of the repository holding ``start``, or None outside one."""
     for folder in [start, *start.parents]:
         if (folder / ".dvc").is_dir():
@@ -84,7 +84,7 @@ def root(start: Path | None = None) -> Path | None:
         return None
     if os.environ.get("EM_RUN_STORE"):
         return Path(os.environ["EM_RUN_STORE"])
-    cache = _dvc_cache_dir(Path(start or Path.cwd()).resolve())
+    cache = dvc_cache_dir(Path(start or Path.cwd()).resolve())
     return cache / "extreme-memorization" / "runs" if cache else None
 
 
