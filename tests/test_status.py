@@ -114,7 +114,7 @@ def test_a_fresh_clone_with_runs_in_git_but_no_weights_says_they_retrain_not_don
     sh(["git", "clone", "-q", str(trained), str(clone)], tmp_path, env)
     assert not (clone / "weights/digits" / PACK).exists() and (clone / "runs/digits" / PACK).is_dir()
     assert status((clone, env))["digits"] == (
-        "2/2 runs done (1 pack); runs in git, weights not in the DVC cache: `make pull` fetches them, "
+        "0/2 runs done (1 pack); runs in git, weights not in the DVC cache: `make pull` fetches them, "
         f"or 1 pack ({PACK}) retrain (about {retrain_seconds(clone / 'runs/digits' / PACK)} s as trained on this "
         "machine); report up to date"
     )
@@ -124,7 +124,11 @@ def test_a_fresh_clone_with_runs_in_git_but_no_weights_says_they_retrain_not_don
 
     # The trained repository itself, with its cache, and the clone once it has the weights: done.
     assert status(trained_repo)["digits"] == "2/2 runs done (1 pack); report up to date"
-    shutil.copytree(trained / ".dvc/cache", clone / ".dvc/cache")  # what `make pull` brings
+    shutil.copytree(trained / ".dvc/cache", clone / ".dvc/cache")  # what `make pull` fetches
+    assert status((clone, env))["digits"].startswith(
+        f"0/2 runs done (1 pack); weights missing or damaged: 1 pack ({PACK})"
+    )
+    sh([dvc_cmd(), "checkout", f"weights/digits/{PACK}"], clone, env)  # and checks out
     assert status((clone, env))["digits"] == "2/2 runs done (1 pack); report up to date"
 
 
@@ -132,3 +136,46 @@ def retrain_seconds(pack: Path) -> str:
     """The pack's training time as its run files record it (its runs trained together)."""
     run = json.loads(next(pack.glob("*/run.json")).read_text())
     return f"{run['train_seconds'] + run['measure_seconds']:.0f}"
+
+
+@pytest.mark.slow  # status, dry runs and a checkout in a trained repository: over 20 s
+def test_a_numeric_edit_of_the_training_code_is_stale_for_code_before_any_dvc_repro(repo):
+    """status, `make reproduce DRY=1` and `local --dry-run` compute the live
+    fingerprint: a changed constant shows the pack as to train, naming code,
+    while the committed fingerprint.txt still records the old code."""
+    path, env = repo
+    loops = path / "src/extreme_memorization/core/loops.py"
+    loops.write_text(loops.read_text().replace("EVAL_CHUNK = 1024", "EVAL_CHUNK = 512", 1))
+    recorded = (path / "fingerprint.txt").read_bytes()
+    assert status(repo)["digits"] == (
+        f"2/2 runs done (1 pack); stale: 1 pack ({PACK}) (code changed since trained; dvc repro retrains them); "
+        "report stale"
+    )
+    dry = subprocess.run([sys.executable, "-m", "extreme_memorization.pipeline.dry_plan", "report@digits"], cwd=path,
+                         env=env, capture_output=True, text=True)  # fmt: skip
+    assert dry.returncode == 0, dry.stderr
+    assert f"Running stage 'train-digits@digits-{PACK}'" in dry.stdout, dry.stdout
+    assert "code changed since fingerprint.txt was written" in dry.stderr, dry.stderr
+    sh(["git", "add", "-A"], path, env)
+    sh(["git", "commit", "-qm", "EVAL_CHUNK 512"], path, env)  # the fan-out plans the committed state
+    local = sh([*python_cmd(), "local", "digits", "--dry-run", "--jobs", "1"], path, env)
+    assert "1 train stages, 0 up to date or in the run-cache, 1 to train" in local, local
+    assert (path / "fingerprint.txt").read_bytes() == recorded  # the plans put the committed file back
+    # A comment is no code change: nothing is stale.
+    loops.write_text(loops.read_text().replace("EVAL_CHUNK = 512", "EVAL_CHUNK = 1024  # said again", 1))
+    assert status(repo)["digits"] == "2/2 runs done (1 pack); report up to date"
+
+
+@pytest.mark.slow  # status, dry runs and a checkout in a trained repository: over 20 s
+def test_a_truncated_or_missing_weights_file_is_never_done(repo):
+    path, _ = repo
+    weights = sorted((path / "weights/digits" / PACK).glob("*/model.weights.h5"))
+    assert len(weights) == 2 and status(repo)["digits"] == "2/2 runs done (1 pack); report up to date"
+    size = weights[0].stat().st_size
+    os.truncate(weights[0], size // 2)
+    assert status(repo)["digits"].startswith(f"1/2 runs done (1 pack); weights missing or damaged: 1 pack ({PACK})")
+    weights[0].unlink()
+    assert status(repo)["digits"].startswith("1/2 runs done (1 pack); weights missing or damaged")
+    sh([dvc_cmd(), "checkout", "--force", f"weights/digits/{PACK}"], path, repo[1])
+    assert weights[0].stat().st_size == size
+    assert status(repo)["digits"] == "2/2 runs done (1 pack); report up to date"

@@ -4,6 +4,7 @@ report) and the one that adds a group to the pipeline (add-group).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -126,6 +127,8 @@ def cmd_train(args) -> int:
     from ..training import progress
 
     progress.starters()  # who started the training, found before DVC could be killed during the imports
+    if args.reuse_other_devices:
+        os.environ["EM_REUSE_OTHER_DEVICES"] = "1"  # training/store.py
     params = config.load(args.params)
     runs = packs.members(params, args.group, _overrides(args.set))
     files.check_writable(args.out, "--out")
@@ -203,6 +206,9 @@ def add_parsers(sub) -> None:
     s.add_argument("--data", help="prepared .npz (default data/prepared/<dataset>.npz)")
     s.add_argument("--out", required=True, help="pack directory (one folder per run inside)")
     s.add_argument("--weights", help="pack directory for the weights (default: the run folders of --out)")
+    s.add_argument("--reuse-other-devices", action="store_true",
+                   help="take runs from the run store that another device kind trained (CPU for GPU; "
+                        "env EM_REUSE_OTHER_DEVICES=1)")  # fmt: skip
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("report", help="claims, figures, statistics and results of one or more groups")

@@ -9,6 +9,10 @@ determinism, and which accelerators are visible.
 
 from __future__ import annotations
 
+import importlib.metadata
+import os
+import platform
+
 import keras
 
 # What ``matmul_precision`` means for each backend.
@@ -117,8 +121,6 @@ def device_name() -> str:
     gpus = accelerators()
     if gpus:
         return gpus[0]
-    import platform
-
     return f"cpu ({platform.processor() or platform.machine()})"
 
 
@@ -129,3 +131,86 @@ def allow_float64(enabled: bool = True) -> None:
         import jax
 
         jax.config.update("jax_enable_x64", enabled)
+
+
+# Environment variables that set how many threads the CPU kernels use.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
+                    "TF_NUM_INTEROP_THREADS")  # fmt: skip
+# The JAX distributions that bring a GPU: their versions decide the kernels.
+JAX_PLUGINS = ("jax-cuda12-plugin", "jax-cuda12-pjrt", "jax-cuda13-plugin", "jax-cuda13-pjrt", "jax-rocm-plugin")
+
+
+def device_kind() -> str:
+    """The kind of chip the arithmetic runs on: ``gpu NVIDIA H100 80GB HBM3``
+    or ``cpu x86_64``. Kernels differ between kinds, and so do the last bits
+    of a run: the run store serves a run only to the kind that trained it."""
+    if name() == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            return f"gpu {tf.config.experimental.get_device_details(gpus[0]).get('device_name', 'unknown')}"
+    elif name() == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        if device.platform != "cpu":
+            return f"{device.platform} {device.device_kind}"
+    return f"cpu {platform.machine()}"
+
+
+def runtime() -> dict:
+    """What besides the code and the versions can move a run's last bits, for
+    run.json: the device kind, the CUDA and cuDNN TensorFlow was built with
+    (or the JAX platform and its GPU plugin), the oneDNN switch (it moved the
+    cosine stiffness of the same weights from 0.365 to 0.599) and the thread
+    counts."""
+    import sys
+
+    found = {
+        "device_kind": device_kind(),
+        "cpu": _cpu_model(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),  # None: the build's default
+        **{variable: os.environ.get(variable) for variable in THREAD_VARIABLES},
+    }
+    if name() == "tensorflow" and "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        build = tf.sysconfig.get_build_info()
+        found |= {
+            "cuda": build.get("cuda_version"),
+            "cudnn": build.get("cudnn_version"),
+            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),  # 0: TensorFlow chooses
+            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        }
+    elif name() == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        found |= {
+            "jax_platform": device.platform,
+            "jax_platform_version": getattr(getattr(device, "client", None), "platform_version", None),
+            "jax_plugins": {p: _installed(p) for p in JAX_PLUGINS if _installed(p)},
+            "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
+        }
+    return found
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else its architecture."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _installed(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None

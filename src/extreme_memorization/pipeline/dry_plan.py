@@ -7,9 +7,12 @@ group's runs): it was not made, because the run is dry (DVC issue 9818; the
 fix proposed upstream, PR 11100, skips the run-cache lookup when an input is
 missing). This does the same: an input that does not exist yet means
 "nothing to restore from the run-cache", and the stage is listed as to run.
-A target ``report@<group>`` of a group params.yaml lacks (a typo in
-``make reproduce GROUPS=...``) stops first, with one line naming the known
-groups.
+The plan runs with ``fingerprint.txt`` as the fingerprint stage would
+write it first (``training.fingerprint_file.live_fingerprint``; the
+committed bytes are put back after), so a numeric edit of the training code
+shows every train stage as to run before any ``dvc repro``. A target
+``report@<group>`` of a group params.yaml lacks (a typo in ``make reproduce
+GROUPS=...``) stops first, with one line naming the known groups.
 
     python -m extreme_memorization.pipeline.dry_plan [dvc repro options and targets]
     make reproduce DRY=1
@@ -18,6 +21,9 @@ groups.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+
+from ..training import fingerprint_file
 
 
 def unknown_group(argv: list[str], params_path: str = "params.yaml") -> str | None:
@@ -57,7 +63,13 @@ def main(argv: list[str]) -> int:
             return False
 
     cache._can_hash = can_hash
-    return dvc_main(["repro", "--dry", *argv])
+    # The fingerprint stage runs first in every `dvc repro` and rewrites
+    # fingerprint.txt for the code as it is: the plan sees what it will see.
+    with fingerprint_file.live_fingerprint(Path.cwd()) as change:
+        if change:
+            print(f"{change} changed since fingerprint.txt was written: the train stages that depend on it "
+                  "run (the fingerprint stage rewrites it first)", file=sys.stderr, flush=True)  # fmt: skip
+        return dvc_main(["repro", "--dry", *argv])
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import logging
 from pathlib import Path
 
@@ -87,11 +88,25 @@ def _versions(text: str) -> list[str]:
     return [line for line in text.splitlines() if line and not line.startswith(("#", "code "))]
 
 
-def _data_md5(entry: dict) -> str | None:
+def _data_key(root: Path, entry: dict) -> str | None:
+    """The :func:`fingerprint.data_key` of the prepared data the stage was
+    trained on: the workspace file, when it is the one dvc.lock records."""
     for dep in entry.get("deps", []):
         if dep["path"].startswith("data/prepared/"):
-            return dep.get("md5")
+            path = root / dep["path"]
+            if not path.is_file() or _md5(path) != dep.get("md5"):
+                raise RekeyError(f"{dep['path']} is missing or not the file dvc.lock records; "
+                                 f"run `dvc pull {dep['path']}` (or `dvc repro` its prepare stage) before rekey")  # fmt: skip
+            return fingerprint.data_key(path)
     return None
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _run_settings(info: dict) -> dict:
@@ -129,7 +144,7 @@ def rekey(root: Path, dry_run: bool = False) -> dict:
         for stage, entry in stages:
             if not stage.addressing.startswith("train-"):
                 continue
-            data = _data_md5(entry)
+            data = _data_key(root, entry)
             run_outs = [o for o in entry.get("outs", []) if o["path"].startswith("runs/")]
             for out in run_outs:
                 for run_dir in run_folder.run_dirs(root / out["path"]):

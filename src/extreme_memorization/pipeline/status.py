@@ -5,11 +5,17 @@ dvc.lock, never-run ones included, one line per changed file; this is the
 short answer per group:
 
 - runs done / planned: run folders ``runs/<group>/<pack>/<run>/`` that hold
-  their metrics.json, of the runs params.yaml plans;
+  their metrics.json and whose weights are here with the MD5 dvc.lock records
+  for them (weights_check.py: a truncated or missing weights file is not
+  done), of the runs params.yaml plans;
 - stale: packs trained by ``dvc repro`` (in dvc.lock) whose settings, code or
   data changed since (``dvc status`` of their stage names a dependency or a
   parameter as modified; a dependency merely absent, such as prepared data in
-  a fresh clone, is not a change);
+  a fresh clone, is not a change); and, named apart, packs whose training
+  code (or versions) changed since, seen from the live fingerprint before any
+  ``dvc repro`` rewrites ``fingerprint.txt`` (training/fingerprint_file.py);
+- weights missing or damaged: packs whose run files are here but whose
+  weights are absent or differ from dvc.lock, while DVC's cache has them;
 - weights not in the DVC cache: packs trained (in dvc.lock, their run files
   in git) whose weights this clone's DVC cache lacks (``dvc status``: "not
   in cache"); ``dvc repro`` would train them again, ``make pull`` fetches
@@ -34,7 +40,8 @@ from ..config import packs
 from ..config.settings import Params
 from ..scaleout.fanout import slug
 from ..scaleout.local import WORK_DIR
-from ..training import checkpoints, run_folder
+from ..training import checkpoints, fingerprint_file, run_folder
+from .weights_check import WeightsCheck
 
 # Change kinds of `dvc status` that mean the inputs differ from when the stage ran.
 CHANGED = ("modified", "new")
@@ -55,6 +62,9 @@ class GroupStatus:
     worker_running: list[str] = dataclasses.field(default_factory=list)
     worker_interrupted: list[str] = dataclasses.field(default_factory=list)
     data_missing: list[str] = dataclasses.field(default_factory=list)  # own datasets' raw files not here
+    code_stale: list[str] = dataclasses.field(default_factory=list)  # trained under other code (or versions)
+    code_change: str = ""  # "code", "versions" or "code and versions"
+    bad_weights: list[str] = dataclasses.field(default_factory=list)  # run files here, weights missing or damaged
 
     def line(self, width: int) -> str:
         parts = [f"{self.runs_done}/{self.runs_planned} runs done ({self.packs} pack{'s' if self.packs != 1 else ''})"]
@@ -62,6 +72,12 @@ class GroupStatus:
             parts.append(f"raw data missing, the group cannot be rebuilt here: {', '.join(self.data_missing)}")
         if self.stale:
             parts.append(f"stale: {_packs(self.stale)} (settings, code or data changed since trained)")
+        if self.code_stale:
+            parts.append(f"stale: {_packs(self.code_stale)} ({self.code_change} changed since trained; "
+                         "dvc repro retrains them)")  # fmt: skip
+        if self.bad_weights:
+            parts.append(f"weights missing or damaged: {_packs(self.bad_weights)} (`dvc checkout --force "
+                         "weights/GROUP/PACK` restores them from the DVC cache, `dvc repro -f` retrains)")  # fmt: skip
         if self.not_cached:
             parts.append(
                 "runs in git, weights not in the DVC cache: `make pull` fetches them, or "
@@ -108,13 +124,18 @@ def changed_stages(root: Path) -> dict[str, str]:
     return out
 
 
-def locked_stages(root: Path) -> set[str]:
-    """Stages dvc.lock records as run."""
+def lock_stages(root: Path) -> dict:
+    """dvc.lock's ``stages``: what each stage was run with."""
     from ..config.settings import read_yaml
 
     path = root / "dvc.lock"
     lock = read_yaml(path) if path.is_file() else None
-    return set((lock or {}).get("stages") or {})
+    return (lock or {}).get("stages") or {}
+
+
+def locked_stages(root: Path) -> set[str]:
+    """Stages dvc.lock records as run."""
+    return set(lock_stages(root))
 
 
 def live_writers(root: Path) -> list[str]:
@@ -172,21 +193,34 @@ def retrain_time(root: Path, group: str, names: list[str]) -> str:
 
 
 def group_status(params: Params, root: Path, changed: dict[str, str], locked: set[str], writers: list[str],
-                 workers: list[str] = ()) -> list[GroupStatus]:  # fmt: skip
+                 workers: list[str] = (), code: dict[str, str] | None = None,
+                 weights: WeightsCheck | None = None) -> list[GroupStatus]:  # fmt: skip
+    """Each group's status; ``code``: :func:`fingerprint_file.stale_for_code`,
+    ``weights``: the check of the weights of runs counted done."""
     from ..data.own import missing
 
+    code = code or {}
+    weights = weights or WeightsCheck(root, {}, None)
     out, absent = [], missing(params, root)
     for name, group in params.groups.items():
         by_pack = packs.packs(params, name)
         done, stale, not_cached, running, interrupted, worker_running, worker_interrupted = 0, [], [], [], [], [], []
+        code_stale, bad_weights, change = [], [], set()
         for pack, runs in by_pack.items():
             folder = root / "runs" / name / pack
-            done += sum(run_folder.finished(folder / packs.run_name(r, group)) for r in runs)
             stage = packs.stage_name(name, runs[0])
+            finished = [packs.run_name(r, group) for r in runs if run_folder.finished(folder / packs.run_name(r, group))]
+            intact = [r for r in finished if weights.intact(stage, root / "weights" / name / pack, r)]
+            done += len(intact)
             if stage in locked and changed.get(stage) == "changed":
                 stale.append(pack)
             elif stage in locked and changed.get(stage) == "not in cache":
                 not_cached.append(pack)
+            elif len(intact) < len(finished):
+                bad_weights.append(pack)
+            if stage in locked and stage in code and pack not in stale:
+                code_stale.append(pack)
+                change.add(code[stage])
             checkpoint = checkpoints.folder(name, pack)
             checkpoint = checkpoint if checkpoint.is_absolute() else root / checkpoint
             if any(w.endswith(f"/{name}/{pack}") for w in writers):
@@ -202,12 +236,15 @@ def group_status(params: Params, root: Path, changed: dict[str, str], locked: se
         if report not in locked:
             state = "not made"
         else:
-            state = "stale" if report in changed else "up to date"
+            state = "stale" if report in changed or code_stale else "up to date"
         runs_planned = sum(len(r) for r in by_pack.values())
         out.append(GroupStatus(name, done, runs_planned, len(by_pack), stale, running, interrupted, state,
                                not_cached, retrain_time(root, name, not_cached), worker_running,
                                worker_interrupted))  # fmt: skip
         out[-1].data_missing = [absent[d] for d in group.sweep["dataset"] if d in absent]
+        out[-1].code_stale, out[-1].bad_weights = code_stale, bad_weights
+        out[-1].code_change = next(iter(sorted(change)), "")  # one reason for all: one fingerprint.txt
+    weights.save()
     return out
 
 
@@ -219,7 +256,12 @@ def lines(params: Params, root: Path, use_dvc: bool = True) -> list[str]:
             changed = changed_stages(root)
         except Exception as exc:  # DVC's own errors (a broken dvc.yaml, a missing file): say so, keep the counts
             note = f"(stale packs not known: dvc status failed: {' '.join(str(exc).split())[:200]})"
-    groups = group_status(params, root, changed, locked_stages(root), live_writers(root), worker_writers(root))
+    lock = lock_stages(root)
+    from ..training.store import dvc_cache_dir
+
+    weights = WeightsCheck(root, lock, dvc_cache_dir(root))
+    groups = group_status(params, root, changed, set(lock), live_writers(root), worker_writers(root),
+                          fingerprint_file.stale_for_code(root, lock), weights)  # fmt: skip
     width = max((len(g.group) for g in groups), default=5)
     out = [g.line(width) for g in groups]
     done, planned = sum(g.runs_done for g in groups), sum(g.runs_planned for g in groups)

@@ -191,7 +191,10 @@ def make_plan(root: Path, groups: list[str], area: Path, dry_run: bool, again: s
         print(f"preparing the datasets: dvc repro {' '.join(prepare)}", flush=True)
         dvc(root, "repro", *prepare)
         dvc(root, "commit", "--force", *prepare)
-    todo, up_to_date, cached = stages_to_train(root, train)
+    from ..training.fingerprint_file import live_fingerprint
+
+    with live_fingerprint(root):  # what the workers' `dvc repro` writes first: a code edit is seen
+        todo, up_to_date, cached = stages_to_train(root, train)
     if not dry_run and up_to_date:
         # Up to date here is not yet restorable elsewhere: record run-cache
         # entries, so that a report run in another worktree restores these too.

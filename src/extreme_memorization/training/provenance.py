@@ -1,5 +1,8 @@
 """Where and when a run ran, for its run.json: a reader can see which runs
-ran side by side (their spans overlap), on which host and on which devices.
+ran side by side (their spans overlap), on which host, on which devices and
+under which runtime (``core.backend.runtime``: the device kind, CUDA/cuDNN or
+the JAX plugin, the oneDNN switch, the thread counts). The run store serves a
+run only to the device kind recorded here (training/store.py).
 """
 
 from __future__ import annotations
@@ -15,9 +18,15 @@ def utc_now() -> str:
 
 
 def where_and_when(started_at: str) -> dict:
-    """run.json's ``started_at``, ``finished_at`` (now), ``hostname`` and
-    ``visible_devices`` (the CUDA_VISIBLE_DEVICES this process had, or None)."""
+    """run.json's ``started_at``, ``finished_at`` (now), ``hostname``,
+    ``visible_devices`` (the CUDA_VISIBLE_DEVICES this process had, or None),
+    ``device_kind`` and ``runtime`` (:func:`core.backend.runtime`)."""
+    from ..core import backend
+
+    runtime = backend.runtime()
     return {
+        "device_kind": runtime["device_kind"],
+        "runtime": runtime,
         "started_at": started_at,
         "finished_at": utc_now(),
         "hostname": socket.gethostname(),
