@@ -1,12 +1,15 @@
 """The claims' verdicts on made-up runs: "alignment falls" is judged on the
-means over seeds, and a claim about networks that fit their training set is
-inconclusive, not failed, where its runs never fitted."""
+means over seeds; a claim about networks that fit their training set is
+inconclusive where a run it needs was still learning, and judged, with the
+mechanism named, where a run is stuck, dead or diverged; measures are
+compared on the same runs, per line of runs, with the sign the paper expects."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from extreme_memorization.report import claims, statistics
+from extreme_memorization.report.fixes import fixes_restore as restore
 
 SWEEP = {"group": "g", "dataset": "digits", "model": "mlp", "activation": "sin", "loss": "cross_entropy",
          "loss_scaling": "none", "labels": "true", "init": "normal", "num_classes": 10}  # fmt: skip
@@ -51,7 +54,7 @@ def test_sin_that_never_fitted_is_inconclusive_not_a_failed_memorization():
     claim = claims.extreme_memorization(never)
     assert claim.verdict == claims.NOT_FITTED
     assert claim.evidence.startswith(
-        "not fitted (train accuracy below 0.99: more epochs decide): "
+        "not fitted (train accuracy below 0.99, still learning at the end of its epochs): "
         "digits sin sigma=10 (2 of 2 runs) train 0.155 [0.150, 0.160]; not judged: "
     )
     fitted_but_generalizes = sweep({0.01: [1.0], 10: [1.0]}, "train_acc", test_acc=0.6)
@@ -82,8 +85,188 @@ def test_labels_separate_only_between_networks_that_fit_their_labels():
     claim = claims.labels_separate(pd.DataFrame(rows))
     assert claim.verdict == claims.NOT_FITTED
     assert claim.evidence.startswith(
-        "not fitted (train accuracy below 0.9: more epochs decide): "
+        "not fitted (train accuracy below 0.9, still learning at the end of its epochs): "
         "mlp labels=shuffled (1 of 1 runs) train 0.500; not judged: "
     )
     shown = claims.markdown([claim])
     assert "| inconclusive: not fitted |" in shown and "**inconclusive" not in shown  # bold: verdicts on the claim
+
+
+def relu_losses(scaling="none", step="plain", stuck_squared=False, **settings) -> pd.DataFrame:
+    """ReLU with three losses over sigma 0.01 and 10, two seeds; squared at sigma 10 tests at chance."""
+    frames = []
+    for loss in ("cross_entropy", "hinge", "squared"):
+        bad = loss == "squared"
+        frame = sweep({0.01: [0.95, 0.95], 10: [0.2 if bad else 0.94, 0.2 if bad else 0.95]}, "best_test_acc",
+                      activation="relu", loss=loss, loss_scaling=scaling, first_layer_step=step,
+                      diagnosis="fitted", **settings)  # fmt: skip
+        if stuck_squared and bad:
+            top = frame["sigma"] == 10
+            frame.loc[top, ["train_acc", "test_acc"]] = 0.10
+            frame.loc[top, "diagnosis"] = ["stuck", "diverged"]
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_a_stuck_or_diverged_run_is_a_finding_judged_with_its_mechanism_not_more_epochs():
+    claim = claims.relu_follows_loss(relu_losses(stuck_squared=True))
+    assert claim.verdict == claims.HOLDS  # squared drops 0.75: the effect follows the loss
+    assert claim.mechanism == (
+        "Mechanism: optimization failure (stuck, dead or diverged: failing to train is the finding, more epochs do "
+        "not change it): digits relu squared sigma=10 (1 diverged, 1 stuck of 2 runs; train 0.100 [0.100, 0.100])"
+    )
+    assert "more epochs decide" not in claim.evidence + claim.mechanism
+    assert "<br>Mechanism: optimization failure" in claims.markdown([claim])  # on its own line
+
+
+def test_a_dead_run_that_never_memorized_makes_memorization_fail_as_an_optimization_failure():
+    dead = sweep({0.01: [0.15, 0.15], 10: [0.10, 0.10]}, "train_acc", test_acc=0.1, diagnosis="dead")
+    claim = claims.extreme_memorization(dead)
+    assert claim.verdict == claims.FAILS and "optimization failure" in claim.mechanism
+    assert "digits sin sigma=10 (2 dead of 2 runs; train 0.100 [0.100, 0.100])" in claim.mechanism
+
+
+def test_a_run_still_learning_leaves_its_claim_not_fitted_with_the_epochs_its_trend_needs():
+    runs = relu_losses(stuck_squared=True)
+    top = (runs["loss"] == "squared") & (runs["sigma"] == 10)
+    runs.loc[top, "diagnosis"] = "still learning"
+    runs.loc[top, "epochs_to_fit"] = [120.4, 851.2]
+    claim = claims.relu_follows_loss(runs)
+    assert claim.verdict == claims.NOT_FITTED
+    assert claim.evidence.startswith(
+        "not fitted (train accuracy below 0.9, still learning at the end of its epochs): digits relu squared "
+        "sigma=10 (2 of 2 runs) train 0.100 [0.100, 0.100]; its trend needs about 852 more epochs; not judged: "
+    )
+
+
+def test_memorization_reads_as_memorization_beside_the_verdict():
+    memorized = sweep({0.01: [1.0, 1.0], 10: [1.0, 0.995]}, "train_acc", test_acc=0.1, diagnosis="fitted")
+    claim = claims.extreme_memorization(memorized)
+    assert claim.verdict == claims.HOLDS
+    assert claim.mechanism.startswith("Mechanism: memorization (train >= 0.99, test at chance): digits sin sigma=10")
+
+
+def test_each_form_of_the_fix_is_judged_on_its_own_with_its_numbers():
+    runs = pd.concat([
+        relu_losses(),  # the paper's: squared drops
+        relu_losses("output", stuck_squared=True),  # as worded: squared's step x alpha^2, stuck and diverged
+        relu_losses("normalized").assign(best_test_acc=0.95, w1_relative_change=1e-4),  # restores, W1 frozen
+        relu_losses("normalized", "compensated").assign(best_test_acc=0.95, w1_relative_change=0.3),
+    ], ignore_index=True)  # fmt: skip
+    fixes = restore(runs)
+    assert [c.claim.split("authors): ", 1)[1].split(" (")[0] for c in fixes] == [
+        "loss_scaling: output", "loss_scaling: normalized", "loss_scaling: normalized and first_layer_step: compensated"]
+    output, normalized, both = fixes
+    assert output.verdict == claims.FAILS and "optimization failure" in output.mechanism
+    assert "squared drop 0.750 [0.750, 0.750] (without fix 0.750 [0.750, 0.750]), runs at the ends: 1 diverged, 2 fitted, 1 stuck" in output.evidence
+    assert normalized.verdict == claims.HOLDS and both.verdict == claims.HOLDS
+    assert "squared drop 0.000 [0.000, 0.000] (without fix 0.750 [0.750, 0.750]), runs at the ends: 4 fitted" in normalized.evidence
+    assert "||W1 - W1(0)|| / ||W1(0)|| 0.0001 at sigma=10" in normalized.evidence
+    assert "||W1 - W1(0)|| / ||W1(0)|| 0.3 at sigma=10" in both.evidence
+    paper = claims.relu_follows_loss(runs)  # judged on the paper's runs only
+    assert "squared drop 0.750" in paper.evidence and paper.verdict == claims.HOLDS
+
+
+def test_relu_counter_evidence_is_stated_where_alignment_falls_while_test_accuracy_stays_flat():
+    relu = sweep({0.01: [0.44, 0.45], 1: [0.20, 0.21], 10: [0.01, 0.02]}, "grad_alignment_w1", activation="relu")
+    relu["best_test_acc"] = relu["sigma"].map({0.01: 0.961, 1: 0.963, 10: 0.967})
+    sin = sweep({0.01: [0.44, 0.45], 1: [0.20, 0.21], 10: [0.01, 0.02]}, "grad_alignment_w1")
+    sin["best_test_acc"] = sin["sigma"].map({0.01: 0.96, 1: 0.5, 10: 0.1})
+    claim = falls(pd.concat([relu, sin]))
+    assert claim.verdict == claims.HOLDS
+    assert claim.mechanism.startswith("Counter-evidence: alignment falls while best test accuracy does not fall")
+    assert "grad_alignment_w1 relu/cross_entropy on digits (best test 0.961 -> 0.967)" in claim.mechanism
+    assert "sin/" not in claim.mechanism  # sin's test accuracy falls with it
+
+
+MEASURES = ["grad_alignment_w1", "gradient_diversity", "cosine_stiffness", "gradient_confusion"]
+
+
+def tracking(activation: str, acc: dict, values: dict) -> pd.DataFrame:
+    """Three seeds per sigma; ``values``: per measure, one value per sigma (seed noise added)."""
+    frame = sweep({s: [a, a + 0.001, a + 0.002] for s, a in acc.items()}, "best_test_acc", activation=activation)
+    for m, per_sigma in values.items():
+        frame[m] = frame["sigma"].map(dict(zip(acc, per_sigma))) + 0.0001 * frame["seed"] * statistics.EXPECTED_SIGN[m]
+    return frame
+
+
+def test_measures_are_compared_on_the_same_runs_per_line_with_the_expected_sign():
+    # Within each line alignment tracks test accuracy (tau +1); gradient diversity tracks it as expected
+    # (negatively: signed +1), but pooled the two lines' accuracies interleave. Cosine stiffness and gradient
+    # confusion run against test accuracy.
+    sigmas = {0.01: 0.95, 0.1: 0.9, 1: 0.5, 10: 0.1}
+    against = [0.1, 0.2, 0.3, 0.4]
+    relu = tracking("relu", sigmas, {"grad_alignment_w1": [0.4, 0.3, 0.2, 0.1], "gradient_diversity": [0.1, 0.2, 0.3, 0.4],
+                                     "cosine_stiffness": against, "gradient_confusion": against})  # fmt: skip
+    sin = tracking("sin", {s: a - 0.05 for s, a in sigmas.items()},
+                   {"grad_alignment_w1": [0.9, 0.8, 0.7, 0.6], "gradient_diversity": [1, 2, 3, 4],
+                    "cosine_stiffness": against, "gradient_confusion": against})  # fmt: skip
+    frame = pd.concat([relu, sin], ignore_index=True)
+    frame.loc[0, "gradient_confusion"] = np.nan  # one run without a measure: left out for every measure
+    result = claims.compare(frame)
+    assert result["runs"] == 23 and [line["runs"] for line in result["lines"]] == [11, 12]
+    assert result["combined"]["taus"][:2] == pytest.approx([1.0, 1.0], abs=0.02)  # diversity counted with its sign
+    claim = claims.alignment_tracks_best(result, frame)
+    # Tied with gradient diversity (both +1): no win, no loss, so inconclusive, not "does not hold".
+    assert claim.verdict == claims.INCONCLUSIVE, claim.evidence
+    assert "the same 23 MLP runs (W1 is defined for the MLP only) for every measure (at the final epoch)" in claim.evidence
+    assert "gradient_diversity +0.00 [+0.00, +0.00]" in claim.evidence
+
+    frame["gradient_diversity"] = -frame["gradient_diversity"]  # now against its expected direction
+    claim = claims.alignment_tracks_best(claims.compare(frame), frame)
+    assert claim.verdict == claims.HOLDS, claim.evidence
+    frame["cosine_stiffness"] = frame["grad_alignment_w1"] + 0.001  # as good as alignment: tied again
+    assert claims.alignment_tracks_best(claims.compare(frame), frame).verdict == claims.INCONCLUSIVE
+
+
+def test_every_measure_tied_at_one_is_inconclusive_not_a_loss():
+    acc = {0.01: 0.9, 0.1: 0.7, 1: 0.5, 10: 0.2}
+    frame = tracking("sin", acc, {m: [4, 3, 2, 1] if m != "gradient_diversity" else [1, 2, 3, 4] for m in MEASURES})
+    claim = claims.alignment_tracks_best(claims.compare(frame), frame)
+    assert claim.verdict == claims.INCONCLUSIVE and "does not hold" not in claim.verdict
+
+
+def test_a_measure_behind_another_in_every_line_does_not_hold():
+    acc = {0.01: 0.9, 0.1: 0.7, 1: 0.5, 10: 0.2}
+    lines = [tracking(a, acc, {"grad_alignment_w1": [1, 4, 2, 3], "gradient_diversity": [1, 2, 3, 4],
+                               "cosine_stiffness": [4, 3, 2, 1], "gradient_confusion": [4, 3, 2, 1]})
+             for a in ("sin", "relu", "tanh", "sigmoid", "linear")]  # fmt: skip
+    frame = pd.concat(lines, ignore_index=True)
+    claim = claims.alignment_tracks_best(claims.compare(frame), frame)
+    assert claim.verdict == claims.FAILS, claim.evidence
+    assert "behind every one in 5" in claim.evidence
+
+
+def test_matched_measures_are_used_where_every_run_has_them():
+    acc = {0.01: 0.9, 0.1: 0.7, 1: 0.5, 10: 0.2}
+    frame = tracking("sin", acc, {m: [1, 2, 3, 4] for m in MEASURES})  # final epoch: against test accuracy
+    for m in MEASURES:
+        frame[f"{m}_matched"] = (frame["sigma"].map(dict(zip(acc, [4, 3, 2, 1]))) + 0.01 * frame["seed"]) * (
+            statistics.EXPECTED_SIGN[m])  # fmt: skip
+    result = claims.compare(frame)
+    assert result["matched"] and result["combined"]["taus"] == pytest.approx([1, 1, 1, 1], abs=0.02)
+    assert "(at the matched training state)" in claims.alignment_tracks_best(result, frame).evidence
+
+
+def test_true_and_shuffled_labels_compare_at_matched_train_accuracy_beside_random_groups():
+    rows = [{**SWEEP, "init": "glorot", "sigma": np.nan, "model": model, "labels": labels, "seed": 0,
+             "train_acc": 1.0, "diagnosis": "fitted", "grad_alignment_w2": 0.4,
+             "grad_alignment_w2_matched": 0.5 if labels == "true" else 0.3,
+             "grad_alignment_w2_random_matched": 0.25} for model in ("mlp", "convnet")
+            for labels in ("true", "shuffled")]  # fmt: skip
+    claim = claims.labels_separate(pd.DataFrame(rows))
+    assert claim.verdict == claims.HOLDS  # the final-epoch values (0.4 each) would not separate
+    assert "grad_alignment_w2_matched true vs shuffled, at matched train accuracy" in claim.evidence
+    assert "convnet: 0.500 vs 0.300 (gap 0.200; random groups 0.250 vs 0.250; shuffled train acc 1.00)" in claim.evidence
+
+
+def test_a_model_that_failed_to_train_on_shuffled_labels_is_named_not_compared():
+    rows = [{**SWEEP, "init": "glorot", "sigma": np.nan, "model": model, "labels": labels, "seed": 0,
+             "train_acc": 0.1 if (model, labels) == ("densenet", "shuffled") else 1.0,
+             "diagnosis": "stuck" if (model, labels) == ("densenet", "shuffled") else "fitted",
+             "grad_alignment_w2": 0.5 if labels == "true" else 0.3} for model in ("mlp", "convnet", "densenet")
+            for labels in ("true", "shuffled")]  # fmt: skip
+    claim = claims.labels_separate(pd.DataFrame(rows))
+    assert claim.verdict == claims.HOLDS and "densenet" not in claim.evidence
+    assert claim.mechanism == ("Mechanism: optimization failure, not compared: densenet labels=shuffled (1 stuck of "
+                               "1 runs; train 0.100)")  # fmt: skip

@@ -72,6 +72,13 @@ def _mean(frame: pd.DataFrame, by: list[str], col: str) -> pd.Series:
     return frame.groupby(by, sort=True)[col].mean()
 
 
+def with_defaults(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the settings older runs lack: W1 stepped plainly, the learning rate unknown."""
+    defaults = {"first_layer_step": "plain", "learning_rate": np.nan, "loss_scaling": "none"}
+    missing = {k: v for k, v in defaults.items() if k not in frame}
+    return frame.assign(**missing) if missing else frame
+
+
 def _sigma_runs(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["init"] == "normal"].dropna(subset=["sigma"])
 
@@ -123,6 +130,7 @@ def main_alignment(frame: pd.DataFrame) -> str:
 
 
 def extreme_memorization(frame: pd.DataFrame) -> Claim:
+    frame = with_defaults(frame)
     text, source = (
         "sin at large sigma memorizes extremely (train 100%, test at chance) on each dataset",
         "Sec. 3, Fig. 1",
@@ -149,6 +157,7 @@ def extreme_memorization(frame: pd.DataFrame) -> Claim:
 
 
 def relu_degrades_less(frame: pd.DataFrame) -> Claim:
+    frame = with_defaults(frame)
     text, source = "ReLU degrades less than sin as sigma grows", "Sec. 4"
     true = paper_runs(frame)
     true = true[true["labels"] == "true"]
@@ -171,6 +180,7 @@ def relu_degrades_less(frame: pd.DataFrame) -> Claim:
 def relu_lines(frame: pd.DataFrame, form: tuple[str, str]) -> tuple[pd.DataFrame, list[str]]:
     """The ReLU true-label runs of one form of the loss, and the keys of its
     lines of runs: the loss (and the dataset, the learning rate where they vary)."""
+    frame = with_defaults(frame)
     relu = frame[(frame["activation"] == "relu") & (frame["labels"] == "true")]
     relu = relu[variant(relu) == form] if len(relu) else relu
     return relu, [*varying(relu, ["dataset"]), "loss", *varying(relu, ["learning_rate"])]
@@ -181,6 +191,7 @@ def line_name(keys: list[str], key: tuple) -> str:
 
 
 def relu_follows_loss(frame: pd.DataFrame) -> Claim:
+    frame = with_defaults(frame)
     text, source = "for ReLU the effect of sigma follows the loss (cross-entropy, hinge, squared)", "Sec. 4, Fig. 4"
     relu, keys = relu_lines(frame, PAPER)
     d = seed_drops(relu, keys)
@@ -206,6 +217,7 @@ def _flat_test(sub: pd.DataFrame) -> str:
 
 
 def alignment_falls(frame: pd.DataFrame) -> Claim:
+    frame = with_defaults(frame)
     text, source = "in-class alignment falls as sigma grows", "Sec. 3-4, Fig. 2-3"
     runs = _sigma_runs(frame)
     runs = runs[runs["labels"] == "true"]
@@ -213,7 +225,7 @@ def alignment_falls(frame: pd.DataFrame) -> Claim:
     runs = runs.assign(first_layer_step=variant(runs).str[1]) if len(runs) else runs
     shown_keys = [1, 2, *[i for i, k in enumerate(lines) if k in varying(runs, ["learning_rate"])]]
     parts, ok, other, flat = [], True, [], []
-    for measure in (main_alignment(frame), "rep_alignment"):
+    for measure in [m for m in (main_alignment(frame), "rep_alignment") if m in runs]:
         for key, sub in runs.groupby(lines, sort=True, dropna=False):
             sub = sub.dropna(subset=[measure])  # a seed whose gradients vanished is left out, not its sigma
             if sub["sigma"].nunique() < 3:
@@ -242,7 +254,7 @@ def alignment_falls(frame: pd.DataFrame) -> Claim:
         return Claim(text, source, NOT_RUN, "needs a sigma sweep of 3 or more values", name="falls")
     shown = "; ".join(parts) + (f"; not judged, the new forms of the loss: {'; '.join(other)}" if other else "")
     # Where alignment falls but test accuracy does not, the fall is no evidence that it tracks generalization.
-    why = (f"falls while best test accuracy does not fall (drop below {FLAT_TEST:g}): the fall does not track "
+    why = (f"Counter-evidence: alignment falls while best test accuracy does not fall (drop below {FLAT_TEST:g}): the fall does not track "
            f"generalization in these lines: {'; '.join(flat)}") if flat else ""  # fmt: skip
     return Claim(text, source, HOLDS if ok else FAILS, shown, why, "falls")
 
@@ -284,6 +296,7 @@ def _labels_measure(frame: pd.DataFrame) -> tuple[str, str]:
 
 
 def labels_separate(frame: pd.DataFrame) -> Claim:
+    frame = with_defaults(frame)
     text = "alignment separates true from shuffled labels across architectures"
     source = "Sec. 5, Fig. 5"
     if "group" in frame:  # the groups with shuffled labels only: not the sigma sweeps of a combined report
@@ -298,7 +311,7 @@ def labels_separate(frame: pd.DataFrame) -> Claim:
     # A model that failed to train on its labels has not memorized them: named, not compared.
     broken = sorted(set(frame.loc[frame["model"].isin(models) & failed(frame), "model"]))
     why = failures(frame[frame["model"].isin(broken)], ["model", "labels"]) if broken else ""
-    why = f"optimization failure, not compared: {why}" if why else ""
+    why = f"Mechanism: optimization failure, not compared: {why}" if why else ""
     models = [m for m in models if m not in broken]
     if len(models) < 2:
         return Claim(text, source, INCONCLUSIVE, f"fewer than two models trained on both labels ({measure})", why,
@@ -339,6 +352,7 @@ def judge(frame: pd.DataFrame, comparison: dict | None = None) -> list[Claim]:
 
 def compare(frame: pd.DataFrame) -> dict | None:
     """The fair comparison of the gradient alignment with the other measures (statistics.compare_measures)."""
+    frame = with_defaults(frame)
     measure = main_alignment(frame)
     return statistics.compare_measures(_sigma_runs(frame), measure, list(statistics.COMPARED))
 
@@ -347,7 +361,7 @@ def markdown(claims: list[Claim]) -> str:
     lines = ["| claim | paper | verdict | deciding numbers |", "|---|---|---|---|"]
     for c in claims:
         verdict_ = f"**{c.verdict}**" if c.verdict in (HOLDS, FAILS) else c.verdict
-        evidence = c.evidence + (f"<br>Mechanism: {c.mechanism}" if c.mechanism else "")
+        evidence = c.evidence + (f"<br>{c.mechanism}" if c.mechanism else "")
         evidence = evidence.replace("|", "\\|")  # a bar inside a cell would split it on GitHub
         lines.append(f"| {c.claim} | {c.source} | {verdict_} | {evidence} |")
     return "\n".join(lines)

@@ -20,7 +20,8 @@ import pandas as pd
 from ..training.run_folder import COMPARED, GRADIENT_MEASURES
 from . import seed_means as seed_spread
 from . import style as style
-from .claims import main_alignment
+from .claims import PAPER, main_alignment, variant
+from .fixes import FORMS
 
 TITLES = {"rep_alignment": "representation alignment", "grad_alignment_w1": "gradient alignment, W1",
           "grad_alignment_w2": "gradient alignment, W2", "grad_alignment_logits": "gradient alignment, logits",
@@ -100,7 +101,8 @@ def fig1_accuracy(frame: pd.DataFrame, out: Path) -> Figure:
             handles[label] = style.Line2D([], [], color=colour[label], lw=2)
         chance = style.chance(ax, sub)
         style.sigma_axis(ax)
-        ax.set_title(" · ".join(panel) if isinstance(panel, tuple) else panel)
+        _preactivation_axis(ax, sub)
+        ax.set_title(" · ".join(panel) if isinstance(panel, tuple) else panel, pad=28)
         ax.set_ylim(-0.02, 1.02)
     axes[0][0].set_ylabel("accuracy at the last epoch")
     style.legend(fig, ("line of runs", handles), (None, {**style.split_handles(), **chance,
@@ -109,7 +111,33 @@ def fig1_accuracy(frame: pd.DataFrame, out: Path) -> Figure:
     style.save(fig, out, name)
     return Figure(name, "Fig. 1 (left) analog: accuracy against sigma",
                   "Train (dashed, open markers) and test (solid) accuracy at the last epoch against sigma (log), one "
-                  f"panel per dataset (and group); dotted: chance.{_spread_note(frame, 'error bars')}")  # fmt: skip
+                  f"panel per dataset (and group); dotted: chance.{_spread_note(frame, 'error bars')}"
+                  f"{_preactivation_note(frame)}")  # fmt: skip
+
+
+def input_dim(runs: pd.DataFrame) -> float | None:
+    """D, the inputs per image of ``runs`` when they share one (per-image standardization: ||x||^2 = D)."""
+    dims = runs["input_dim"].dropna().unique() if "input_dim" in runs else []
+    return float(dims[0]) if len(dims) == 1 else None
+
+
+def _preactivation_axis(ax, runs: pd.DataFrame) -> None:
+    """A top axis of sigma*sqrt(D), the first layer's pre-activation scale: sigmas compare across datasets
+    only on it (digits D = 64: 8 sigma; CIFAR D = 3,072: 55 sigma)."""
+    dim = input_dim(runs)
+    if dim:
+        root = float(np.sqrt(dim))
+        top = ax.secondary_xaxis("top", functions=(lambda s: s * root, lambda p: p / root))
+        top.set_xlabel(f"sigma*sqrt(D), pre-activation scale (D = {dim:.0f})")
+
+
+def _preactivation_note(frame: pd.DataFrame) -> str:
+    dims = sorted({float(d) for d in frame["input_dim"].dropna()}) if "input_dim" in frame else []
+    if not dims:
+        return ""
+    shown = ", ".join(f"{np.sqrt(d):.0f} x sigma for D = {d:.0f}" for d in dims)
+    return (" Top axis: sigma*sqrt(D), the stddev of a first-layer pre-activation (per-image standardization makes "
+            f"||x||^2 = D): {shown}; on CIFAR (D = 3,072) it is 55 x sigma, so compare datasets on it, not on sigma.")
 
 
 def _scatter_by_sigma(ax, frame, col, keys, colours) -> None:
@@ -296,15 +324,17 @@ def fig3_measures(frame: pd.DataFrame, colours: style.SigmaColours, out: Path) -
 def fig4_relu_losses(frame: pd.DataFrame, out: Path) -> Figure | NotRun:
     title = "Fig. 4 analog: ReLU with cross-entropy, hinge and squared loss, without and with the proposed fixes"
     relu = frame[(frame["activation"] == "relu") & (frame["init"] == "normal") & (frame["labels"] == "true")]
-    if relu["loss"].nunique() < 2 and not (relu["loss_scaling"] == "output").any():
+    forms = variant(relu) if len(relu) else pd.Series(dtype=object)
+    if relu["loss"].nunique() < 2 and not (forms != PAPER).any():
         return NotRun(title, "needs ReLU sigma sweeps with several losses (groups section4, section4_fixes)")
     name = "fig4_relu_losses.png"
-    scalings = [s for s in ("none", "output") if (relu["loss_scaling"] == s).any()]
+    panels = [f for f in (PAPER, *FORMS) if (forms == f).any()]
+    panels += sorted(set(forms) - set(panels))
     losses = sorted(relu["loss"].unique())
-    fig, axes = style.figure(1, len(scalings), 4.4 * len(scalings) + 2.4, 3.6, sharey=True)
+    fig, axes = style.figure(1, len(panels), 4.4 * len(panels) + 2.4, 3.6, sharey=True)
     handles, chance = {}, {}
-    for ax, scaling in zip(axes[0], scalings):
-        sub = relu[relu["loss_scaling"] == scaling]
+    for ax, form in zip(axes[0], panels):
+        sub = relu[forms == form]
         for loss, runs in sub.groupby("loss", sort=True):
             i = losses.index(loss)
             for col, ls in (("train_acc", style.TRAIN), ("best_test_acc", style.TEST)):
@@ -314,8 +344,8 @@ def fig4_relu_losses(frame: pd.DataFrame, out: Path) -> Figure | NotRun:
         chance = style.chance(ax, sub)
         style.sigma_axis(ax)
         ax.set_ylim(-0.02, 1.02)
-        fixed = "with the proposed fix (loss_scaling: output)"
-        ax.set_title("as in the paper (loss_scaling: none)" if scaling == "none" else fixed)
+        ax.set_title("as in the paper (loss_scaling: none)" if form == PAPER else
+                     f"loss_scaling: {form[0]},\nfirst_layer_step: {form[1]}")  # fmt: skip
     axes[0][0].set_ylabel("accuracy")
     split = {"train, last epoch (dashed)": style.Line2D([], [], color="black", ls=style.TRAIN),
              "best test (solid)": style.Line2D([], [], color="black", ls=style.TEST)}  # fmt: skip
@@ -323,7 +353,9 @@ def fig4_relu_losses(frame: pd.DataFrame, out: Path) -> Figure | NotRun:
     style.suptitle(fig, title)
     style.save(fig, out, name)
     return Figure(name, title, "ReLU MLP: train accuracy at the last epoch (dashed) and best test accuracy (solid) "
-                  "against sigma per loss; side by side without and with the loss scaled to the initial output scale."
+                  "against sigma per loss; one panel per form of the loss: as in the paper, and each proposed fix "
+                  "(loss_scaling output: temperature, margin or target x the initial logit scale; normalized: the "
+                  "loss of z / s; first_layer_step compensated: W1's learning rate x s^2)."
                   f"{_spread_note(relu, 'error bars')}")  # fmt: skip
 
 

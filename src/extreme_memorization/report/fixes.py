@@ -61,13 +61,14 @@ def one_form(frame: pd.DataFrame, form: tuple[str, str]) -> Claim:
     describe = ["dataset", "activation", "loss", *varying(relu, ["learning_rate"]), "sigma"]
     unfit = not_fitted(_end_runs(relu, keys), describe)
     why = mechanism(_end_runs(relu, keys, "largest"), describe)
-    return verdict(text, SOURCE, ok, ", ".join(parts), unfit, why, f"fix:{form[0]}:{form[1]}")
+    return verdict(text, SOURCE, ok, "; ".join(parts), unfit, why, f"fix:{form[0]}:{form[1]}")
 
 
 def fixes_restore(frame: pd.DataFrame) -> list[Claim]:
     """One claim per form of the fix that the report's runs have; one 'not run' claim when none."""
-    from .claims import PAPER, seed_drops, variant
+    from .claims import PAPER, seed_drops, variant, with_defaults
 
+    frame = with_defaults(frame)
     relu = frame[(frame["activation"] == "relu") & (frame["labels"] == "true")]
     forms = sorted(set(variant(relu)) - {PAPER}, key=lambda f: list(FORMS).index(f) if f in FORMS else len(FORMS))
     claims = [one_form(frame, form) for form in forms if seed_drops(relu[variant(relu) == form], ["loss"])]

@@ -196,6 +196,8 @@ def compare_measures(frame: pd.DataFrame, measure: str, others: list[str]) -> di
     MIN_RUNS runs, else at the final epoch. None when no line qualifies."""
     runs = frame[frame["sigma"].notna()] if "sigma" in frame else frame
     names = [measure, *others]
+    if not all(m in runs for m in names):
+        return None
     matched = [f"{m}{MATCHED}" for m in names]
     use_matched = all(c in runs for c in matched) and runs[matched].notna().all(axis=1).sum() >= MIN_RUNS
     columns = matched if use_matched else names

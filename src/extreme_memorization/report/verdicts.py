@@ -35,7 +35,8 @@ class Claim:
     source: str
     verdict: str
     evidence: str
-    mechanism: str = ""  # why runs failed or memorized: optimization failure vs memorization, on its own line
+    # On its own line: "Mechanism: ..." (optimization failure vs memorization) or "Counter-evidence: ...".
+    mechanism: str = ""
     name: str = ""  # which claim (carry_over's notes are keyed by it)
 
 
@@ -122,7 +123,7 @@ def mechanism(runs: pd.DataFrame, columns: list[str]) -> str:
         shown = [f"{describe(columns, key)} (train {spread(sub['train_acc'])}, test {spread(sub['test_acc'])})"
                  for key, sub in memorized.groupby(columns, sort=True, dropna=False)]  # fmt: skip
         parts.append(f"memorization (train >= {MEMORIZED_TRAIN_ACC:g}, test at chance): {'; '.join(shown)}")
-    return "; ".join(parts)
+    return f"Mechanism: {'; '.join(parts)}" if parts else ""
 
 
 def verdict(text: str, source: str, ok: bool, evidence: str, unfit: str, why: str = "", name: str = "") -> Claim:
