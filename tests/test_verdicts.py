@@ -270,3 +270,80 @@ def test_a_model_that_failed_to_train_on_shuffled_labels_is_named_not_compared()
     assert claim.verdict == claims.HOLDS and "densenet" not in claim.evidence
     assert claim.mechanism == ("Mechanism: optimization failure, not compared: densenet labels=shuffled (1 stuck of "
                                "1 runs; train 0.100)")  # fmt: skip
+
+
+def run_folder(path, train_acc: list, status="completed", **recorded):
+    """A finished run's folder: run.json, metrics.json, history.csv, alignment.csv (old-style unless
+    ``recorded`` adds the newer fields)."""
+    import json
+
+    path.mkdir(parents=True)
+    diverged = status == "diverged"
+    epochs = np.arange(1, len(train_acc) + 1)
+    pd.DataFrame({"epoch": epochs, "train_loss": 1.0, "train_acc": train_acc, "test_loss": 1.0, "test_acc": 0.1,
+                  "best_test_acc": 0.1}).to_csv(path / "history.csv", index=False)  # fmt: skip
+    pd.DataFrame({"epoch": [0, len(train_acc)], "grad_alignment_w1": [0.5, 0.4],
+                  "mean_grad_norm": [2.0, np.nan if diverged else 1.0]}).to_csv(path / "alignment.csv", index=False)  # fmt: skip
+    info = {**SWEEP, "activation": "relu", "loss": "squared", "sigma": 10.0, "seed": 1, "status": status,
+            "epochs": len(train_acc), "input_shape": [8, 8, 1], "train_examples": 1437, "test_examples": 360,
+            **{k: v for k, v in recorded.items() if k in ("diagnosis", "first_layer_step", "learning_rate")}}  # fmt: skip
+    metrics = {"train_acc": train_acc[-1], "test_acc": 0.1, "best_test_acc": 0.1, "grad_alignment_w1": None if
+               diverged else 0.4, "mean_grad_norm": None if diverged else 1.0, "diverged": int(diverged),
+               **recorded}  # fmt: skip
+    (path / "run.json").write_text(json.dumps(info))
+    (path / "metrics.json").write_text(json.dumps(metrics))
+    return path
+
+
+def test_a_diverged_run_reads_as_diverged_never_as_predating_the_gradient_norm(tmp_path):
+    from extreme_memorization.report import write
+    from extreme_memorization.training import run_folder
+
+    row, _, _ = run_folder.read_run(run_folder(tmp_path / "old", [0.0953], status="diverged"))
+    assert row["diagnosis"] == "diverged" and row["gradients"] == "diverged"
+    assert "diverged" in run_folder.GRADIENT_STATES
+    note = " ".join(write._gradient_note(pd.DataFrame([row])))
+    assert "predate" not in note and "1 run(s) diverged and were stopped" in note
+
+
+def test_runs_made_before_the_diagnosis_get_it_from_their_history_and_new_runs_keep_theirs(tmp_path):
+    from extreme_memorization.training import run_folder
+
+    stuck, _, _ = run_folder.read_run(run_folder(tmp_path / "stuck", [0.1002] * 10 + [0.1016] * 10))
+    assert stuck["diagnosis"] == "stuck" and np.isnan(stuck["epochs_to_fit"]) and np.isnan(stuck["active_fraction"])
+    assert stuck["first_layer_step"] == "plain" and stuck["input_dim"] == 64
+    rising, _, _ = run_folder.read_run(run_folder(tmp_path / "rising", list(np.linspace(0.1, 0.5, 20))))
+    assert rising["diagnosis"] == "still learning" and rising["epochs_to_fit"] == pytest.approx(0.4 / (0.2 / 10))
+    new, _, _ = run_folder.read_run(run_folder(
+        tmp_path / "new", [0.1] * 20, diagnosis="dead", active_fraction=0.0, w1_relative_change=2e-5,
+        first_layer_step="compensated", learning_rate=0.001, matched_epoch=None, grad_alignment_w1_matched=None,
+        rep_alignment_random=0.02, loss_scaling="normalized"))  # fmt: skip
+    assert new["diagnosis"] == "dead" and new["active_fraction"] == 0.0 and new["w1_relative_change"] == 2e-5
+    assert new["first_layer_step"] == "compensated" and new["learning_rate"] == 0.001
+    assert np.isnan(new["matched_epoch"]) and np.isnan(new["grad_alignment_w1_matched"])
+    assert new["rep_alignment_random"] == 0.02
+    for column in ("diagnosis", "active_fraction", "w1_relative_change", "loss_scaling", "first_layer_step",
+                   "learning_rate", "matched_epoch"):  # fmt: skip
+        assert column in run_folder.SUMMARY_COLUMNS
+
+
+def test_the_digits_prose_takes_its_sizes_from_the_runs_and_compares_sigma_on_sigma_sqrt_d():
+    from extreme_memorization.report import carry_over
+
+    runs = relu_losses(stuck_squared=True).assign(input_dim=64.0, train_examples=1437, test_examples=360, epochs=300)
+    text = "\n".join(carry_over.section([claims.relu_follows_loss(runs)], runs))
+    assert "1,437 training and 360 test images (64 inputs, 10 classes), 300 epochs for the MLP sigma sweeps" in text
+    assert "8 x sigma here (D = 64) and 55 x sigma on CIFAR (D = 3,072)" in text
+    assert "Digits' largest sigma, 10, is a pre-activation scale of 80: CIFAR's sigma = 1.4" in text
+    assert "failed to train" in text and "more epochs decide" not in text
+
+
+def test_the_report_stage_prints_one_line():
+    from pathlib import Path
+
+    from extreme_memorization.report import write
+
+    verdicts = [claims.Claim("a", "s", v, "") for v in (claims.HOLDS, claims.FAILS, claims.NOT_FITTED,
+                                                        claims.INCONCLUSIVE, claims.NOT_RUN)]  # fmt: skip
+    assert write.summary_line("digits", verdicts, Path("reports/digits/report.md")) == (
+        "report digits: 5 claims: 1 hold, 1 does not hold, 2 inconclusive, 1 not run -> reports/digits/report.md")
