@@ -272,7 +272,7 @@ def test_a_model_that_failed_to_train_on_shuffled_labels_is_named_not_compared()
                                "1 runs; train 0.100)")  # fmt: skip
 
 
-def run_folder(path, train_acc: list, status="completed", **recorded):
+def write_run(path, train_acc: list, status="completed", **recorded):
     """A finished run's folder: run.json, metrics.json, history.csv, alignment.csv (old-style unless
     ``recorded`` adds the newer fields)."""
     import json
@@ -299,7 +299,7 @@ def test_a_diverged_run_reads_as_diverged_never_as_predating_the_gradient_norm(t
     from extreme_memorization.report import write
     from extreme_memorization.training import run_folder
 
-    row, _, _ = run_folder.read_run(run_folder(tmp_path / "old", [0.0953], status="diverged"))
+    row, _, _ = run_folder.read_run(write_run(tmp_path / "old", [0.0953], status="diverged"))
     assert row["diagnosis"] == "diverged" and row["gradients"] == "diverged"
     assert "diverged" in run_folder.GRADIENT_STATES
     note = " ".join(write._gradient_note(pd.DataFrame([row])))
@@ -309,12 +309,12 @@ def test_a_diverged_run_reads_as_diverged_never_as_predating_the_gradient_norm(t
 def test_runs_made_before_the_diagnosis_get_it_from_their_history_and_new_runs_keep_theirs(tmp_path):
     from extreme_memorization.training import run_folder
 
-    stuck, _, _ = run_folder.read_run(run_folder(tmp_path / "stuck", [0.1002] * 10 + [0.1016] * 10))
+    stuck, _, _ = run_folder.read_run(write_run(tmp_path / "stuck", [0.1002] * 10 + [0.1016] * 10))
     assert stuck["diagnosis"] == "stuck" and np.isnan(stuck["epochs_to_fit"]) and np.isnan(stuck["active_fraction"])
     assert stuck["first_layer_step"] == "plain" and stuck["input_dim"] == 64
-    rising, _, _ = run_folder.read_run(run_folder(tmp_path / "rising", list(np.linspace(0.1, 0.5, 20))))
-    assert rising["diagnosis"] == "still learning" and rising["epochs_to_fit"] == pytest.approx(0.4 / (0.2 / 10))
-    new, _, _ = run_folder.read_run(run_folder(
+    rising, _, _ = run_folder.read_run(write_run(tmp_path / "rising", list(np.linspace(0.1, 0.5, 20))))
+    assert rising["diagnosis"] == "still learning" and rising["epochs_to_fit"] == pytest.approx(19)  # 0.4 to go at 0.4 / 19 a step
+    new, _, _ = run_folder.read_run(write_run(
         tmp_path / "new", [0.1] * 20, diagnosis="dead", active_fraction=0.0, w1_relative_change=2e-5,
         first_layer_step="compensated", learning_rate=0.001, matched_epoch=None, grad_alignment_w1_matched=None,
         rep_alignment_random=0.02, loss_scaling="normalized"))  # fmt: skip
