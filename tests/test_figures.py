@@ -262,7 +262,12 @@ def test_relu_losses_with_and_without_the_fix_over_seeds(tmp_path, drawn):
 
 
 def test_each_form_of_the_fix_gets_its_own_panel(tmp_path, drawn):
-    for scaling, step in (("none", "plain"), ("output", "plain"), ("normalized", "plain"), ("normalized", "compensated")):
+    for scaling, step in (
+        ("none", "plain"),
+        ("output", "plain"),
+        ("normalized", "plain"),
+        ("normalized", "compensated"),
+    ):
         for loss in ("cross_entropy", "squared"):
             for sigma in (0.01, 10.0):
                 write_run(tmp_path / "runs", sigma=sigma, loss=loss, loss_scaling=scaling, group=f"{scaling}{step}",

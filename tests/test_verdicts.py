@@ -155,12 +155,21 @@ def test_each_form_of_the_fix_is_judged_on_its_own_with_its_numbers():
     ], ignore_index=True)  # fmt: skip
     fixes = restore(runs)
     assert [c.claim.split("authors): ", 1)[1].split(" (")[0] for c in fixes] == [
-        "loss_scaling: output", "loss_scaling: normalized", "loss_scaling: normalized and first_layer_step: compensated"]
+        "loss_scaling: output",
+        "loss_scaling: normalized",
+        "loss_scaling: normalized and first_layer_step: compensated",
+    ]
     output, normalized, both = fixes
     assert output.verdict == claims.FAILS and "optimization failure" in output.mechanism
-    assert "squared drop 0.750 [0.750, 0.750] (without fix 0.750 [0.750, 0.750]), runs at the ends: 1 diverged, 2 fitted, 1 stuck" in output.evidence
+    assert (
+        "squared drop 0.750 [0.750, 0.750] (without fix 0.750 [0.750, 0.750]), runs at the ends: 1 diverged, 2 fitted, 1 stuck"
+        in output.evidence
+    )
     assert normalized.verdict == claims.HOLDS and both.verdict == claims.HOLDS
-    assert "squared drop 0.000 [0.000, 0.000] (without fix 0.750 [0.750, 0.750]), runs at the ends: 4 fitted" in normalized.evidence
+    assert (
+        "squared drop 0.000 [0.000, 0.000] (without fix 0.750 [0.750, 0.750]), runs at the ends: 4 fitted"
+        in normalized.evidence
+    )
     assert "||W1 - W1(0)|| / ||W1(0)|| 0.0001 at sigma=10" in normalized.evidence
     assert "||W1 - W1(0)|| / ||W1(0)|| 0.3 at sigma=10" in both.evidence
     paper = claims.relu_follows_loss(runs)  # judged on the paper's runs only
@@ -209,7 +218,9 @@ def test_measures_are_compared_on_the_same_runs_per_line_with_the_expected_sign(
     claim = claims.alignment_tracks_best(result, frame)
     # Tied with gradient diversity (both +1): no win, no loss, so inconclusive, not "does not hold".
     assert claim.verdict == claims.INCONCLUSIVE, claim.evidence
-    assert "the same 23 MLP runs (W1 is defined for the MLP only) for every measure (at the final epoch)" in claim.evidence
+    assert (
+        "the same 23 MLP runs (W1 is defined for the MLP only) for every measure (at the final epoch)" in claim.evidence
+    )
     assert "gradient_diversity +0.00 [+0.00, +0.00]" in claim.evidence
 
     frame["gradient_diversity"] = -frame["gradient_diversity"]  # now against its expected direction
@@ -257,7 +268,9 @@ def test_true_and_shuffled_labels_compare_at_matched_train_accuracy_beside_rando
     claim = claims.labels_separate(pd.DataFrame(rows))
     assert claim.verdict == claims.HOLDS  # the final-epoch values (0.4 each) would not separate
     assert "grad_alignment_w2_matched true vs shuffled, at matched train accuracy" in claim.evidence
-    assert "convnet: 0.500 vs 0.300 (gap 0.200; random groups 0.250 vs 0.250; shuffled train acc 1.00)" in claim.evidence
+    assert (
+        "convnet: 0.500 vs 0.300 (gap 0.200; random groups 0.250 vs 0.250; shuffled train acc 1.00)" in claim.evidence
+    )
 
 
 def test_a_model_that_failed_to_train_on_shuffled_labels_is_named_not_compared():
@@ -313,7 +326,9 @@ def test_runs_made_before_the_diagnosis_get_it_from_their_history_and_new_runs_k
     assert stuck["diagnosis"] == "stuck" and np.isnan(stuck["epochs_to_fit"]) and np.isnan(stuck["active_fraction"])
     assert stuck["first_layer_step"] == "plain" and stuck["input_dim"] == 64
     rising, _, _ = run_folder.read_run(write_run(tmp_path / "rising", list(np.linspace(0.1, 0.5, 20))))
-    assert rising["diagnosis"] == "still learning" and rising["epochs_to_fit"] == pytest.approx(19)  # 0.4 to go at 0.4 / 19 a step
+    assert rising["diagnosis"] == "still learning" and rising["epochs_to_fit"] == pytest.approx(
+        19
+    )  # 0.4 to go at 0.4 / 19 a step
     new, _, _ = run_folder.read_run(write_run(
         tmp_path / "new", [0.1] * 20, diagnosis="dead", active_fraction=0.0, w1_relative_change=2e-5,
         first_layer_step="compensated", learning_rate=0.001, matched_epoch=None, grad_alignment_w1_matched=None,
@@ -346,4 +361,5 @@ def test_the_report_stage_prints_one_line():
     verdicts = [claims.Claim("a", "s", v, "") for v in (claims.HOLDS, claims.FAILS, claims.NOT_FITTED,
                                                         claims.INCONCLUSIVE, claims.NOT_RUN)]  # fmt: skip
     assert write.summary_line("digits", verdicts, Path("reports/digits/report.md")) == (
-        "report digits: 5 claims: 1 hold, 1 does not hold, 2 inconclusive, 1 not run -> reports/digits/report.md")
+        "report digits: 5 claims: 1 hold, 1 does not hold, 2 inconclusive, 1 not run -> reports/digits/report.md"
+    )

@@ -21,8 +21,22 @@ import pandas as pd
 from . import seed_means as seed_spread
 from . import statistics
 from .verdicts import (  # noqa: F401  (re-exported: the verdicts are the claims' words)
-    CHANCE_FACTOR, FAILS, FITTED_TRAIN_ACC, HOLDS, INCONCLUSIVE, MEMORIZED_TRAIN_ACC, NOT_FITTED, NOT_RUN, VERDICTS,
-    Claim, failed, failures, mechanism, not_fitted, spread, verdict,
+    CHANCE_FACTOR,
+    FAILS,
+    FITTED_TRAIN_ACC,
+    HOLDS,
+    INCONCLUSIVE,
+    MEMORIZED_TRAIN_ACC,
+    NOT_FITTED,
+    NOT_RUN,
+    VERDICTS,
+    Claim,
+    failed,
+    failures,
+    mechanism,
+    not_fitted,
+    spread,
+    verdict,
 )  # fmt: skip
 
 LESS_DEGRADATION = 0.05  # ReLU degrades less: its drop is below sin's by more than this
@@ -324,7 +338,11 @@ def labels_separate(frame: pd.DataFrame) -> Claim:
     parts = []
     for m in models:
         seeds = by_seed.loc[m].dropna() if m in by_seed.index.get_level_values(0) else None
-        gap = f"gap {spread(seeds['true'] - seeds['shuffled'])}" if seeds is not None and len(seeds) else f"gap {gaps[m]:.3f}"
+        gap = (
+            f"gap {spread(seeds['true'] - seeds['shuffled'])}"
+            if seeds is not None and len(seeds)
+            else f"gap {gaps[m]:.3f}"
+        )
         base = (f"; random groups {random[m, 'true']:.3f} vs {random[m, 'shuffled']:.3f}"
                 if (m, "true") in random.index and (m, "shuffled") in random.index else "")  # fmt: skip
         parts.append(f"{m}: {means[m, 'true']:.3f} vs {means[m, 'shuffled']:.3f} ({gap}{base}; shuffled train acc "

@@ -29,7 +29,8 @@ TITLES = {"rep_alignment": "representation alignment", "grad_alignment_w1": "gra
           **COMPARED, "gradient_diversity": "gradient diversity (log)",
           "gradient_confusion": "gradient confusion (linear)\nin-class min of <g_i, g_j>"}  # fmt: skip
 LOG_CURVES = ("grad_norm_ratio_w1",)  # drawn on a log axis over training
-LINE_KEYS = ["group", "dataset", "model", "activation", "loss", "loss_scaling", "labels"]
+LINE_KEYS = ["group", "dataset", "model", "activation", "loss", "loss_scaling", "first_layer_step", "learning_rate",
+             "labels"]  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -47,12 +48,13 @@ class NotRun:
 
 def line_keys(frame: pd.DataFrame, skip=("sigma", "seed")) -> list[str]:
     """The settings that tell the lines of runs apart (those that vary)."""
-    return [k for k in LINE_KEYS if k not in skip and frame[k].nunique(dropna=False) > 1]
+    return [k for k in LINE_KEYS if k not in skip and k in frame and frame[k].nunique(dropna=False) > 1]
 
 
 def _label(keys: list[str], values) -> str:
     values = values if isinstance(values, tuple) else (values,)
-    named = {"labels": "labels=", "loss_scaling": "scaling=", "group": ""}
+    named = {"labels": "labels=", "loss_scaling": "scaling=", "first_layer_step": "W1 step=", "learning_rate": "lr=",
+             "group": ""}  # fmt: skip
     return ", ".join(f"{named.get(k, '')}{v}" for k, v in zip(keys, values)) or "all runs"
 
 
@@ -60,7 +62,7 @@ def lines(frame: pd.DataFrame, keys: list[str]):
     if not keys:
         yield "all runs", frame
         return
-    for values, sub in frame.groupby(keys, sort=True):
+    for values, sub in frame.groupby(keys, sort=True, dropna=False):
         yield _label(keys, values), sub
 
 
@@ -101,7 +103,7 @@ def fig1_accuracy(frame: pd.DataFrame, out: Path) -> Figure:
             handles[label] = style.Line2D([], [], color=colour[label], lw=2)
         chance = style.chance(ax, sub)
         style.sigma_axis(ax)
-        _preactivation_axis(ax, sub)
+        style.preactivation_axis(ax, sub)
         ax.set_title(" · ".join(panel) if isinstance(panel, tuple) else panel, pad=28)
         ax.set_ylim(-0.02, 1.02)
     axes[0][0].set_ylabel("accuracy at the last epoch")
@@ -112,32 +114,7 @@ def fig1_accuracy(frame: pd.DataFrame, out: Path) -> Figure:
     return Figure(name, "Fig. 1 (left) analog: accuracy against sigma",
                   "Train (dashed, open markers) and test (solid) accuracy at the last epoch against sigma (log), one "
                   f"panel per dataset (and group); dotted: chance.{_spread_note(frame, 'error bars')}"
-                  f"{_preactivation_note(frame)}")  # fmt: skip
-
-
-def input_dim(runs: pd.DataFrame) -> float | None:
-    """D, the inputs per image of ``runs`` when they share one (per-image standardization: ||x||^2 = D)."""
-    dims = runs["input_dim"].dropna().unique() if "input_dim" in runs else []
-    return float(dims[0]) if len(dims) == 1 else None
-
-
-def _preactivation_axis(ax, runs: pd.DataFrame) -> None:
-    """A top axis of sigma*sqrt(D), the first layer's pre-activation scale: sigmas compare across datasets
-    only on it (digits D = 64: 8 sigma; CIFAR D = 3,072: 55 sigma)."""
-    dim = input_dim(runs)
-    if dim:
-        root = float(np.sqrt(dim))
-        top = ax.secondary_xaxis("top", functions=(lambda s: s * root, lambda p: p / root))
-        top.set_xlabel(f"sigma*sqrt(D), pre-activation scale (D = {dim:.0f})")
-
-
-def _preactivation_note(frame: pd.DataFrame) -> str:
-    dims = sorted({float(d) for d in frame["input_dim"].dropna()}) if "input_dim" in frame else []
-    if not dims:
-        return ""
-    shown = ", ".join(f"{np.sqrt(d):.0f} x sigma for D = {d:.0f}" for d in dims)
-    return (" Top axis: sigma*sqrt(D), the stddev of a first-layer pre-activation (per-image standardization makes "
-            f"||x||^2 = D): {shown}; on CIFAR (D = 3,072) it is 55 x sigma, so compare datasets on it, not on sigma.")
+                  f"{style.preactivation_note(frame)}")  # fmt: skip
 
 
 def _scatter_by_sigma(ax, frame, col, keys, colours) -> None:

@@ -74,5 +74,13 @@ def fixes_restore(frame: pd.DataFrame) -> list[Claim]:
     claims = [one_form(frame, form) for form in forms if seed_drops(relu[variant(relu) == form], ["loss"])]
     if claims:
         return claims
-    return [Claim(TEXT, SOURCE, NOT_RUN, "needs ReLU sigma sweeps with loss_scaling: output or normalized, or "
-                  "first_layer_step: compensated (groups section4_fixes, section4_normalized, ...)", name="fix")]
+    return [
+        Claim(
+            TEXT,
+            SOURCE,
+            NOT_RUN,
+            "needs ReLU sigma sweeps with loss_scaling: output or normalized, or "
+            "first_layer_step: compensated (groups section4_fixes, section4_normalized, ...)",
+            name="fix",
+        )
+    ]

@@ -95,7 +95,9 @@ def not_fitted(runs: pd.DataFrame, columns: list[str], threshold: float = FITTED
         total = (runs[columns] == pd.Series(dict(zip(columns, key)))).all(axis=1).sum()
         parts.append(f"{describe(columns, key)} ({len(below)} of {total} runs) train {spread(below['train_acc'])}"
                      f"{_epochs(below)}")  # fmt: skip
-    return f"not fitted (train accuracy below {threshold:g}, still learning at the end of its epochs): {'; '.join(parts)}"
+    return (
+        f"not fitted (train accuracy below {threshold:g}, still learning at the end of its epochs): {'; '.join(parts)}"
+    )
 
 
 def failures(runs: pd.DataFrame, columns: list[str]) -> str:

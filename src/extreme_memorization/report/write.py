@@ -125,7 +125,8 @@ def _settings(params: Params, groups: list[str]) -> str:
     for name in groups:
         g = params.group(name)
         fixed = {**params.defaults, **g.run}
-        shown = ["init", "loss_scaling", "learning_rate", "batch_size", "epochs", "width"]
+        shown = [k for k in ("init", "loss_scaling", "first_layer_step", "alpha_ref", "learning_rate", "batch_size",
+                             "epochs", "width") if k in fixed]  # fmt: skip
         sweep = ", ".join(f"{k} {v}" for k, v in g.sweep.items() if len(v) > 1)
         single = ", ".join(f"{k}={v[0]}" for k, v in g.sweep.items() if len(v) == 1)
         lines.append(f"- `{name}`: {single}, {', '.join(f'{k}={fixed[k]}' for k in shown)}; sweep: {sweep or 'none'}.")
@@ -158,8 +159,10 @@ def _diagnosis_note(frame: pd.DataFrame) -> list[str]:
     """How many runs carry each diagnosis, what each means, and the runs that did not fit."""
     counts = frame["diagnosis"].value_counts()
     head = ", ".join(f"{counts.get(label, 0)} {label}" for label in diagnosis.LABELS)
-    lines = [f"Diagnosis of the runs (`training/diagnosis.py`, column `diagnosis` of summary.csv): {head}. "
-             + " ".join(f"*{label}*: {text}." for label, text in diagnosis.EXPLAINED.items() if counts.get(label))]
+    lines = [
+        f"Diagnosis of the runs (`training/diagnosis.py`, column `diagnosis` of summary.csv): {head}. "
+        + " ".join(f"*{label}*: {text}." for label, text in diagnosis.EXPLAINED.items() if counts.get(label))
+    ]
     for label in (diagnosis.STILL_LEARNING, *diagnosis.FAILED_TO_TRAIN):
         runs = frame[frame["diagnosis"] == label]
         if runs.empty:
