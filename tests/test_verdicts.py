@@ -363,3 +363,10 @@ def test_the_report_stage_prints_one_line():
     assert write.summary_line("digits", verdicts, Path("reports/digits/report.md")) == (
         "report digits: 5 claims: 1 hold, 1 does not hold, 2 inconclusive, 1 not run -> reports/digits/report.md"
     )
+
+
+def test_the_random_group_baseline_shows_beside_in_class_alignment_where_recorded():
+    floor = sweep({0.01: [0.440, 0.452], 1: [-0.0060, -0.0012], 10: [-0.0059, -0.0011]}, "grad_alignment_w1")
+    floor["grad_alignment_w1_random"] = floor["sigma"].map({0.01: 0.30, 1: 0.0, 10: 0.0})
+    claim = falls(floor)
+    assert "in-class 0.446 -> -0.004 vs random groups 0.300 -> 0.000 (sigma 0.01 -> 10)" in claim.evidence

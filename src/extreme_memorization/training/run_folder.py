@@ -216,7 +216,11 @@ def collect(params: Params, groups: list[str], runs_dirs: list[str | Path]) -> R
         for run_dir in run_dirs(root):
             record = info(run_dir)
             fields = list(next(iter(expected.values())).as_dict()) if expected else []
-            key = _key({"group": record.get("group"), **{k: record.get(k) for k in fields}})
+            # A setting the run's record lacks was added after the run was made: it ran with the value that is
+            # now that setting's default (its group's, else the shared one).
+            group = record.get("group")
+            default = {**params.defaults, **(params.group(group).run if group in groups else {})}
+            key = _key({"group": group, **{k: record.get(k, default.get(k)) for k in fields}})
             if key not in expected or key in seen or not finished(run_dir):
                 continue
             seen.add(key)
