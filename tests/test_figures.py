@@ -23,11 +23,13 @@ EPOCHS = 300
 
 
 def write_run(root: Path, activation="relu", sigma=0.1, seed=0, vanish_after=None, model="mlp", labels="true",
-              init="normal", group="g", loss="cross_entropy", loss_scaling="none", offset=0.0) -> Path:  # fmt: skip
+              init="normal", group="g", loss="cross_entropy", loss_scaling="none", offset=0.0,
+              recorded: dict | None = None) -> Path:  # fmt: skip
     """One finished run's folder. ``vanish_after``: the epoch after which its
     mean gradient norm falls to 1e-9 of its initial value."""
     sigma_name = "glorot" if sigma is None else f"sigma{sigma:g}"
-    run_dir = root / group / f"{model}-{activation}-{loss}-{labels}-{loss_scaling}" / f"{sigma_name}-seed{seed}"
+    step = (recorded or {}).get("first_layer_step", "plain")
+    run_dir = root / group / f"{model}-{activation}-{loss}-{labels}-{loss_scaling}-{step}" / f"{sigma_name}-seed{seed}"
     run_dir.mkdir(parents=True)
     scale = 0.0 if sigma is None else np.log10(sigma)
     epoch = np.arange(1, EPOCHS + 1)
@@ -54,7 +56,7 @@ def write_run(root: Path, activation="relu", sigma=0.1, seed=0, vanish_after=Non
                **{c: (None if pd.isna(final[c]) else float(final[c])) for c in alignment if c != "epoch"}}  # fmt: skip
     info = {"group": group, "dataset": "digits", "model": model, "activation": activation, "init": init,
             "sigma": sigma, "loss": loss, "loss_scaling": loss_scaling, "labels": labels, "seed": seed,
-            "epochs": EPOCHS, "status": "completed", "num_classes": 10}  # fmt: skip
+            "epochs": EPOCHS, "status": "completed", "num_classes": 10, **(recorded or {})}  # fmt: skip
     (run_dir / "run.json").write_text(json.dumps(info))
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     return run_dir
@@ -257,6 +259,38 @@ def test_relu_losses_with_and_without_the_fix_over_seeds(tmp_path, drawn):
     panels = [ax for ax in fig.axes if ax.get_title()]
     assert len(panels) == 2 and all(ax.get_xscale() == "log" for ax in panels)
     assert {"cross_entropy", "hinge", "squared", "bars: min to max over seeds"} <= set(legend_texts(fig))
+
+
+def test_each_form_of_the_fix_gets_its_own_panel(tmp_path, drawn):
+    for scaling, step in (
+        ("none", "plain"),
+        ("output", "plain"),
+        ("normalized", "plain"),
+        ("normalized", "compensated"),
+    ):
+        for loss in ("cross_entropy", "squared"):
+            for sigma in (0.01, 10.0):
+                write_run(tmp_path / "runs", sigma=sigma, loss=loss, loss_scaling=scaling, group=f"{scaling}{step}",
+                          recorded={"first_layer_step": step})  # fmt: skip
+    fig = draw(tmp_path / "runs", drawn, tmp_path)["fig4_relu_losses.png"]
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["as in the paper (loss_scaling: none)", "loss_scaling: output,\nfirst_layer_step: plain",
+                      "loss_scaling: normalized,\nfirst_layer_step: plain",
+                      "loss_scaling: normalized,\nfirst_layer_step: compensated"]  # fmt: skip
+
+
+def test_accuracy_against_sigma_has_a_second_axis_of_the_pre_activation_scale(tmp_path, drawn):
+    for sigma in SIGMAS:
+        write_run(tmp_path / "runs", "sin", sigma, recorded={"input_shape": [8, 8, 1]})
+    frame, curves = read(tmp_path / "runs")
+    made, _ = figures.draw(frame, curves, tmp_path / "figures")
+    fig = drawn["fig1_accuracy_vs_sigma.png"]
+    top = [ax for ax in fig.axes[0].child_axes if "sqrt(D)" in ax.get_xlabel()]
+    assert len(top) == 1 and top[0].get_xlabel() == "sigma*sqrt(D), pre-activation scale (D = 64)"
+    fig.canvas.draw()  # the secondary axis takes its limits from sigma's when drawn
+    assert top[0].get_xlim() == pytest.approx(tuple(8 * np.array(fig.axes[0].get_xlim())))
+    caption = next(f.caption for f in made if f.name == "fig1_accuracy_vs_sigma.png")
+    assert "Top axis: sigma*sqrt(D)" in caption and "8 x sigma for D = 64" in caption and "55 x sigma" in caption
 
 
 def overlaps(fig, a, b) -> bool:

@@ -77,15 +77,16 @@ def test_make_offline_paper_gives_every_claim_a_verdict_and_draws_every_figure(t
 
     out = repo / "reports/offline"
     claims = pd.read_csv(out / "claims.csv")
-    assert len(claims) == 7
-    judged = {"holds", "does not hold", "inconclusive: not fitted"}  # 2 epochs of Sec. 5 fit no shuffled labels
+    assert len(claims) >= 7  # one row per form of the loss fix the study runs
+    # 2 epochs of Sec. 5 fit no shuffled labels; "inconclusive": the measures' comparison undecided
+    judged = {"holds", "does not hold", "inconclusive: not fitted", "inconclusive"}
     assert set(claims["verdict"]) <= judged, claims[["claim", "verdict", "evidence"]].to_string()
     text = (out / "report.md").read_text()
     assert "Not run (their runs are not in this report)" not in text  # every figure drawn
     for figure in ("Fig. 1", "Fig. 2", "Fig. 3", "Fig. 4", "Fig. 5"):
         assert figure in text, figure
     assert "## What these digits verdicts say about CIFAR" in text
-    assert sum(text.count(f"{v} on digits") for v in ("holds", "does not hold", "is inconclusive")) == 7
+    assert sum(text.count(f"{v} on digits") for v in ("holds", "does not hold", "is inconclusive")) == len(claims)
     assert "`dvc repro report-offline`" in text
 
     summary = pd.read_csv(out / "summary.csv", dtype={"labels": str})

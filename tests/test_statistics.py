@@ -60,3 +60,40 @@ def test_correlations_per_dataset_and_activation_and_for_all_runs():
     rep = table[(table["scope"] == "all runs") & (table["measure"] == "rep_alignment")].iloc[0]
     assert rep["tau"] == pytest.approx(1.0) and rep["runs"] == 12
     assert "Kendall's tau [95% CI]" in statistics.markdown(table)
+
+
+def test_average_ranks_equal_scipy_with_ties():
+    x = np.round(rng.normal(size=(3, 11)))
+    assert np.allclose(statistics.average_ranks(x), stats.rankdata(x, axis=1))
+
+
+def test_tau_over_a_resample_weighted_by_counts_equals_tau_of_the_expanded_sample():
+    x, y = np.round(rng.normal(size=9), 1), np.round(rng.normal(size=9), 0)
+    counts = rng.integers(0, 3, size=(5, 9)).astype(float)
+    counts[:, 0] += 1  # never empty
+    for row in counts:
+        expanded = np.repeat(np.arange(9), row.astype(int))
+        assert statistics.weighted_tau_b(x, y, row[None])[0] == pytest.approx(
+            stats.kendalltau(x[expanded], y[expanded])[0]
+        )
+
+
+def test_cluster_resamples_draw_whole_seeds():
+    seeds = np.repeat([0, 1, 2], 4)
+    weights = statistics.cluster_weights(seeds, np.random.default_rng(0))
+    assert weights.shape == (statistics.RESAMPLES, 12) and (weights.sum(axis=1) == 12).all()
+    assert (weights.reshape(-1, 3, 4).std(axis=2) == 0).all()  # a seed's runs are drawn together
+
+
+def test_the_paired_comparison_signs_each_tau_and_decides_only_outside_its_interval():
+    target = np.tile([0.9, 0.7, 0.4, 0.1], 3)
+    seeds = np.repeat([0, 1, 2], 4)
+    tracks = target + 0.01 * seeds
+    noise = np.tile([0.4, 0.1, 0.9, 0.6], 3) + 0.01 * seeds  # tau +-0 with the target within each seed
+    result = statistics.paired_comparison([(target, np.stack([tracks, -tracks, noise]), seeds)] * 3, [1, -1, 1])
+    combined = result["combined"]
+    assert combined["taus"][:2] == pytest.approx([1.0, 1.0], abs=0.1)  # the negative one, signed, tracks as well
+    assert statistics.outcome(combined["low"][0], combined["high"][0]) == "tied"  # equal: no win, no loss
+    assert statistics.outcome(combined["low"][1], combined["high"][1]) == "ahead"  # ahead of noise
+    assert combined["low"][0] <= combined["diff"][0] <= combined["high"][0]
+    assert statistics.paired_comparison([], [1]) == {"lines": [], "combined": None}

@@ -169,7 +169,8 @@ def accuracy_figure(frames: list[pd.DataFrame], names: list[str], group: str, ou
     if all(p["sigma"].nunique() < 2 for p in parts):
         return None
     both = pd.concat(parts)
-    keys = [k for k in ("dataset", "model", "activation", "loss", "labels", "loss_scaling") if both[k].nunique() > 1]
+    keys = [k for k in ("dataset", "model", "activation", "loss", "labels", "loss_scaling", "first_layer_step",
+                        "learning_rate") if k in both and both[k].nunique() > 1]  # fmt: skip
     settings = sorted(both.groupby(keys).groups) if keys else [()]
     fig, axes = _grid(len(settings), 3.6, 3.0, sharey=True)
     for ax, values in zip(axes, settings):

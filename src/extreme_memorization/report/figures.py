@@ -20,7 +20,8 @@ import pandas as pd
 from ..training.run_folder import COMPARED, GRADIENT_MEASURES
 from . import seed_means as seed_spread
 from . import style as style
-from .claims import main_alignment
+from .claims import PAPER, main_alignment, variant
+from .fixes import FORMS
 
 TITLES = {"rep_alignment": "representation alignment", "grad_alignment_w1": "gradient alignment, W1",
           "grad_alignment_w2": "gradient alignment, W2", "grad_alignment_logits": "gradient alignment, logits",
@@ -28,7 +29,8 @@ TITLES = {"rep_alignment": "representation alignment", "grad_alignment_w1": "gra
           **COMPARED, "gradient_diversity": "gradient diversity (log)",
           "gradient_confusion": "gradient confusion (linear)\nin-class min of <g_i, g_j>"}  # fmt: skip
 LOG_CURVES = ("grad_norm_ratio_w1",)  # drawn on a log axis over training
-LINE_KEYS = ["group", "dataset", "model", "activation", "loss", "loss_scaling", "labels"]
+LINE_KEYS = ["group", "dataset", "model", "activation", "loss", "loss_scaling", "first_layer_step", "learning_rate",
+             "labels"]  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -46,12 +48,13 @@ class NotRun:
 
 def line_keys(frame: pd.DataFrame, skip=("sigma", "seed")) -> list[str]:
     """The settings that tell the lines of runs apart (those that vary)."""
-    return [k for k in LINE_KEYS if k not in skip and frame[k].nunique(dropna=False) > 1]
+    return [k for k in LINE_KEYS if k not in skip and k in frame and frame[k].nunique(dropna=False) > 1]
 
 
 def _label(keys: list[str], values) -> str:
     values = values if isinstance(values, tuple) else (values,)
-    named = {"labels": "labels=", "loss_scaling": "scaling=", "group": ""}
+    named = {"labels": "labels=", "loss_scaling": "scaling=", "first_layer_step": "W1 step=", "learning_rate": "lr=",
+             "group": ""}  # fmt: skip
     return ", ".join(f"{named.get(k, '')}{v}" for k, v in zip(keys, values)) or "all runs"
 
 
@@ -59,7 +62,7 @@ def lines(frame: pd.DataFrame, keys: list[str]):
     if not keys:
         yield "all runs", frame
         return
-    for values, sub in frame.groupby(keys, sort=True):
+    for values, sub in frame.groupby(keys, sort=True, dropna=False):
         yield _label(keys, values), sub
 
 
@@ -100,7 +103,8 @@ def fig1_accuracy(frame: pd.DataFrame, out: Path) -> Figure:
             handles[label] = style.Line2D([], [], color=colour[label], lw=2)
         chance = style.chance(ax, sub)
         style.sigma_axis(ax)
-        ax.set_title(" · ".join(panel) if isinstance(panel, tuple) else panel)
+        style.preactivation_axis(ax, sub)
+        ax.set_title(" · ".join(panel) if isinstance(panel, tuple) else panel, pad=28)
         ax.set_ylim(-0.02, 1.02)
     axes[0][0].set_ylabel("accuracy at the last epoch")
     style.legend(fig, ("line of runs", handles), (None, {**style.split_handles(), **chance,
@@ -109,7 +113,8 @@ def fig1_accuracy(frame: pd.DataFrame, out: Path) -> Figure:
     style.save(fig, out, name)
     return Figure(name, "Fig. 1 (left) analog: accuracy against sigma",
                   "Train (dashed, open markers) and test (solid) accuracy at the last epoch against sigma (log), one "
-                  f"panel per dataset (and group); dotted: chance.{_spread_note(frame, 'error bars')}")  # fmt: skip
+                  f"panel per dataset (and group); dotted: chance.{_spread_note(frame, 'error bars')}"
+                  f"{style.preactivation_note(frame)}")  # fmt: skip
 
 
 def _scatter_by_sigma(ax, frame, col, keys, colours) -> None:
@@ -296,15 +301,17 @@ def fig3_measures(frame: pd.DataFrame, colours: style.SigmaColours, out: Path) -
 def fig4_relu_losses(frame: pd.DataFrame, out: Path) -> Figure | NotRun:
     title = "Fig. 4 analog: ReLU with cross-entropy, hinge and squared loss, without and with the proposed fixes"
     relu = frame[(frame["activation"] == "relu") & (frame["init"] == "normal") & (frame["labels"] == "true")]
-    if relu["loss"].nunique() < 2 and not (relu["loss_scaling"] == "output").any():
+    forms = variant(relu) if len(relu) else pd.Series(dtype=object)
+    if relu["loss"].nunique() < 2 and not (forms != PAPER).any():
         return NotRun(title, "needs ReLU sigma sweeps with several losses (groups section4, section4_fixes)")
     name = "fig4_relu_losses.png"
-    scalings = [s for s in ("none", "output") if (relu["loss_scaling"] == s).any()]
+    panels = [f for f in (PAPER, *FORMS) if (forms == f).any()]
+    panels += sorted(set(forms) - set(panels))
     losses = sorted(relu["loss"].unique())
-    fig, axes = style.figure(1, len(scalings), 4.4 * len(scalings) + 2.4, 3.6, sharey=True)
+    fig, axes = style.figure(1, len(panels), 4.4 * len(panels) + 2.4, 3.6, sharey=True)
     handles, chance = {}, {}
-    for ax, scaling in zip(axes[0], scalings):
-        sub = relu[relu["loss_scaling"] == scaling]
+    for ax, form in zip(axes[0], panels):
+        sub = relu[forms == form]
         for loss, runs in sub.groupby("loss", sort=True):
             i = losses.index(loss)
             for col, ls in (("train_acc", style.TRAIN), ("best_test_acc", style.TEST)):
@@ -314,8 +321,8 @@ def fig4_relu_losses(frame: pd.DataFrame, out: Path) -> Figure | NotRun:
         chance = style.chance(ax, sub)
         style.sigma_axis(ax)
         ax.set_ylim(-0.02, 1.02)
-        fixed = "with the proposed fix (loss_scaling: output)"
-        ax.set_title("as in the paper (loss_scaling: none)" if scaling == "none" else fixed)
+        ax.set_title("as in the paper (loss_scaling: none)" if form == PAPER else
+                     f"loss_scaling: {form[0]},\nfirst_layer_step: {form[1]}")  # fmt: skip
     axes[0][0].set_ylabel("accuracy")
     split = {"train, last epoch (dashed)": style.Line2D([], [], color="black", ls=style.TRAIN),
              "best test (solid)": style.Line2D([], [], color="black", ls=style.TEST)}  # fmt: skip
@@ -323,7 +330,9 @@ def fig4_relu_losses(frame: pd.DataFrame, out: Path) -> Figure | NotRun:
     style.suptitle(fig, title)
     style.save(fig, out, name)
     return Figure(name, title, "ReLU MLP: train accuracy at the last epoch (dashed) and best test accuracy (solid) "
-                  "against sigma per loss; side by side without and with the loss scaled to the initial output scale."
+                  "against sigma per loss; one panel per form of the loss: as in the paper, and each proposed fix "
+                  "(loss_scaling output: temperature, margin or target x the initial logit scale; normalized: the "
+                  "loss of z / s; first_layer_step compensated: W1's learning rate x s^2)."
                   f"{_spread_note(relu, 'error bars')}")  # fmt: skip
 
 

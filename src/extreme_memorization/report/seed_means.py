@@ -55,8 +55,8 @@ def errors(agg: pd.DataFrame) -> np.ndarray:
 
 def several_seeds(runs: pd.DataFrame) -> bool:
     """Whether some setting of ``runs`` has two or more seeds (so a spread shows)."""
-    keys = [k for k in ("group", "dataset", "model", "activation", "loss", "loss_scaling", "labels", "sigma")
-            if k in runs]  # fmt: skip
+    keys = [k for k in ("group", "dataset", "model", "activation", "loss", "loss_scaling", "first_layer_step",
+                        "learning_rate", "labels", "sigma") if k in runs]  # fmt: skip
     if runs.empty:
         return False
     return bool((runs.groupby(keys, dropna=False)["seed"].nunique() >= 2).any())

@@ -210,3 +210,30 @@ def wrap(label: str, width: int = 28) -> str:
         else:
             lines[-1] = f"{lines[-1]}, {part}" if lines[-1] else part
     return "\n".join(lines)
+
+
+def input_dim(runs: pd.DataFrame) -> float | None:
+    """D, the inputs per image of ``runs`` when they share one (per-image standardization: ||x||^2 = D)."""
+    dims = runs["input_dim"].dropna().unique() if "input_dim" in runs else []
+    return float(dims[0]) if len(dims) == 1 else None
+
+
+def preactivation_axis(ax, runs: pd.DataFrame) -> None:
+    """A top axis of sigma*sqrt(D), the first layer's pre-activation scale: sigmas compare across datasets
+    only on it (digits D = 64: 8 sigma; CIFAR D = 3,072: 55 sigma)."""
+    dim = input_dim(runs)
+    if dim:
+        root = float(np.sqrt(dim))
+        top = ax.secondary_xaxis("top", functions=(lambda s: s * root, lambda p: p / root))
+        top.set_xlabel(f"sigma*sqrt(D), pre-activation scale (D = {dim:.0f})")
+
+
+def preactivation_note(frame: pd.DataFrame) -> str:
+    dims = sorted({float(d) for d in frame["input_dim"].dropna()}) if "input_dim" in frame else []
+    if not dims:
+        return ""
+    shown = ", ".join(f"{np.sqrt(d):.0f} x sigma for D = {d:.0f}" for d in dims)
+    return (
+        " Top axis: sigma*sqrt(D), the stddev of a first-layer pre-activation (per-image standardization makes "
+        f"||x||^2 = D): {shown}; on CIFAR (D = 3,072) it is 55 x sigma, so compare datasets on it, not on sigma."
+    )

@@ -26,22 +26,38 @@ import pandas as pd
 from ..config.settings import Params
 from ..errors import UserError
 from ..files import atomic_path, write_text
+from ..training import diagnosis
 from ..training import run_folder as results
 from . import carry_over as digits_and_cifar
 from . import claims as claims_mod
 from . import figures, statistics
 
-RESULT_COLUMNS = ["train_acc", "test_acc", "best_test_acc", *results.ALIGNMENTS, *results.COMPARED]
+RESULT_COLUMNS = ["train_acc", "test_acc", "best_test_acc", *results.ALIGNMENTS, *results.RANDOM_BASELINES,
+                  *results.COMPARED, "active_fraction", "w1_relative_change"]  # fmt: skip
 TABLE_COLUMNS = ["group", "dataset", "model", "activation", "loss", "labels", "sigma", "seed", "train_acc", "test_acc",
-                 "best_test_acc", *results.ALIGNMENTS, "gradients"]  # fmt: skip
+                 "best_test_acc", *results.ALIGNMENTS, "gradients", "diagnosis"]  # fmt: skip
 
 
 class ReportError(UserError, RuntimeError):
     """No results to report; the message says which command makes them."""
 
 
+def result_columns(frame: pd.DataFrame) -> list[str]:
+    """RESULT_COLUMNS that some run has (the random-group baselines, active fraction and W1's change exist
+    only for runs that recorded them)."""
+    optional = {*results.RANDOM_BASELINES, "active_fraction", "w1_relative_change"}
+    return [c for c in RESULT_COLUMNS if c not in optional or (c in frame and frame[c].notna().any())]
+
+
+def _diagnoses(labels: pd.Series) -> str:
+    counts = labels.value_counts()
+    if len(counts) == 1:
+        return str(counts.index[0])
+    return ", ".join(f"{n} {label}" for label, n in counts.sort_index().items())
+
+
 def aggregate(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    grouped = frame.groupby(by, sort=True, dropna=False)[RESULT_COLUMNS]
+    grouped = frame.groupby(by, sort=True, dropna=False)[result_columns(frame)]
     out = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=0).add_suffix("_std"))
     out.insert(0, "runs", grouped.size())
     out.insert(
@@ -49,6 +65,7 @@ def aggregate(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         "vanished",
         frame.groupby(by, sort=True, dropna=False)["gradients"].agg(lambda s: int((s == "vanished").sum())),
     )
+    out.insert(2, "diagnosis", frame.groupby(by, sort=True, dropna=False)["diagnosis"].agg(_diagnoses))
     return out.reset_index()
 
 
@@ -67,8 +84,8 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 def results_table(agg: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Means over seeds, '± std' where there are several seeds, blank where undefined."""
-    table = agg[[*keys, "runs"]].copy()
-    for col in RESULT_COLUMNS:
+    table = agg[[*keys, "runs", "diagnosis"]].copy()
+    for col in [c for c in RESULT_COLUMNS if f"{c}_mean" in agg]:
         mean, std = agg[f"{col}_mean"], agg[f"{col}_std"]
         table[col] = [_fmt(m) + (f" ± {s:.2g}" if n > 1 and not math.isnan(m) else "")
                       for m, s, n in zip(mean, std, agg["runs"])]  # fmt: skip
@@ -95,7 +112,7 @@ def compact_metrics(frame: pd.DataFrame, verdicts: list, correlations: pd.DataFr
         "claims_hold": count[claims_mod.HOLDS],
         "claims_fail": count[claims_mod.FAILS],
         "claims_not_run": count[claims_mod.NOT_RUN],
-        "claims_inconclusive": count[claims_mod.NOT_FITTED],
+        "claims_inconclusive": count[claims_mod.NOT_FITTED] + count[claims_mod.INCONCLUSIVE],
         "best_acc_min": round(float(frame["best_test_acc"].min()), 4),
         "best_acc_max": round(float(frame["best_test_acc"].max()), 4),
         f"tau_{main.removeprefix('grad_alignment_')}": tau(main),
@@ -108,7 +125,8 @@ def _settings(params: Params, groups: list[str]) -> str:
     for name in groups:
         g = params.group(name)
         fixed = {**params.defaults, **g.run}
-        shown = ["init", "loss_scaling", "learning_rate", "batch_size", "epochs", "width"]
+        shown = [k for k in ("init", "loss_scaling", "first_layer_step", "alpha_ref", "learning_rate", "batch_size",
+                             "epochs", "width") if k in fixed]  # fmt: skip
         sweep = ", ".join(f"{k} {v}" for k, v in g.sweep.items() if len(v) > 1)
         single = ", ".join(f"{k}={v[0]}" for k, v in g.sweep.items() if len(v) == 1)
         lines.append(f"- `{name}`: {single}, {', '.join(f'{k}={fixed[k]}' for k in shown)}; sweep: {sweep or 'none'}.")
@@ -128,10 +146,47 @@ def _gradient_note(frame: pd.DataFrame) -> list[str]:
         lines.append(f"Undefined here: {names}.")
     else:
         lines.append("No run here has vanished gradients.")
+    if states.get("diverged", 0):
+        lines.append(f"{states['diverged']} run(s) diverged and were stopped: no final measures (`gradients: "
+                     "diverged`).")  # fmt: skip
     if states.get("unchecked", 0):
         lines.append(f"{states['unchecked']} run(s) predate the recorded gradient norm (`mean_grad_norm`): "
                      "the check is not possible for them and their measures are reported as computed.")  # fmt: skip
     return [" ".join(lines), ""]
+
+
+def _diagnosis_note(frame: pd.DataFrame) -> list[str]:
+    """How many runs carry each diagnosis, what each means, and the runs that did not fit."""
+    counts = frame["diagnosis"].value_counts()
+    head = ", ".join(f"{counts.get(label, 0)} {label}" for label in diagnosis.LABELS)
+    lines = [
+        f"Diagnosis of the runs (`training/diagnosis.py`, column `diagnosis` of summary.csv): {head}. "
+        + " ".join(f"*{label}*: {text}." for label, text in diagnosis.EXPLAINED.items() if counts.get(label))
+    ]
+    for label in (diagnosis.STILL_LEARNING, *diagnosis.FAILED_TO_TRAIN):
+        runs = frame[frame["diagnosis"] == label]
+        if runs.empty:
+            continue
+        names = []
+        for r in runs.itertuples():
+            sigma = f" sigma={r.sigma:g}" if r.sigma == r.sigma else ""
+            need = f", ~{r.epochs_to_fit:,.0f} more epochs" if label == diagnosis.STILL_LEARNING and np.isfinite(
+                r.epochs_to_fit) else ""  # fmt: skip
+            names.append(f"{r.model} {r.activation} {r.loss}{sigma} labels={r.labels} seed {r.seed} "
+                         f"(train {r.train_acc:.3f}{need})")  # fmt: skip
+        lines.append(f"{label.capitalize()}: {'; '.join(names)}.")
+    return [" ".join(lines), ""]
+
+
+def summary_line(name: str, verdicts: list, target: Path, missing: int = 0, expected: int = 0) -> str:
+    """The one line the report stage prints: verdicts per kind and where the report is."""
+    count = {v: sum(c.verdict == v for c in verdicts) for v in claims_mod.VERDICTS}
+    shown = [f"{count[claims_mod.HOLDS]} hold", f"{count[claims_mod.FAILS]} does not hold",
+             f"{count[claims_mod.NOT_FITTED] + count[claims_mod.INCONCLUSIVE]} inconclusive"]  # fmt: skip
+    if count[claims_mod.NOT_RUN]:
+        shown.append(f"{count[claims_mod.NOT_RUN]} not run")
+    left = f" ({missing} of {expected} runs have no results yet; left out)" if missing else ""
+    return f"report {name}: {len(verdicts)} claims: {', '.join(shown)}{left} -> {target}"
 
 
 def write(params: Params, groups: list[str], runs_dirs: list[str | Path], out_dir: str | Path,
@@ -146,8 +201,6 @@ def write(params: Params, groups: list[str], runs_dirs: list[str | Path], out_di
     if frame.empty:
         target = " ".join(f"report@{g}" for g in groups)
         raise ReportError(f"no finished runs of {', '.join(groups)} under {where}; run `dvc repro {target}`")
-    if len(frame) < found.expected:
-        print(f"report {name}: {found.expected - len(frame)} of {found.expected} runs have no results yet; left out")
     keys = figures.line_keys(frame)
     frame = frame.sort_values([*keys, "sigma", "seed"], na_position="last").reset_index(drop=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -159,7 +212,8 @@ def write(params: Params, groups: list[str], runs_dirs: list[str | Path], out_di
     correlations = statistics.rank_correlations(frame)
     with atomic_path(out / "statistics.csv") as tmp:
         correlations.to_csv(tmp, index=False)
-    verdicts = claims_mod.judge(frame, correlations)
+    comparison = claims_mod.compare(frame)
+    verdicts = claims_mod.judge(frame, comparison)
     with atomic_path(out / "claims.csv") as tmp:
         claims_mod.frame_of(verdicts).to_csv(tmp, index=False)
     made, missing = figures.draw(frame, found.curves, figures_dir)
@@ -183,8 +237,9 @@ def write(params: Params, groups: list[str], runs_dirs: list[str | Path], out_di
         "",
         f"Thresholds (`claims.py`): {claims_mod.THRESHOLDS}",
         "",
+        *_diagnosis_note(frame),
         *_gradient_note(frame),
-        *(digits_and_cifar.section(verdicts) if set(frame["dataset"]) == {"digits"} else []),
+        *(digits_and_cifar.section(verdicts, frame) if set(frame["dataset"]) == {"digits"} else []),
         "## Figures",
         "",
     ]
@@ -195,6 +250,14 @@ def write(params: Params, groups: list[str], runs_dirs: list[str | Path], out_di
         lines += [f"- {m.title}: {m.reason}." for m in missing] + [""]
     lines += ["## How strongly each measure tracks generalization", "", statistics.statement(), ""]
     lines += [statistics.markdown(correlations) if len(correlations) else "No measure is defined on enough runs.", ""]
+    if comparison is not None:
+        which = "at the matched training state" if comparison["matched"] else "at the final epoch"
+        lines += [f"Per line of runs, on the same {comparison['runs']} runs for every measure ({which}): Kendall's "
+                  "tau between best test accuracy and each measure, signed by the direction the paper expects "
+                  "(+: higher with better test accuracy; -: lower), and the gradient alignment's lead over each "
+                  f"other measure with its {statistics.CONFIDENCE:.0%} paired cluster bootstrap interval (seeds "
+                  "resampled within a line; lines and seeds for the combined row).", "",
+                  statistics.comparison_markdown(comparison), ""]  # fmt: skip
     lines += [
         "## Results",
         "",
@@ -210,8 +273,7 @@ def write(params: Params, groups: list[str], runs_dirs: list[str | Path], out_di
         lines += [f"Diverged (loss not finite; stopped and kept as recorded): "
                   f"{', '.join(Path(d).name for d in diverged['run_dir'])}.", ""]  # fmt: skip
     write_text(out / "report.md", "\n".join(lines))
-    print(f"report {name}: {len(frame)} runs -> {out}/report.md")
-    print(claims_mod.markdown(verdicts))
+    print(summary_line(name, verdicts, out / "report.md", found.expected - len(frame), found.expected))
     return frame
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 
 from ..config.settings import Params
 from ..errors import UserError
+from . import diagnosis as diagnosis_mod
 
 IDENTITY = ["group", "dataset", "model", "activation", "loss", "labels", "sigma", "seed"]
 ALIGNMENTS = {
@@ -34,13 +35,23 @@ COMPARED = {
     "cosine_stiffness": "cosine stiffness",
     "gradient_confusion": "gradient confusion",
 }
+# Alignment of random same-size groups (a random partition of the training
+# set, classes ignored): the baseline beside in-class alignment, so a shared
+# global gradient direction is not read as class alignment.
+RANDOM_BASELINES = {"rep_alignment_random": "representation, random groups",
+                    "grad_alignment_w1_random": "gradient, W1, random groups",
+                    "grad_alignment_w2_random": "gradient, W2, random groups",
+                    "grad_alignment_logits_random": "gradient, logits, random groups"}  # fmt: skip
+# The measures again at a matched training state: the first measurement
+# point with train accuracy >= 0.9 (``matched_epoch``; NaN where never).
+MATCHED = [f"{m}_matched" for m in [*ALIGNMENTS, *RANDOM_BASELINES, *COMPARED]]
 # Every measure computed from per-example gradients: rounding noise once the
 # gradients have vanished. (Representation alignment and ||grad W1|| / ||W1||
 # stay meaningful.)
 GRADIENT_MEASURES = [
     "grad_alignment_w1", "grad_alignment_w2", "grad_alignment_logits",
     "grad_alignment_w1_batch", "grad_alignment_w2_batch", "grad_alignment_logits_batch",
-    *COMPARED,
+    *COMPARED, "grad_alignment_w1_random", "grad_alignment_w2_random", "grad_alignment_logits_random",
 ]  # fmt: skip
 # A run's gradients have vanished at a point of training when the mean
 # per-example gradient norm there is below this fraction of its value at
@@ -52,14 +63,18 @@ GRADIENT_STATES = {
     "defined": "gradients measured",
     "vanished": f"mean gradient norm below {VANISHED_GRADIENT:g} x its value at epoch 0: gradient measures undefined",
     "unchecked": "run has no mean_grad_norm (made before it was recorded): vanishing not checked",
+    "diverged": "the run diverged and was stopped: no final measures",
 }
 
 SUMMARY_COLUMNS = [
-    *IDENTITY, "init", "init_scale", "loss_scaling", "epochs", "status", "epochs_run",
-    "train_acc", "test_acc", "best_test_acc", *ALIGNMENTS,
+    *IDENTITY, "init", "init_scale", "loss_scaling", "first_layer_step", "learning_rate", "alpha_ref", "loss_scale",
+    "epochs", "status", "epochs_run", "diagnosis", "epochs_to_fit",
+    "train_acc", "test_acc", "best_test_acc", *ALIGNMENTS, *RANDOM_BASELINES,
     "rep_alignment_batch", "grad_alignment_w1_batch", "grad_alignment_w2_batch", "grad_alignment_logits_batch",
     *COMPARED, "grad_norm_ratio_w1", "mean_grad_norm", "gradient_scale", "gradients",
-    "loss_parameter", "initial_logit_rms", "num_classes", "train_seconds", "run_dir",
+    "active_fraction", "w1_relative_change", "matched_epoch", *MATCHED,
+    "loss_parameter", "initial_logit_rms", "num_classes", "train_examples", "test_examples", "input_dim",
+    "train_seconds", "run_dir",
 ]  # fmt: skip
 
 
@@ -135,20 +150,50 @@ def blank_vanished(alignment: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _diagnose(row: dict, history: pd.DataFrame) -> tuple[str, float | None]:
+    """The run's diagnosis and, for a run still learning, the epochs its trend
+    needs to fit: as recorded, else computed from its history (runs made
+    before the diagnosis was recorded)."""
+    acc = history["train_acc"].tolist() if "train_acc" in history else []
+    label = row.get("diagnosis")
+    if label not in diagnosis_mod.LABELS:
+        diverged = row.get("status") == "diverged" or bool(row.get("diverged"))
+        label = diagnosis_mod.diagnose(acc, diverged, row.get("active_fraction"))
+    epochs = row.get("epochs_to_fit")
+    if label == diagnosis_mod.STILL_LEARNING and epochs is None:
+        epochs = diagnosis_mod.epochs_to_fit(acc)
+    return label, epochs if label == diagnosis_mod.STILL_LEARNING else None
+
+
+def _input_dim(shape) -> float | None:
+    """D, the number of inputs of one image (per-image standardization makes ||x||^2 = D)."""
+    return float(np.prod(shape)) if isinstance(shape, list) and shape else None
+
+
 def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """One run's row (settings + final metrics + gradient state) and curves."""
+    """One run's row (settings + final metrics + diagnosis + gradient state) and curves."""
     record = info(run_dir)
     metrics = json.loads((run_dir / METRICS).read_text())
     history = pd.read_csv(run_dir / HISTORY)
     alignment = blank_vanished(pd.read_csv(run_dir / ALIGNMENT))
     row = {**record, **metrics, "run_dir": str(run_dir)}
+    row["diagnosis"], row["epochs_to_fit"] = _diagnose(row, history)
+    row.setdefault("first_layer_step", "plain")  # every run before the switch existed stepped W1 plainly
+    row["input_dim"] = _input_dim(record.get("input_shape"))
     start = _initial_grad_norm(alignment)
     final = row.get("mean_grad_norm")
     scale = final / start if final is not None and start > 0 else np.nan
     row["gradient_scale"] = scale
-    row["gradients"] = "unchecked" if np.isnan(scale) else "vanished" if scale < VANISHED_GRADIENT else "defined"
+    if row["diagnosis"] == diagnosis_mod.DIVERGED:  # stopped: no final measures to check, not an old run
+        row["gradients"] = "diverged"
+    else:
+        row["gradients"] = "unchecked" if np.isnan(scale) else "vanished" if scale < VANISHED_GRADIENT else "defined"
     if row["gradients"] == "vanished":
         row.update({col: None for col in GRADIENT_MEASURES})
+    # The matched-state measures, blanked likewise where the gradients had vanished at that point.
+    matched = alignment[alignment["epoch"] == row.get("matched_epoch")] if row.get("matched_epoch") is not None else []
+    if len(matched) and bool((matched["gradient_scale"] < VANISHED_GRADIENT).any()):
+        row.update({f"{col}_matched": None for col in GRADIENT_MEASURES})
     return {c: (np.nan if row.get(c) is None else row.get(c)) for c in SUMMARY_COLUMNS}, history, alignment
 
 
@@ -171,7 +216,11 @@ def collect(params: Params, groups: list[str], runs_dirs: list[str | Path]) -> R
         for run_dir in run_dirs(root):
             record = info(run_dir)
             fields = list(next(iter(expected.values())).as_dict()) if expected else []
-            key = _key({"group": record.get("group"), **{k: record.get(k) for k in fields}})
+            # A setting the run's record lacks was added after the run was made: it ran with the value that is
+            # now that setting's default (its group's, else the shared one).
+            group = record.get("group")
+            default = {**params.defaults, **(params.group(group).run if group in groups else {})}
+            key = _key({"group": group, **{k: record.get(k, default.get(k)) for k in fields}})
             if key not in expected or key in seen or not finished(run_dir):
                 continue
             seen.add(key)
