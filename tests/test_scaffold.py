@@ -83,7 +83,7 @@ def test_add_group_keeps_the_report_matrix_wrapped_or_in_block_style_as_written(
     groups = config.read_yaml(path / "dvc.yaml")["stages"]["report"]["matrix"]["group"]
     flat = f"      group: [{', '.join(groups)}]\n"
     wrapped = (
-        f"      group: [{', '.join(groups[:8])},\n              {', '.join(groups[8:])}]  # one report per group\n"
+        f"      group: [{', '.join(groups[:-3])},\n              {', '.join(groups[-3:])}]  # one report per group\n"
     )
     text = (path / "dvc.yaml").read_text()
     assert flat in text

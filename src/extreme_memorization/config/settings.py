@@ -5,8 +5,10 @@
 says otherwise: the paper's values) and one section per *experiment group*.
 A group overrides some defaults (``run``) and lists the values of the run's
 identity, the :data:`AXES` (``sweep``: a list per axis, one value where it
-does not vary); each combination is one run, one DVC stage of the group's
-matrix and one folder ``runs/<group>/<dataset>-<model>-...-seed<seed>``.
+does not vary; and, if the group sweeps it, the :data:`OPTIONAL_AXES`'
+learning_rate); each combination is one run, in one DVC stage of the
+group's matrix (a pack: config/packs.py) and one folder
+``runs/<group>/<pack>/sigma<sigma>-seed<seed>[-lr<learning_rate>]``.
 
 The file is read by YAML 1.2 rules with ruamel.yaml's safe loader, exactly
 as DVC reads it, so the values DVC interpolates into a stage's command and
