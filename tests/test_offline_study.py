@@ -33,6 +33,7 @@ GROUPS = [
     "digits_appendix",
     "digits_section5",
     "digits_section5_small",
+    "digits_section5_mlp",
 ]
 SHRUNK_MLP = {"epochs": 30, "width": 64, "alignment_points": 3}
 SHRUNK_SWEEP = {"sigma": [0.001, 0.1, 10], "seed": [0, 1]}

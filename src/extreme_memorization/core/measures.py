@@ -45,7 +45,12 @@ MEASURES = [
     "mean_grad_norm",
 ]
 # Measured only when W1 is known (the paper's MLP): absent otherwise.
-FIRST_LAYER_MEASURES = ("grad_alignment_w1", "grad_alignment_w1_batch", "grad_alignment_w1_random", "grad_norm_ratio_w1")
+FIRST_LAYER_MEASURES = (
+    "grad_alignment_w1",
+    "grad_alignment_w1_batch",
+    "grad_alignment_w1_random",
+    "grad_norm_ratio_w1",
+)
 
 
 @dataclasses.dataclass(frozen=True)

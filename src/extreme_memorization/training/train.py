@@ -44,21 +44,15 @@ from ..core import backend, loops, measures, models
 from ..core import losses as losses_mod
 from ..core import probe as api
 from ..data import datasets as data_mod
-from . import checkpoints, diagnosis, provenance, run_folder, store
+from . import checkpoints, provenance, run_folder, store
+from .member import BLOWUP_FACTOR, DEAD_REASON, MATCHED, STATE_COLUMNS, Member  # noqa: F401 (the module's names)
+from .member import check as _check
+from .member import done_line as _done_line
 from .progress import Interrupt, Interrupted, Progress
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "best_test_acc"]
 MEASURES = measures.MEASURES
-# Beside the measures at each measurement point (MLPs; blank for other models):
-# the fraction of hidden units active on at least one training example, and
-# ||W1 - W1(0)|| / ||W1(0)||.
-STATE_COLUMNS = ["active_fraction", "w1_relative_change"]
 ALIGNMENT_COLUMNS = ["epoch", *MEASURES, *STATE_COLUMNS]
-# The matched training state: metrics.json's "<name>_matched" for each of these.
-MATCHED = [*MEASURES, *STATE_COLUMNS]
-DEAD_REASON = "every hidden unit is dead (zero on every training example)"
-# A finite loss this many times its initial value has blown up (recorded like a divergence).
-BLOWUP_FACTOR = 1e3  # (MLPs: see _check)
 
 
 def measurement_epochs(epochs: int, points: int) -> list[int]:
@@ -71,45 +65,6 @@ def measurement_epochs(epochs: int, points: int) -> list[int]:
         return [0, epochs]
     later = np.unique(np.round(np.geomspace(1, epochs, points - 1)).astype(int))
     return [0, *[int(e) for e in later]]
-
-
-class Member:
-    """The record of one run of a pack."""
-
-    def __init__(self, run: RunConfig, out_dir: Path, weights_file: Path | None = None):
-        self.run, self.out_dir = run, Path(out_dir)
-        self.weights_file = Path(weights_file) if weights_file else self.out_dir / "model.weights.h5"
-        self.rows: list[dict] = []
-        self.alignment_rows: list[dict] = []
-        self.best = 0.0
-        # The epoch and reason the run was stopped at (diverged, or dead when every hidden unit died).
-        self.stopped_at: int | None = None
-        self.stopped_reason = ""
-        self.dead = False
-        self.active_fraction: float | None = None  # at the last evaluation (MLPs)
-        self.matched_epoch: int | None = None  # the first epoch with train accuracy >= FITTED_TRAIN_ACC
-        self.initial_loss = float("nan")
-        self.started_at = provenance.utc_now()  # kept in checkpoints: a resumed run keeps its first start
-        self.shows_lr = False  # its label names the learning rate (a pack whose members differ in it)
-
-    def record(self) -> dict:
-        return {k: v for k, v in vars(self).items() if k not in ("run", "out_dir", "weights_file", "shows_lr")}
-
-    def restore(self, record: dict) -> None:
-        vars(self).update(record)
-
-    @property
-    def diverged(self) -> bool:
-        return self.stopped_at is not None and not self.dead
-
-    @property
-    def status(self) -> str:
-        return "dead" if self.dead else "diverged" if self.stopped_at is not None else "completed"
-
-    @property
-    def label(self) -> str:
-        scale = f"sigma={self.run.sigma:g}" if self.run.sigma is not None else f"glorot x{self.run.init_scale:g}"
-        return f"{scale} seed={self.run.seed}" + (f" lr={self.run.learning_rate:g}" if self.shows_lr else "")
 
 
 def _labels(raw: data_mod.Dataset, runs: list[RunConfig]):
@@ -144,23 +99,6 @@ def _measure(trainer: loops.Trainer, member: int, loss, x, y, run: RunConfig) ->
         out = measures.measure(y, loss, p["representation"], p["logits"], run.alignment_batch_size, run.seed, first)
         return {**out, "w1_relative_change": trainer.w1_relative_change(member, p["w1"])}
     return api.measure_alignment(trainer.keras_model(member), x, y, loss, run.alignment_batch_size, run.seed)
-
-
-def _check(member: Member, train_loss: float, test_loss: float, active_fraction: float) -> str:
-    """Why the member must stop at this epoch ('' if it goes on)."""
-    if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
-        return "the loss is not finite"
-    if member.run.model != "mlp":
-        # ResNet/DenseNet evaluate with BatchNorm's moving statistics, which lag
-        # the weights early on: a large evaluation loss there is no blow-up.
-        return ""
-    if member.initial_loss > 0 and train_loss > BLOWUP_FACTOR * member.initial_loss:
-        return (
-            f"the loss blew up to {train_loss:.3g}, over {BLOWUP_FACTOR:g} times its initial {member.initial_loss:.3g}"
-        )
-    if active_fraction == 0:
-        return DEAD_REASON  # no gradient reaches W1 or W2 again: nothing can change
-    return ""
 
 
 def _finite(value):
@@ -225,15 +163,6 @@ def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrup
         members[i].alignment_rows.append({"epoch": epoch, **row, "active_fraction": members[i].active_fraction})
         clock["measure"] += time.perf_counter() - start
 
-    def observe(m: Member, train_acc: float, active_fraction: float) -> bool:
-        """Record the member's state after an evaluation of the training set;
-        whether this is the matched training state (first fitted epoch)."""
-        m.active_fraction = float(active_fraction) if math.isfinite(active_fraction) else None
-        if m.matched_epoch is None and train_acc >= diagnosis.FITTED_TRAIN_ACC:
-            m.matched_epoch = epoch
-            return True
-        return False
-
     fingerprint = checkpoints.fingerprint(runs, dataset_path, backend.name())
     saved = checkpoints.load(checkpoint, fingerprint) if checkpoint else None
     epoch, step, resumed_from = 0, 0, None
@@ -252,7 +181,7 @@ def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrup
         loss0, acc0, active0 = trainer.evaluate("train")
         for i, m in enumerate(members):
             m.initial_loss = float(loss0[i])
-            if observe(m, float(acc0[i]), float(active0[i])) or 0 in measure_at:
+            if m.observe(0, float(acc0[i]), float(active0[i])) or 0 in measure_at:
                 measure(i, 0)
 
     def save(at_epoch: int, at_step: int) -> None:
@@ -290,10 +219,10 @@ def _train_unit(runs, group, dataset_path, out_dirs, checkpoint, title, interrup
             m.best = max(m.best, float(test_acc[i]))
             m.rows.append(dict(epoch=epoch, train_loss=float(train_loss[i]), train_acc=float(train_acc[i]),
                                test_loss=float(test_loss[i]), test_acc=float(test_acc[i]), best_test_acc=m.best))  # fmt: skip
-            matched = observe(m, float(train_acc[i]), float(active_fraction[i]))
+            matched = m.observe(epoch, float(train_acc[i]), float(active_fraction[i]))
             reason = _check(m, float(train_loss[i]), float(test_loss[i]), float(active_fraction[i]))
             if reason:
-                m.stopped_at, m.stopped_reason, m.dead = epoch, reason, reason == DEAD_REASON
+                m.stop(epoch, reason)
                 print(
                     f"{title} run {m.label} {'died' if m.dead else 'diverged'} at epoch {epoch}: {reason}. The run "
                     f"stops here and is recorded as {m.status} (status in run.json); the other runs go on. Lower "
@@ -331,11 +260,7 @@ def _finish(trainer, i, m: Member, loss, base, y, group, clock, resumed_from, sc
         final_measures = _measure(trainer, i, loss, base.x_train, y, run)
     # Measures a model lacks (W1's, for all but the MLP) are recorded as missing.
     final_measures = {k: final_measures.get(k, float("nan")) for k in [*MEASURES, "w1_relative_change"]}
-    train_acc = [r["train_acc"] for r in m.rows]
-    label = diagnosis.diagnose(train_acc, m.diverged, m.active_fraction)
-    if m.dead:
-        label = diagnosis.DEAD  # stopped at once: whatever its history, nothing could change any more
-    matched = next((r for r in m.alignment_rows if r["epoch"] == m.matched_epoch), {})
+    outcome, status = m.outcome()
     metrics = {
         "train_acc": final["train_acc"],
         "test_acc": final["test_acc"],
@@ -344,25 +269,14 @@ def _finish(trainer, i, m: Member, loss, base, y, group, clock, resumed_from, sc
         "test_loss": final["test_loss"],
         **final_measures,
         "epochs_run": final["epoch"],
-        "diverged": int(m.diverged),
-        "diagnosis": label,
-        # The epochs the last half's trend needs to fit; only for a run still learning.
-        "epochs_to_fit": diagnosis.epochs_to_fit(train_acc) if label == diagnosis.STILL_LEARNING else None,
-        "active_fraction": None if m.diverged else m.active_fraction,
-        "matched_epoch": m.matched_epoch if matched else None,
-        **{f"{k}_matched": matched.get(k) for k in MATCHED},
+        **outcome,  # diverged, diagnosis, active units, the measures at the matched state (member.py)
     }
     metrics = {k: _finite(v) for k, v in metrics.items()}
     model = trainer.keras_model(i)
     info = {
         "group": group,
         **run.as_dict(),
-        "status": m.status,
-        "diagnosis": label,
-        "stopped_at_epoch": m.stopped_at,
-        "stopped_reason": m.stopped_reason or None,
-        "diverged_at_epoch": m.stopped_at if m.diverged else None,
-        "diverged_reason": m.stopped_reason if m.diverged else None,
+        **status,  # status, diagnosis, where and why it stopped (member.py)
         "initial_logit_rms": float(scale),
         "loss_parameter": losses_mod.effective_parameter(loss),
         "loss_scale": float(losses_mod.loss_scale(run, scale)),  # s: of loss_scaling output / normalized, else 1
@@ -392,28 +306,6 @@ def _finish(trainer, i, m: Member, loss, base, y, group, clock, resumed_from, sc
     files.write_json(out / run_folder.METRICS, metrics)  # last: a run with metrics is finished
     print(_done_line(m, metrics), flush=True)
     return metrics
-
-
-def _done_line(m: Member, metrics: dict) -> str:
-    """The run's final numbers as the tables show them: 3 significant digits;
-    no gradient alignment where the run diverged or its gradients vanished."""
-    from .run_folder import VANISHED_GRADIENT
-
-    def fmt(value):
-        return "-" if value is None else f"{value:.3g}"
-
-    start = next((r.get("mean_grad_norm") for r in m.alignment_rows if r["epoch"] == 0), None)
-    final = metrics.get("mean_grad_norm")
-    if m.diverged:
-        w1 = f"undefined (diverged at epoch {m.stopped_at})"
-    elif m.dead:
-        w1 = f"undefined (every hidden unit dead at epoch {m.stopped_at})"
-    elif start and final is not None and final / start < VANISHED_GRADIENT:
-        w1 = "undefined (gradients vanished)"
-    else:
-        w1 = fmt(metrics.get("grad_alignment_w1"))
-    return (f"run {m.label} done: train acc {fmt(metrics['train_acc'])}, test acc {fmt(metrics['test_acc'])}, "
-            f"best test acc {fmt(metrics['best_test_acc'])}, gradient alignment W1 {w1}")  # fmt: skip
 
 
 def train(run: RunConfig, group: str, dataset_path, out_dir, checkpoint: Path | None = None) -> dict:
