@@ -4,7 +4,9 @@ comments, docstrings, layout, messages, version string or group
 (training/fingerprint.py, the DVC stage fingerprint)."""
 
 import ast
+import hashlib
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -121,6 +123,7 @@ def test_rekey_after_a_move_that_changes_no_number_trains_nothing_and_changes_on
     """A module renamed (the imports' syntax trees change, every key with
     them): `rekey` records the new keys, and `dvc repro` trains nothing."""
     path, env = trained_repo
+    sh([*python_cmd(), "-c", PIN_TWO], path, env)  # at the runs' commit: the battery rekey checks first
     pkg = path / "src" / "extreme_memorization"
     (pkg / "core" / "alignment.py").rename(pkg / "core" / "alignment_measures.py")
     for module in pkg.rglob("*.py"):
@@ -142,11 +145,42 @@ def test_rekey_after_a_move_that_changes_no_number_trains_nothing_and_changes_on
             file.name == "run.json" and [c.split(":")[0] for c in changed] == ['  "fingerprint"']
         ), file
     assert sh([*python_cmd(), "rekey", "--dry-run"], path, env).startswith("0 runs would get a new key, 2 had it")
+    pinned = json.loads((path / "golden-battery.json").read_text())
+    assert pinned["tensorflow"]["fingerprint_md5"] == hashlib.md5((path / "fingerprint.txt").read_bytes()).hexdigest()
     # Forced to run again, the stage finds both runs in the store under their new keys: nothing trains.
     rekeyed = {p: p.read_bytes() for p in sorted((path / "runs").rglob("*")) if p.is_file()}
     forced = sh([dvc_cmd(), "repro", "-f", "-s", "train-digits@digits-digits-mlp-sin-cross_entropy-true"], path, env)
     assert forced.count("taken from the run store") == 2 and "epoch 1/" not in forced, forced
     assert {p: p.read_bytes() for p in rekeyed} == rekeyed
+
+
+# Two runs of the golden battery pinned (the full one is 31 runs: a test's budget).
+PIN_TWO = """
+from pathlib import Path
+from extreme_memorization.pipeline import golden
+golden.write(Path.cwd(), ["mlp-sin-cross_entropy-none", "mlp-relu-hinge-output"])
+"""
+
+
+@pytest.mark.slow  # a trained DVC repository and the golden battery: over a minute
+def test_rekey_refuses_when_the_golden_battery_moves_or_was_not_pinned(trained_repo):
+    path, env = trained_repo
+    (path / "src/extreme_memorization/core/models.py").write_text(
+        (path / "src/extreme_memorization/core/models.py").read_text() + "\n\ndef _moved():\n    pass\n"
+    )
+    out = subprocess.run([*python_cmd(), "rekey"], cwd=path, env=env, capture_output=True, text=True)
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    assert "no golden battery pinned for tensorflow in golden-battery.json" in out.stderr, out.stderr
+    sh(["git", "stash", "-q"], path, env)
+    sh([*python_cmd(), "-c", PIN_TWO], path, env)
+    pinned = json.loads((path / "golden-battery.json").read_text())
+    pinned["tensorflow"]["numbers"]["mlp-relu-hinge-output"]["test_loss"] *= 1.001  # as if the code moved it
+    (path / "golden-battery.json").write_text(json.dumps(pinned))
+    sh(["git", "stash", "pop", "-q"], path, env)
+    out = subprocess.run([*python_cmd(), "rekey"], cwd=path, env=env, capture_output=True, text=True)
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    assert "the golden battery moved under tensorflow (1 numbers, e.g. mlp-relu-hinge-output test_loss" in out.stderr
+    assert "retrain (dvc repro) instead of rekey" in out.stderr
 
 
 @pytest.mark.slow  # a trained DVC repository: over a minute

@@ -5,8 +5,13 @@ A run's key hashes the syntax tree of the code that trains it
 (training/fingerprint.py). Moving a module, renaming one or changing how one
 imports another changes the tree, so every run's key changes and DVC sees
 every train stage as stale, although no number would change. After such a
-change (and only then: ``tests/test_golden.py`` must still pass, it pins the
-numbers of a short run), this command:
+change, this command:
+
+0. runs the golden battery (golden.py: a tiny run per activation x loss x
+   loss_scaling and a ConvNet) and refuses unless it was pinned for the code
+   the runs were trained with and gives the pinned numbers now, under this
+   backend and the other one where installed and pinned (not with
+   ``--dry-run``);
 
 1. writes ``fingerprint.txt`` for the code as it is now;
 2. checks that nothing else is stale: every stage dvc.lock records may differ
@@ -39,6 +44,7 @@ from .. import files
 from ..config.settings import RunConfig, read_yaml
 from ..errors import UserError
 from ..training import fingerprint, run_folder, store
+from . import golden
 
 FINGERPRINT_FILE = "fingerprint.txt"
 CODE_PATHS = ("src/", FINGERPRINT_FILE, "runs/")
@@ -139,6 +145,13 @@ def rekey(root: Path, dry_run: bool = False) -> dict:
             name, found = next(iter(stale.items()))
             raise RekeyError(f"{len(stale)} stage(s) differ from dvc.lock in more than code, e.g. {name}: "
                              f"{'; '.join(found[:3])}; run `dvc repro` (or restore them) before rekey")  # fmt: skip
+        trained_with = {dep.get("md5") for stage, entry in stages if stage.addressing.startswith("train-")
+                        for dep in entry.get("deps", []) if dep["path"] == FINGERPRINT_FILE}  # fmt: skip
+        if not dry_run and trained_with:  # no number may have moved: the golden battery against its pinned numbers
+            golden.pinned_for(root, backend, trained_with)
+            golden.check(root, backend)
+            for other in golden.other_backends(root, backend):
+                golden.check_elsewhere(root, other)
         counts = {"rekeyed": 0, "current": 0, "stored": 0, "stages": 0}
         plans = []
         for stage, entry in stages:
@@ -160,6 +173,7 @@ def rekey(root: Path, dry_run: bool = False) -> dict:
             counts["current"] = len(plans) - counts["rekeyed"]
             return counts
         write_fingerprint(root / FINGERPRINT_FILE, backend)
+        golden.record_code(root)
         kept = store.root(root)
         for info_path, info, new in plans:
             if info.get("fingerprint") == new:
