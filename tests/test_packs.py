@@ -71,7 +71,7 @@ def test_a_diverging_member_is_frozen_and_does_not_change_the_others(tmp_path, r
     assert_same_run(dirs[0], tmp_path / "alone")
 
 
-def test_a_run_whose_hidden_units_all_die_stops_and_is_recorded_as_dead(tmp_path, run_settings, digits_npz):
+def test_a_run_whose_hidden_units_all_die_stops_and_is_recorded_as_dead(tmp_path, run_settings, digits_npz, capsys):
     """learning_rate 100, relu, sigma 10: a few giant steps switch every ReLU
     off on the training set and the loss sits at a finite value, log 10 with
     all-zero logits; nothing can change any more. Recorded as dead (a finding),
@@ -85,6 +85,9 @@ def test_a_run_whose_hidden_units_all_die_stops_and_is_recorded_as_dead(tmp_path
     assert info["stopped_reason"] == training.DEAD_REASON and info["stopped_at_epoch"] == metrics["epochs_run"]
     assert info["diverged_at_epoch"] is None and info["diverged_reason"] is None
     assert metrics["train_loss"] == pytest.approx(np.log(10), rel=1e-5)
+    out = capsys.readouterr()
+    assert f"died at epoch {metrics['epochs_run']}: every hidden unit is dead" in out.err
+    assert f"gradient alignment W1 undefined (every hidden unit dead at epoch {metrics['epochs_run']})" in out.out
 
 
 def test_the_packed_step_is_plain_sgd_on_each_members_mean_loss(run_settings):
