@@ -268,7 +268,7 @@ def test_a_reworded_hint_or_a_new_version_keeps_the_key_and_a_number_or_a_select
     # Words built apart from the raise that shows them: a helper, a table of hints, a variable.
     edit(pkg / "data" / "datasets.py", "not found; save your data there with", "is missing; save your data at")
     edit(pkg / "config" / "settings.py", '"indent with spaces, not tabs"', '"use spaces to indent, never tabs"')
-    edit(pkg / "training" / "train.py", "The run stops here and is", "It stops at this epoch and is")
+    edit(pkg / "training" / "train.py", "the other runs go on. Lower", "the rest of the pack goes on. Lower")
     assert package_digest(src_copy) == before
     edit(pkg / "core" / "loops.py", "EVAL_CHUNK = 1024", "EVAL_CHUNK = 512")
     numeric = package_digest(src_copy)
