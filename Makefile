@@ -148,7 +148,7 @@ plan: validate ## runs and compute per group: make plan TFLOPS=25 STEP_MS=2 [RAT
 status: $(STAMP) ## one line per group: runs done / planned, stale, running, report (dvc status in short)
 	@$(BIN)/python -m extreme_memorization status
 
-bench: $(STAMP) ## the training core against the old path and this machine's matmul rate -> reports/bench.json
+bench: $(STAMP) ## the training core against the old path and this machine's matmul rate -> reports/bench.json; BENCH_ARGS="--quick --demo": small (CI's)
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
 device-check: $(STAMP) ## the GPU check (benchmarks/device_check.sh) run small on this CPU under JAX
