@@ -136,7 +136,7 @@ reproduce: $(STAMP) ## every group (GPU box); side by side: JOBS=4 [GPUS=0,1,2,3
 ifneq ($(JOBS)$(GPUS),)
 	$(BIN)/python -m extreme_memorization local $(GROUPS) $(if $(JOBS),--jobs $(JOBS)) $(if $(GPUS),--gpus $(GPUS)) $(if $(filter 1,$(DRY)),--dry-run)
 else
-	$(if $(filter 1,$(DRY)),$(BIN)/python -m extreme_memorization.pipeline.dry_plan $(addprefix report@,$(GROUPS)),$(BIN)/dvc repro $(addprefix report@,$(GROUPS)))
+	$(if $(filter 1,$(DRY)),$(BIN)/python -m extreme_memorization dry-run $(addprefix report@,$(GROUPS)),$(BIN)/dvc repro $(addprefix report@,$(GROUPS)))
 endif
 
 data: validate ## prepare tfds datasets only: make data DATASETS="cifar10 svhn_cropped"

@@ -11,7 +11,7 @@ A target ``report@<group>`` of a group params.yaml lacks (a typo in
 ``make reproduce GROUPS=...``) stops first, with one line naming the known
 groups.
 
-    python -m extreme_memorization.pipeline.dry_plan [dvc repro options and targets]
+    python -m extreme_memorization dry-run [dvc repro options and targets]
     make reproduce DRY=1
 """
 
@@ -58,7 +58,3 @@ def main(argv: list[str]) -> int:
 
     cache._can_hash = can_hash
     return dvc_main(["repro", "--dry", *argv])
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
