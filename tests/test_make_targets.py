@@ -120,8 +120,10 @@ def test_reproduce_passes_jobs_gpus_groups_and_dry():
     assert (args.group, args.jobs, args.gpus, args.dry_run) == (["digits", "section3"], 2, "0,1", True)
     args = cli_call(dry("reproduce", "JOBS=3"), "local")
     assert (args.group, args.jobs, args.gpus, args.dry_run) == ([], 3, None, False)
-    without_jobs = dry("reproduce", "GROUPS=digits", "DRY=1")
-    assert any(line.endswith("report@digits") and "dvc repro" not in line for line in without_jobs), without_jobs
+    assert cli_call(dry("reproduce", "GROUPS=digits section3", "DRY=1"), "dry-run").repro_args == [
+        "report@digits",
+        "report@section3",
+    ]
     assert any(line.endswith("dvc repro report@digits") for line in dry("reproduce", "GROUPS=digits"))
 
 
@@ -169,7 +171,7 @@ def test_the_dry_runs_plan_and_train_nothing(clone):
     assert "train-digits@" in planned, planned
     scripts = make(clone, "slurm", "GROUP=digits", "SLURM_ARGS=--dry-run --time 01:00:00").stdout
     assert "#SBATCH" in scripts and "01:00:00" in scripts, scripts
-    assert not (clone / "weights").exists() and unchanged(clone) == []
+    assert not list((clone / "weights").rglob("*.h5")) and unchanged(clone) == []
 
 
 @pytest.mark.slow
@@ -230,8 +232,8 @@ def test_device_wheels_downloads_what_a_bare_jax_machine_lacks(clone):
     if not network.reachable("pypi.org", 10):
         pytest.skip("pypi.org cannot be reached from here (make device-wheels downloads from PyPI)")
     make(clone, "device-wheels")
-    wheels = sorted(p.name.split("-")[0].lower() for p in (clone / ".whl").glob("*.whl"))
-    assert wheels == ["keras", "namex", "optree", "ruamel.yaml"], wheels
+    wheels = sorted(re.sub(r"[-_.]+", "-", p.name.split("-")[0].lower()) for p in (clone / ".whl").glob("*.whl"))
+    assert wheels == ["keras", "namex", "optree", "ruamel-yaml"], wheels
 
 
 @pytest.mark.slow
@@ -250,8 +252,11 @@ def test_the_dvc_commands_the_docs_give_run(clone):
     assert "reports/metrics/digits.json" in run("metrics", "show")
     run("metrics", "diff", "HEAD~1")
     run("plots", "show", "reports/figures")
-    run("plots", "diff", "HEAD~1", "reports/figures")
+    run("plots", "diff", "HEAD~1", "--targets", "reports/figures")
     assert (clone / "dvc_plots" / "index.html").is_file()
+    history = sorted(clone.glob("runs/digits/*/*/history.csv"))[0].relative_to(clone)
+    run("plots", "show", str(history))
+    run("plots", "diff", "HEAD~1", "--targets", str(history))
     keep = r"^(Experiment|reports/metrics/digits\.json:(claims_hold|tau_w1)|digits\.run\..*)$"
     shown = run("exp", "show", "--csv", "--drop", ".*", "--keep", keep)
     assert "claims_hold" in shown.splitlines()[0] and "digits.run.epochs" in shown.splitlines()[0], shown
