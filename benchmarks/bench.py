@@ -290,9 +290,10 @@ def demo_copy(path: Path, quick: bool) -> dict:
         params["digits"]["run"].update(QUICK_DEMO["run"])
         params["digits"]["sweep"].update(QUICK_DEMO["sweep"])
         (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # EM_REUSE_RUNS=0: every run trains, none is restored from a run store.
     env = {**os.environ, "PYTHONPATH": str(path / "src"), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost", "GIT_COMMITTER_NAME": "bench",
-           "GIT_COMMITTER_EMAIL": "bench@localhost"}  # fmt: skip
+           "GIT_COMMITTER_EMAIL": "bench@localhost", "EM_REUSE_RUNS": "0"}  # fmt: skip
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "bench"]):
         subprocess.run(cmd, cwd=path, env=env, check=True, capture_output=True)
     return env
