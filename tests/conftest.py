@@ -85,9 +85,9 @@ def run_settings(params):
 
 @pytest.fixture(scope="session")
 def digits_raw():
-    from extreme_memorization.data import sources
+    from extreme_memorization.data import datasets as data
 
-    return sources.digits(0.2, 0)
+    return data.digits(0.2, 0)
 
 
 @pytest.fixture(scope="session")

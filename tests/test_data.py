@@ -8,7 +8,6 @@ import pytest
 
 from conftest import ROOT, committed_raw, python_cmd
 from extreme_memorization.data import datasets as data
-from extreme_memorization.data import sources
 
 
 def test_digits_is_a_fixed_stratified_split_of_1797_real_images(digits_raw):
@@ -19,9 +18,9 @@ def test_digits_is_a_fixed_stratified_split_of_1797_real_images(digits_raw):
     train_share = np.bincount(ds.y_train) / len(ds.y_train)
     test_share = np.bincount(ds.y_test) / len(ds.y_test)
     np.testing.assert_allclose(train_share, test_share, atol=0.01)
-    again = sources.digits(0.2, 0)
+    again = data.digits(0.2, 0)
     np.testing.assert_array_equal(again.y_test, ds.y_test)
-    assert not np.array_equal(sources.digits(0.2, 1).y_test, ds.y_test)
+    assert not np.array_equal(data.digits(0.2, 1).y_test, ds.y_test)
 
 
 def test_per_image_standardization_is_mean_zero_unit_std_per_image():
@@ -91,12 +90,12 @@ def good_arrays(rng=None):
 
 
 def test_local_npz_dataset_loads_images_or_flat_vectors(tmp_path):
-    ds = sources.from_npz(write_npz(tmp_path / "a.npz", **good_arrays()))
+    ds = data.from_npz(write_npz(tmp_path / "a.npz", **good_arrays()))
     assert ds.input_shape == (6, 6, 3) and ds.num_classes == 4
     arrays = good_arrays()
     arrays["x_train"] = arrays["x_train"].reshape(20, -1).astype(np.float64)
     arrays["x_test"] = arrays["x_test"].reshape(8, -1).astype(np.float32)
-    flat = sources.from_npz(write_npz(tmp_path / "b.npz", **arrays))
+    flat = data.from_npz(write_npz(tmp_path / "b.npz", **arrays))
     assert flat.input_shape == (108,) and flat.x_train.dtype == np.float32
 
 
@@ -117,7 +116,7 @@ def test_local_npz_errors_name_the_problem(tmp_path, change, message):
     arrays = good_arrays()
     change(arrays)
     with pytest.raises(data.DataError, match=message):
-        sources.from_npz(write_npz(tmp_path / "c.npz", **arrays))
+        data.from_npz(write_npz(tmp_path / "c.npz", **arrays))
 
 
 def test_local_npz_refuses_pickled_objects_and_missing_files(tmp_path):
@@ -125,14 +124,14 @@ def test_local_npz_refuses_pickled_objects_and_missing_files(tmp_path):
     arrays["y_train"] = np.array([object()] * 20)
     np.savez(tmp_path / "d.npz", **arrays)
     with pytest.raises(data.DataError, match="array y_train holds Python objects.*save plain numeric arrays") as info:
-        sources.from_npz(tmp_path / "d.npz")
+        data.from_npz(tmp_path / "d.npz")
     assert "allow_pickle" not in str(info.value)
     with pytest.raises(
         data.DataError,
         match="own dataset 'mine': .*missing.npz not found; save your data there .* "
         "or point data.own.mine in params.yaml at your .npz file",
     ):
-        sources.from_npz(tmp_path / "missing.npz", "mine")
+        data.from_npz(tmp_path / "missing.npz", "mine")
 
 
 # --- a user's .npz, as a new user gets it wrong -------------------------------
@@ -140,7 +139,7 @@ def test_local_npz_refuses_pickled_objects_and_missing_files(tmp_path):
 
 def npz_error(path):
     with pytest.raises(data.DataError) as info:
-        sources.from_npz(path)
+        data.from_npz(path)
     message = str(info.value)
     assert "\n" not in message and "allow_pickle" not in message  # never suggest unpickling
     return message
@@ -185,7 +184,7 @@ def test_labels_must_be_0_to_k_minus_1_all_present_not_silently_six_classes(tmp_
 def test_classes_with_one_training_example_are_named_once_at_prepare(tmp_path, capsys):
     arrays = good_arrays()
     arrays["y_train"] = np.r_[0, 1, np.full(17, 2), 3]  # classes 0, 1 and 3 once each
-    ds = sources.from_npz(write_npz(tmp_path / "few.npz", **arrays))
+    ds = data.from_npz(write_npz(tmp_path / "few.npz", **arrays))
     assert ds.num_classes == 4
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("warning: ")
@@ -202,7 +201,7 @@ def test_prepare_of_a_bad_npz_stops_with_one_line_and_of_a_thin_one_warns_once(t
     result = subprocess.run(prepare, capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 1 and not (tmp_path / "npz.npz").exists()
     assert result.stderr == f"error: {tmp_path / 'local.npz'} is not a valid .npz file " \
-        f"(not a zip archive of arrays); save your data with {sources.NPZ_SAVE}\n"  # fmt: skip
+        f"(not a zip archive of arrays); save your data with {data.NPZ_SAVE}\n"  # fmt: skip
     arrays = good_arrays()
     arrays["x_train"], arrays["y_train"] = arrays["x_train"][:4], arrays["y_train"][:4]  # one example per class
     write_npz(tmp_path / "local.npz", **arrays)

@@ -16,7 +16,7 @@ import threading
 import pytest
 
 from extreme_memorization.data import datasets as data
-from extreme_memorization.data import network, sources
+from extreme_memorization.data import network
 
 DATA_HOST = "data-host.example.invalid"  # resolvable by no DNS: only the proxy knows where it is
 
@@ -137,10 +137,10 @@ def test_a_dead_proxy_fails_fast_with_what_to_do(params, tmp_path, monkeypatch):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("HTTPS_PROXY", f"http://u:secret@127.0.0.1:{port}")
-    monkeypatch.setitem(sources.TFDS_DATASETS, "cifar10", (10, DATA_HOST))
+    monkeypatch.setitem(data.TFDS_DATASETS, "cifar10", (10, DATA_HOST))
     config = dataclasses.replace(params.data, tfds_data_dir=str(tmp_path / "tfds"))
     with pytest.raises(data.DataError) as info:
-        sources.build("cifar10", config)
+        data.build("cifar10", config)
     message = str(info.value)
     # The probe's error, raised before tfds' download (which retries for minutes) starts.
     assert f"cannot be reached through the proxy http://127.0.0.1:{port} (HTTPS_PROXY)" in message, message

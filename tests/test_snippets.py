@@ -93,12 +93,12 @@ def digits_world(folder: Path, code: str, params) -> None:
     `dvc repro` puts them), trained for 2 epochs at width 16."""
     from extreme_memorization.config import packs
     from extreme_memorization.config.settings import make_run
-    from extreme_memorization.data import datasets, sources
+    from extreme_memorization.data import datasets
     from extreme_memorization.training import train
 
     npz = folder / "data" / "prepared" / "digits.npz"
     npz.parent.mkdir(parents=True, exist_ok=True)
-    datasets.save(sources.build("digits", params.data), npz)
+    datasets.save(datasets.build("digits", params.data), npz)
     group = params.group("digits")
     for pack_name, run_name in sorted(set(RUN_PATH.findall(code))):
         settings = {**params.defaults, **group.run, "epochs": 2, "width": 16, "alignment_points": 2}

@@ -102,7 +102,6 @@ def mock_prepared(tmp_path_factory, params):
     import tensorflow_datasets as tfds
 
     from extreme_memorization.data import datasets as data
-    from extreme_memorization.data import sources
 
     root = tmp_path_factory.mktemp("mock")
     cfg = dataclasses.replace(params.data, tfds_data_dir=str(root / "tfds"))
@@ -110,7 +109,7 @@ def mock_prepared(tmp_path_factory, params):
     with tfds.testing.mock_data(num_examples=16):
         for name in ("cifar10", "cifar100", "svhn_cropped"):
             paths[name] = root / f"{name}.npz"
-            data.save(sources.build(name, cfg), paths[name])
+            data.save(data.build(name, cfg), paths[name])
     return paths
 
 

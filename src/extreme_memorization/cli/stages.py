@@ -106,11 +106,10 @@ def cmd_add_group(args) -> int:
 
 def cmd_prepare(args) -> int:
     from ..data import datasets as data
-    from ..data import sources
 
     params = config.load(args.params)
     out = args.out or data.prepared_path(args.dataset)
-    ds = sources.build(args.dataset, params.data)
+    ds = data.build(args.dataset, params.data)
     data.save(ds, out)
     print(
         f"{args.dataset}: {len(ds.y_train)} train / {len(ds.y_test)} test examples of shape {ds.input_shape}, "

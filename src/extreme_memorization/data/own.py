@@ -39,7 +39,7 @@ def dvc_file(path: str | Path) -> Path:
 def missing_line(name: str, path: str | Path) -> str:
     """What to do when the file of an own dataset is not there (one line):
     `make pull` when DVC versions it (add-group --npz), else where to save it."""
-    from .sources import missing_own
+    from .datasets import missing_own
 
     if dvc_file(path).is_file():
         return f"own dataset {name!r}: {path} is in DVC ({path}.dvc) but not fetched here; `make pull` fetches it"

@@ -57,7 +57,7 @@ def dataset_sizes(name: str, data: DataConfig | None = None) -> tuple[int, int, 
     built-in ones from :data:`SIZES`, the user's own from its file's headers."""
     if name in SIZES:
         return SIZES[name]
-    from ..data import datasets, sources
+    from ..data import datasets as datasets
 
     own = (data.own if data else {}).get(name)
     if own is None:
@@ -65,7 +65,7 @@ def dataset_sizes(name: str, data: DataConfig | None = None) -> tuple[int, int, 
     for path in (Path(own), datasets.prepared_path(name)):
         if path.is_file():
             try:
-                return sources.npz_sizes(path)
+                return datasets.npz_sizes(path)
             except datasets.DataError as exc:
                 raise Unplannable(str(exc)) from None
     raise Unplannable(f"{own} not found (data.own.{name})")
