@@ -136,7 +136,7 @@ reproduce: $(STAMP) ## every group (GPU box); side by side: JOBS=4 [GPUS=0,1,2,3
 ifneq ($(JOBS)$(GPUS),)
 	$(BIN)/python -m extreme_memorization local $(GROUPS) $(if $(JOBS),--jobs $(JOBS)) $(if $(GPUS),--gpus $(GPUS)) $(if $(filter 1,$(DRY)),--dry-run)
 else
-	$(if $(filter 1,$(DRY)),$(BIN)/python -m extreme_memorization.pipeline.dry_plan $(addprefix report@,$(GROUPS)),$(BIN)/dvc repro $(addprefix report@,$(GROUPS)))
+	$(if $(filter 1,$(DRY)),$(BIN)/python -m extreme_memorization dry-run $(addprefix report@,$(GROUPS)),$(BIN)/dvc repro $(addprefix report@,$(GROUPS)))
 endif
 
 data: validate ## prepare tfds datasets only: make data DATASETS="cifar10 svhn_cropped"
@@ -148,7 +148,7 @@ plan: validate ## runs and compute per group: make plan TFLOPS=25 STEP_MS=2 [RAT
 status: $(STAMP) ## one line per group: runs done / planned, stale, running, report (dvc status in short)
 	@$(BIN)/python -m extreme_memorization status
 
-bench: $(STAMP) ## the training core against the old path and this machine's matmul rate -> reports/bench.json
+bench: $(STAMP) ## the training core against the old path and this machine's matmul rate -> reports/bench.json; BENCH_ARGS="--quick --demo": small (CI's)
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
 device-check: $(STAMP) ## the GPU check (benchmarks/device_check.sh) run small on this CPU under JAX

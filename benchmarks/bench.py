@@ -6,7 +6,7 @@ shared machines). Writes ``reports/bench.json`` and prints Markdown tables.
 (a) per-step cost, new compiled loop vs the old ``model.fit`` path, on
     digits shapes (overhead-bound) and CIFAR shapes (compute-bound);
 (b) a pack of R runs vs R solo runs (new loop) and vs R runs through the old
-    path, R in {1, 5, 15} (digits shapes, training + per-epoch evaluation);
+    path, R in {1, 5, 10, 15} (digits shapes, training + per-epoch evaluation);
 (c) training FLOP/s (forward + closed-form backward of the 2-layer MLP:
     4BDH + 6BHK per step) over the machine's float32 2048^3 matmul FLOP/s
     (the faster of numpy and the Keras backend);
@@ -14,12 +14,16 @@ shared machines). Writes ``reports/bench.json`` and prints Markdown tables.
     with the alignment measurements);
 (e) seconds per checkpoint for the CIFAR MLP and for ResNet-50, and their
     share of training time at the default checkpoint interval;
-(f) with --demo: the digits demo (`dvc repro report@digits` in a fresh copy)
-    with a breakdown of its wall time;
+(f) with --demo: the digits demo (`dvc repro report@digits` in a fresh copy
+    of the workspace's code and pipeline) with a breakdown of its wall time;
 (g) one minibatch's in-class gradient alignment, closed form against the
     released code's per-example backward passes.
 
-Run: make bench (or python benchmarks/bench.py [--quick] [--demo]).
+Run: make bench (or python benchmarks/bench.py [--quick] [--demo]). With
+--quick every part runs on small sizes (SIZES; CI runs `make bench
+BENCH_ARGS="--quick --demo"`) and the JSON goes to .cache/bench-quick.json,
+so the committed full figures stay. A part that measures nothing (no
+positive finite number) fails the run.
 """
 
 from __future__ import annotations
@@ -164,26 +168,32 @@ def cifar_flops(sizes, n: int, repeat: int, matmul: float) -> list[dict]:
 MEMORY_SCRIPT = """
 import sys, numpy as np
 from pathlib import Path
-from extreme_memorization import config, data, training
+from extreme_memorization.data import datasets
+from extreme_memorization.training import train
 sys.path.insert(0, {bench!r})
 from bench import paper_runs
 rng = np.random.default_rng(0)
 path = Path({tmp!r}) / "cifar.npz"
-data.save(data.Dataset("cifar10", rng.integers(0, 256, (50000, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 50000),
-          rng.integers(0, 256, (10000, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 10000), 10), path)
+n, n_test = {n}, {n_test}
+datasets.save(datasets.Dataset("cifar10", rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n),
+              rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n_test), 10), path)
 runs = paper_runs(5, alignment_points=2)
-training.train_unit(runs, "bench", path, [Path({tmp!r}) / str(i) for i in range(5)])
+train.train_unit(runs, "bench", path, [Path({tmp!r}) / str(i) for i in range(5)])
 # VmHWM: this process's own peak (ru_maxrss would include the parent's peak, inherited through fork)
 print("PEAK_KB", [line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")][0])
 """
 
 
-def peak_memory() -> float:
-    """(d) GB, whole process: data, 5 runs' weights, one epoch, measurements."""
+def peak_memory(n: int, n_test: int) -> dict:
+    """(d) GB, whole process: data, 5 runs' weights, one epoch, measurements
+    (a CIFAR-10-sized set: 50,000 training and 10,000 test images)."""
     with tempfile.TemporaryDirectory() as tmp:
-        script = MEMORY_SCRIPT.format(bench=str(ROOT / "benchmarks"), tmp=tmp)
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
-    return int(out.split("PEAK_KB")[1].split()[0]) / 1e6
+        script = MEMORY_SCRIPT.format(bench=str(ROOT / "benchmarks"), tmp=tmp, n=n, n_test=n_test)
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"error: the memory benchmark failed:\n{done.stderr[-3000:]}")
+    gb = int(done.stdout.split("PEAK_KB")[1].split()[0]) / 1e6
+    return {"runs": 5, "train_examples": n, "test_examples": n_test, "gb": gb}
 
 
 def checkpoint_cost(cifar_epoch_s: float) -> dict:
@@ -251,21 +261,60 @@ def alignment_speedup(batch: int = 256) -> dict:
     return {"per_example_s": slow, "closed_form_s": fast, "speedup": slow / fast}
 
 
-def demo() -> dict:
-    """(f) the digits demo in a fresh copy of the repository, timed by part."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import dvc_cmd, repo_copy
+# What the demo's fresh copy holds: the code and the pipeline, no runs,
+# weights, prepared data or dvc.lock, so every stage runs as in a new clone.
+DEMO_COPY = ("src", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config")
+# --quick: the demo group shrunk to two runs of 2 epochs of a 16-unit MLP.
+QUICK_DEMO = {
+    "run": {"epochs": 2, "width": 16, "alignment_points": 2},
+    "sweep": {"activation": ["sin"], "sigma": [0.1, 10]},
+}
 
-    params = config.read_yaml(ROOT / "params.yaml")
+
+def demo_copy(path: Path, quick: bool) -> dict:
+    """A fresh copy of the workspace's code and pipeline at ``path``, under git;
+    returns the environment to run its commands in."""
+    import shutil
+
+    import yaml
+
+    for name in DEMO_COPY:
+        source, target = ROOT / name, path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.exists():
+            shutil.copy(source, target)
+    if quick:
+        params = config.read_yaml(path / "params.yaml")
+        params["digits"]["run"].update(QUICK_DEMO["run"])
+        params["digits"]["sweep"].update(QUICK_DEMO["sweep"])
+        (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # EM_REUSE_RUNS=0: every run trains, none is restored from a run store.
+    env = {**os.environ, "PYTHONPATH": str(path / "src"), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost", "GIT_COMMITTER_NAME": "bench",
+           "GIT_COMMITTER_EMAIL": "bench@localhost", "EM_REUSE_RUNS": "0"}  # fmt: skip
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "bench"]):
+        subprocess.run(cmd, cwd=path, env=env, check=True, capture_output=True)
+    return env
+
+
+def demo(quick: bool) -> dict:
+    """(f) the digits demo (`dvc repro report@digits`) in a fresh copy of the
+    workspace, timed by part."""
+    dvc = str(Path(sys.executable).parent / "dvc")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp)
-        env = repo_copy(path, params["digits"]["run"], {})
+        env = demo_copy(path, quick)
         start = time.perf_counter()
-        subprocess.run([dvc_cmd(), "repro", "report@digits"], cwd=path, env=env, check=True, capture_output=True)
+        done = subprocess.run([dvc, "repro", "report@digits"], cwd=path, env=env, capture_output=True, text=True)
         total = time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(f"error: `dvc repro report@digits` failed in the demo's copy:\n{done.stdout[-3000:]}")
         infos = [json.loads(p.read_text()) for p in path.glob("runs/digits/*/*/run.json")]
-        trained = sum({i["dataset"] + i["activation"]: i["train_seconds"] for i in infos}.values())
-        measured = sum({i["dataset"] + i["activation"]: i.get("measure_seconds", 0) for i in infos}.values())
+        packs = {i["dataset"] + i["activation"]: i for i in infos}  # the seconds are the pack's
+        trained = sum(i["train_seconds"] for i in packs.values())
+        measured = sum(i.get("measure_seconds", 0) for i in packs.values())
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import extreme_memorization.training.train"], env=env, check=True)
         imports = time.perf_counter() - t0
@@ -273,40 +322,96 @@ def demo() -> dict:
         subprocess.run([sys.executable, "-m", "extreme_memorization", "report", "digits", "--runs", "runs/digits",
                         "--out", str(path / "r")], cwd=path, env=env, check=True, capture_output=True)  # fmt: skip
         report = time.perf_counter() - t0
-    stages = 2  # train stages of the digits group, each a process that imports the core
-    return {"total_s": total, "training_s": trained, "measuring_s": measured, "imports_s": imports * stages,
-            "report_s": report, "dvc_and_rest_s": total - trained - measured - imports * stages - report}  # fmt: skip
+    stages = len(packs)  # the train stages, each a process that imports the core
+    return {"runs": len(infos), "epochs": infos[0]["epochs"], "total_s": total, "training_s": trained,
+            "measuring_s": measured, "imports_s": imports * stages, "report_s": report,
+            "dvc_and_rest_s": total - trained - measured - imports * stages - report}  # fmt: skip
+
+
+# The sizes: the full run (make bench) and the small one CI runs (--quick),
+# where every part runs on less data and fewer repeats.
+SIZES = {
+    "full": {"repeat": 3, "packs": (1, 5, 10, 15), "pack_epochs": 5, "cifar_examples": 5120,
+             "alignment_batch": 256, "memory": (50000, 10000)},
+    "quick": {"repeat": 1, "packs": (1, 5), "pack_epochs": 2, "cifar_examples": 1280,
+              "alignment_batch": 64, "memory": (2000, 500)},
+}  # fmt: skip
+
+
+def ratios(r: dict) -> dict:
+    """What the benchmark compares, one number each (the tables hold the rest)."""
+    out = {
+        "step_speedup_digits": r["step_cost"][0]["speedup"],
+        "step_speedup_cifar": r["step_cost"][1]["speedup"],
+        "largest_pack_vs_solo_new": r["packs"][-1]["vs_solo_new"],
+        "largest_pack_vs_solo_old": r["packs"][-1]["vs_solo_old"],
+        "cifar_training_over_matmul": max(c["over_matmul"] for c in r["cifar_training"]),
+        "checkpoint_share_at_default_interval": r["checkpoint"]["mlp_share_at_default_interval"],
+        "alignment_closed_form_speedup": r["alignment"]["speedup"],
+    }
+    if "demo" in r:
+        out["demo_training_share"] = r["demo"]["training_s"] / r["demo"]["total_s"]
+    return out
+
+
+def unmeasured(value, where: str = "") -> list[str]:
+    """The places in a result that hold no positive finite number (a part that
+    did not really run); an empty list when every part measured something."""
+    if isinstance(value, dict):
+        return [w for k, v in value.items() if k != "dvc_and_rest_s" for w in unmeasured(v, f"{where}.{k}")]
+    if isinstance(value, list):
+        return [w for i, v in enumerate(value) for w in unmeasured(v, f"{where}[{i}]")]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return []
+    return [] if np.isfinite(value) and value > 0 else [f"{where.lstrip('.')} = {value}"]
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="smaller sizes (the CI smoke run)")
-    p.add_argument("--demo", action="store_true", help="also time the digits demo (about 2 minutes)")
-    p.add_argument("--out", default=str(ROOT / "reports" / "bench.json"))
+    p.add_argument("--quick", action="store_true", help="every part on small sizes (CI's run, about a minute); "
+                   "writes .cache/bench-quick.json unless --out says otherwise")  # fmt: skip
+    p.add_argument("--demo", action="store_true", help="also time the digits demo (about 2 minutes; with --quick "
+                   "a two-run, 2-epoch digits group)")  # fmt: skip
+    p.add_argument("--out", help="where the JSON goes (default reports/bench.json)")
     args = p.parse_args()
-    repeat = 1 if args.quick else 3
-    sizes = (1, 5) if args.quick else (1, 5, 10, 15)
-    numpy_matmul, backend_matmul = max(matmul_flops(), matmul_flops()), backend_matmul_flops()
+    size = "quick" if args.quick else "full"
+    s = SIZES[size]
+    out = Path(args.out or (ROOT / ".cache" / "bench-quick.json" if args.quick else ROOT / "reports" / "bench.json"))
+    repeat = s["repeat"]
+    started = time.perf_counter()
+
+    def timed(name, fn, *args):
+        start = time.perf_counter()
+        value = fn(*args)
+        print(f"bench: {name} {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+        return value
+
+    numpy_matmul = timed("matmul rate", lambda: max(matmul_flops(), matmul_flops()))
+    backend_matmul = backend_matmul_flops()
     matmul = max(numpy_matmul, backend_matmul)
-    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "backend": backend.name(),
+    result = {"size": size, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "backend": backend.name(),
               "device": backend.device_name(), "matmul_gflops": matmul / 1e9, "numpy_matmul_gflops": numpy_matmul / 1e9,
               "backend_matmul_gflops": backend_matmul / 1e9}  # fmt: skip
-    result["step_cost"] = [step_cost("digits", 1437, (8, 8, 1), repeat),
-                           step_cost("cifar", 1280 if args.quick else 5120, (32, 32, 3), repeat)]  # fmt: skip
-    result["packs"] = packs_vs_solo(sizes, 2 if args.quick else 5)
-    result["cifar_training"] = cifar_flops(
-        (1, 5) if args.quick else (1, 5), 1280 if args.quick else 5120, repeat, matmul
-    )
+    result["step_cost"] = timed("(a) step cost", lambda: [step_cost("digits", 1437, (8, 8, 1), repeat),
+                                step_cost("cifar", s["cifar_examples"], (32, 32, 3), repeat)])  # fmt: skip
+    result["packs"] = timed("(b) packs", packs_vs_solo, s["packs"], s["pack_epochs"])
+    result["cifar_training"] = timed("(c) CIFAR FLOP/s", cifar_flops, (1, 5), s["cifar_examples"], repeat, matmul)
     cifar_epoch_s = 50000 / 256 * result["step_cost"][1]["new_step_ms"] / 1e3
-    result["checkpoint"] = checkpoint_cost(cifar_epoch_s)
-    result["alignment"] = alignment_speedup()
-    if not args.quick:
-        result["peak_memory_gb_pack5_cifar"] = peak_memory()
+    result["checkpoint"] = timed("(e) checkpoints", checkpoint_cost, cifar_epoch_s)
+    result["alignment"] = timed("(g) alignment", alignment_speedup, s["alignment_batch"])
+    result["peak_memory"] = timed("(d) peak memory", peak_memory, *s["memory"])
     if args.demo:
-        result["demo"] = demo()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        result["demo"] = timed("(f) demo", demo, args.quick)
+    result["seconds"] = time.perf_counter() - started
+    result["ratios"] = ratios(result)
+    missing = unmeasured(result)
+    if missing:
+        print(markdown(result))
+        raise SystemExit(f"error: these parts of the benchmark measured nothing: {', '.join(missing)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(markdown(result))
+    print(f"\nWritten: {out}")
     return 0
 
 
@@ -333,11 +438,13 @@ def markdown(r: dict) -> str:
     a = r["alignment"]
     lines.append(f"(g) one minibatch's gradient alignment (W1, W2): per-example backward passes {a['per_example_s']:.2f} s, "
                  f"closed form {a['closed_form_s']:.3f} s: {a['speedup']:.0f}x")  # fmt: skip
-    if "peak_memory_gb_pack5_cifar" in r:
-        lines.append(f"(d) peak memory, pack of 5 CIFAR-10-shaped runs: {r['peak_memory_gb_pack5_cifar']:.2f} GB")
+    if "peak_memory" in r:
+        m = r["peak_memory"]
+        lines.append(f"(d) peak memory, pack of {m['runs']} CIFAR-shaped runs ({m['train_examples']:,} training, "
+                     f"{m['test_examples']:,} test images): {m['gb']:.2f} GB")  # fmt: skip
     if "demo" in r:
         d = r["demo"]
-        lines.append(f"(f) digits demo: {d['total_s']:.0f} s = training {d['training_s']:.0f} + measuring "
+        lines.append(f"(f) digits demo, {d['runs']} runs of {d['epochs']} epochs: {d['total_s']:.0f} s = training {d['training_s']:.0f} + measuring "
                      f"{d['measuring_s']:.0f} + imports {d['imports_s']:.0f} + report {d['report_s']:.0f} + DVC and the rest "
                      f"{d['dvc_and_rest_s']:.0f}")  # fmt: skip
     return "\n".join(lines)

@@ -119,7 +119,7 @@ def test_a_fresh_clone_with_runs_in_git_but_no_weights_says_they_retrain_not_don
         "machine); report up to date"
     )
     # What `make reproduce DRY=1` plans there: the pack's training.
-    dry = sh([sys.executable, "-m", "extreme_memorization.pipeline.dry_plan", "report@digits"], clone, env)
+    dry = sh([sys.executable, "-m", "extreme_memorization", "dry-run", "report@digits"], clone, env)
     assert f"Running stage 'train-digits@digits-{PACK}'" in dry, dry
 
     # The trained repository itself, with its cache, and the clone once it has the weights: done.

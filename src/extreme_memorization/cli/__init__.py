@@ -1,3 +1,4 @@
 """The command line, ``python -m extreme_memorization``: the parser and
-the pipeline's commands (main), the commands that train or move runs
-elsewhere (elsewhere), and TensorFlow's start-up log filter (tf_logs)."""
+the pipeline's commands (main, stages, results, keys), moving runs between
+machines (remotes), training side by side or on Slurm and the dry run
+(scaleout), and TensorFlow's start-up log filter (tf_logs)."""

@@ -15,11 +15,13 @@
     python -m extreme_memorization store
     python -m extreme_memorization slurm GROUP [--dry-run] [--partition P] ... [--sbatch=OPTION]
     python -m extreme_memorization local [GROUP ...] [--jobs N] [--gpus LIST] [--dry-run]
+    python -m extreme_memorization dry-run [dvc repro options and targets]
     python -m extreme_memorization fingerprint [--out fingerprint.txt] | rekey [--dry-run] | golden [--write]
 
 The commands live by what they are for: the DVC stages' (stages.py), what
-there is to read (results.py), training or moving runs elsewhere
-(elsewhere.py), the run keys (keys.py). Heavy imports (TensorFlow, Keras)
+there is to read (results.py), moving trained runs between machines
+(remotes.py), training other than one `dvc repro` here and what it would run
+(scaleout.py), the run keys (keys.py). Heavy imports (TensorFlow, Keras)
 happen inside the subcommands, so a bad params.yaml is reported in a
 fraction of a second. An error the user can fix (errors.UserError) is one
 line and exit status 1 (2 for params.yaml).
@@ -35,7 +37,7 @@ from pathlib import Path
 
 from ..config import settings as config
 from ..errors import UserError
-from . import elsewhere, keys, results, stages, tf_logs
+from . import keys, remotes, results, scaleout, stages, tf_logs
 
 
 def parser() -> argparse.ArgumentParser:
@@ -46,7 +48,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     stages.add_parsers(sub)
     results.add_parsers(sub)
-    elsewhere.add_parsers(sub)
+    remotes.add_parsers(sub)
+    scaleout.add_parsers(sub)
     keys.add_parsers(sub)
     return p
 

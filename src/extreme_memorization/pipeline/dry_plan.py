@@ -14,7 +14,7 @@ shows every train stage as to run before any ``dvc repro``. A target
 ``report@<group>`` of a group params.yaml lacks (a typo in ``make reproduce
 GROUPS=...``) stops first, with one line naming the known groups.
 
-    python -m extreme_memorization.pipeline.dry_plan [dvc repro options and targets]
+    python -m extreme_memorization dry-run [dvc repro options and targets]
     make reproduce DRY=1
 """
 
@@ -70,7 +70,3 @@ def main(argv: list[str]) -> int:
             print(f"{change} changed since fingerprint.txt was written: the train stages that depend on it "
                   "run (the fingerprint stage rewrites it first)", file=sys.stderr, flush=True)  # fmt: skip
         return dvc_main(["repro", "--dry", *argv])
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -1,20 +1,35 @@
-"""Command line, part two: the commands that train a group elsewhere than in
-this one `dvc repro` (Slurm, side by side on this machine), move trained
-runs between machines (a DVC remote, the run store) and check a GPU host.
+"""Command line: where the training runs other than one `dvc repro` here:
+side by side on this machine (local), as a Slurm job array (slurm); what
+`dvc repro` would run from a fresh clone (dry-run); and whether a GPU host's
+GPU is seen (gpu-check).
 
-    python -m extreme_memorization slurm GROUP [--dry-run] [--partition P] ... [--sbatch=OPTION]
     python -m extreme_memorization local [GROUP ...] [--jobs N] [--gpus LIST] [--dry-run]
-    python -m extreme_memorization push|pull [-r REMOTE]
-    python -m extreme_memorization store
+    python -m extreme_memorization slurm GROUP [--dry-run] [--partition P] ... [--sbatch=OPTION]
+    python -m extreme_memorization dry-run [dvc repro options and targets]
     python -m extreme_memorization gpu-check
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 from ..config import settings as config
+
+
+def cmd_local(args) -> int:
+    from ..scaleout import local
+
+    params = config.load(args.params)
+    for group in args.group:
+        params.group(group)  # an unknown group is a params error, before DVC is asked
+    try:
+        return local.run(Path(args.params).resolve().parent, args.group or list(params.groups), args.jobs, args.gpus,
+                         dry_run=args.dry_run, everything=not args.group)  # fmt: skip
+    except KeyboardInterrupt:  # before the workers start, or during the report
+        print("stopped (Ctrl-C); run the same command again to go on", file=sys.stderr)
+        return 130
 
 
 def cmd_slurm(args) -> int:
@@ -30,48 +45,10 @@ def cmd_slurm(args) -> int:
     return cluster.submit(Path(args.params).resolve().parent, args.group, options, dry_run=args.dry_run)
 
 
-def cmd_push(args) -> int:
-    from ..pipeline import remotes
+def cmd_dry_run(args) -> int:
+    from ..pipeline import dry_plan
 
-    return remotes.push(Path(args.params).resolve().parent, args.remote)
-
-
-def cmd_pull(args) -> int:
-    from ..pipeline import remotes
-
-    return remotes.pull(Path(args.params).resolve().parent, args.remote)
-
-
-def cmd_store(args) -> int:
-    from ..training import store
-
-    root = Path(args.params).resolve().parent
-    kept = store.root(root)
-    if kept is None:
-        print("the run store is off (EM_REUSE_RUNS=0, or no DVC repository here)")
-        return 0
-    added, missing = store.import_runs(root / "runs", root / "weights", kept)
-    total = sum(1 for p in kept.iterdir() if not p.name.startswith(".")) if kept.is_dir() else 0
-    print(
-        f"run store {kept}: {total} runs ({added} added now"
-        + (f"; {missing} runs here lack weights: dvc pull" if missing else "")
-        + ")"
-    )
-    return 0
-
-
-def cmd_local(args) -> int:
-    from ..scaleout import local
-
-    params = config.load(args.params)
-    for group in args.group:
-        params.group(group)  # an unknown group is a params error, before DVC is asked
-    try:
-        return local.run(Path(args.params).resolve().parent, args.group or list(params.groups), args.jobs, args.gpus,
-                         dry_run=args.dry_run, everything=not args.group)  # fmt: skip
-    except KeyboardInterrupt:  # before the workers start, or during the report
-        print("stopped (Ctrl-C); run the same command again to go on", file=sys.stderr)
-        return 130
+    return dry_plan.main(args.repro_args)
 
 
 def cmd_gpu_check(args) -> int:
@@ -117,20 +94,12 @@ def cmd_gpu_check(args) -> int:
 
 
 def add_parsers(sub) -> None:
-    for verb, func, what in (
-        ("push", cmd_push, "send the weights and the run-cache to a DVC remote"),
-        ("pull", cmd_pull, "fetch what was pushed, and file the pulled runs in the run store"),
-    ):
-        s = sub.add_parser(verb, help=f"{what} (probes the remote first)")
-        s.add_argument("-r", "--remote", help="the DVC remote (default: the one set with dvc remote add -d)")
-        s.set_defaults(func=func)
-
-    s = sub.add_parser("store", help="file this workspace's runs in the run store (after a plain dvc pull)")
-    s.set_defaults(func=cmd_store)
-
-    s = sub.add_parser("gpu-check", help="fail when the host has a GPU that the backend does not see")
-    s.set_defaults(func=cmd_gpu_check)
-
+    s = sub.add_parser("local", help="train groups' stages side by side on this machine, then their reports")
+    s.add_argument("group", nargs="*", help="experiment groups (default: every group of params.yaml)")
+    s.add_argument("--jobs", type=int, help="workers at once (default: one per visible GPU, else 1)")
+    s.add_argument("--gpus", help="CUDA_VISIBLE_DEVICES of each worker, e.g. 0,1 (0,0,1,1: two workers per GPU)")
+    s.add_argument("--dry-run", action="store_true", help="print the plan (stages, device slots), run nothing")
+    s.set_defaults(func=cmd_local)
     s = sub.add_parser("slurm", help="train a group's stages as a Slurm job array, then its report (docs/slurm.md)")
     s.add_argument("group")
     s.add_argument("--dry-run", action="store_true", help="print the batch scripts, submit nothing")
@@ -155,9 +124,9 @@ def add_parsers(sub) -> None:
     )
     s.set_defaults(func=cmd_slurm)
 
-    s = sub.add_parser("local", help="train groups' stages side by side on this machine, then their reports")
-    s.add_argument("group", nargs="*", help="experiment groups (default: every group of params.yaml)")
-    s.add_argument("--jobs", type=int, help="workers at once (default: one per visible GPU, else 1)")
-    s.add_argument("--gpus", help="CUDA_VISIBLE_DEVICES of each worker, e.g. 0,1 (0,0,1,1: two workers per GPU)")
-    s.add_argument("--dry-run", action="store_true", help="print the plan (stages, device slots), run nothing")
-    s.set_defaults(func=cmd_local)
+    s = sub.add_parser("dry-run", help="what dvc repro would run, planned from a fresh clone (make reproduce DRY=1)")
+    s.add_argument("repro_args", nargs=argparse.REMAINDER, help="dvc repro options and targets, e.g. report@digits")
+    s.set_defaults(func=cmd_dry_run)
+
+    s = sub.add_parser("gpu-check", help="fail when the host has a GPU that the backend does not see")
+    s.set_defaults(func=cmd_gpu_check)
