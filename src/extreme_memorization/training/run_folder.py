@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .. import files
 from ..config.settings import Params
 from ..errors import UserError
 
@@ -73,7 +73,7 @@ WEIGHTS = "model.weights.h5"
 
 def info(run_dir: str | Path) -> dict:
     """The run's record: settings, status, versions, timings, fingerprint."""
-    return json.loads((Path(run_dir) / INFO).read_text())
+    return files.read_json(Path(run_dir) / INFO)
 
 
 def finished(run_dir: str | Path) -> bool:
@@ -138,9 +138,9 @@ def blank_vanished(alignment: pd.DataFrame) -> pd.DataFrame:
 def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """One run's row (settings + final metrics + gradient state) and curves."""
     record = info(run_dir)
-    metrics = json.loads((run_dir / METRICS).read_text())
-    history = pd.read_csv(run_dir / HISTORY)
-    alignment = blank_vanished(pd.read_csv(run_dir / ALIGNMENT))
+    metrics = files.read_json(run_dir / METRICS)
+    history = files.read_csv(run_dir / HISTORY, ["epoch"])
+    alignment = blank_vanished(files.read_csv(run_dir / ALIGNMENT, ["epoch"]))
     row = {**record, **metrics, "run_dir": str(run_dir)}
     start = _initial_grad_norm(alignment)
     final = row.get("mean_grad_norm")
