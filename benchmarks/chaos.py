@@ -172,7 +172,8 @@ class Chaos:
         path, env = self.copy()
         name, md5 = self.rng.choice(weights_objects(self.base))
         damage(object_path(path / ".dvc" / "cache", md5), self.rng)
-        both = self.n % 2 == 0
+        self.cache_tries = getattr(self, "cache_tries", 0) + 1
+        both = self.cache_tries % 2 == 0  # every other time the workspace copy is damaged too
         if both:
             damage(path / name, self.rng)
         remote = self.work / f"empty{self.n}"
@@ -224,7 +225,7 @@ class Chaos:
             filler = mount / "filler"
             free = shutil.disk_usage(mount).free
             with open(filler, "wb") as f:  # leave less than the weights need
-                f.write(bytes(max(0, free - self.rng.randrange(20_000, 200_000))))
+                f.write(bytes(max(0, free - self.rng.randrange(4_096, 65_536))))
             first = run([*self.py, "pull"], path, env)
             said = clear(first) and f"no space left on the disk mounted at {mount}" in first.stderr
             filler.unlink()
@@ -236,8 +237,8 @@ class Chaos:
                 outcome = "clear error" if said and exact else "silent wrong result"
             self.count("full disk under a pull (tmpfs), then pull after freeing space", outcome,
                        first.stderr.strip().splitlines()[-1][:160] if first.stderr.strip() else "")  # fmt: skip
-        finally:
-            subprocess.run(["umount", str(mount)], capture_output=True)
+        finally:  # lazily: a DVC helper process may still hold a file there for a moment
+            subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
     def table(self) -> str:
         rows = ["| fault | tried | recovered exactly | clear error | silent wrong result |", "|---|---|---|---|---|"]
@@ -271,7 +272,8 @@ def main() -> int:
         for _ in range(args.kills):
             chaos.kill()
         table = chaos.table()
-    print(f"\n{table}\n\n{time.monotonic() - started:.0f} s")
+        print(f"\n{table}", flush=True)  # before the clean-up, whatever it meets
+    print(f"\n{time.monotonic() - started:.0f} s")
     if args.out:
         Path(args.out).write_text(table + "\n")
     return 1 if sum(c["silent wrong result"] for c in chaos.counts.values()) else 0
