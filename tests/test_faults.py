@@ -258,7 +258,7 @@ def test_status_into_a_reader_that_is_gone_ends_without_a_traceback(tmp_path):
                             stderr=subprocess.PIPE)  # fmt: skip
     proc.stdout.close()  # `| head -1` after its line: every write from now on meets a closed pipe
     err = proc.stderr.read().decode()
-    assert proc.wait() == 141 and err == "", err
+    assert proc.wait() == 0 and err == "", err
 
 
 # The signal arrives while TensorFlow is being imported: sent by the import
