@@ -228,11 +228,12 @@ class Chaos:
                 f.write(bytes(max(0, free - self.rng.randrange(4_096, 65_536))))
             first = run([*self.py, "pull"], path, env)
             said = clear(first) and f"no space left on the disk mounted at {mount}" in first.stderr
+            first_exact = digests(path) == self.truth
             filler.unlink()
             again = run([*self.py, "pull"], path, env)
             exact = again.returncode == 0 and digests(path) == self.truth
             if first.returncode == 0:
-                outcome = "recovered exactly" if digests(path) == self.truth else "silent wrong result"
+                outcome = "recovered exactly" if first_exact else "silent wrong result"
             else:
                 outcome = "clear error" if said and exact else "silent wrong result"
             self.count("full disk under a pull (tmpfs), then pull after freeing space", outcome,

@@ -271,7 +271,9 @@ def _full_disk(root: Path, exc: BaseException) -> str | None:
         exc = exc.__cause__ or exc.__context__
     if found is None:
         return None
-    candidates = [Path(found.filename)] if found.filename else [root / ".dvc" / "cache", root]
+    # DVC's error may name the file it read (on the remote), not the one it
+    # wrote: the full disk is the one, of those in play, with the least room.
+    candidates = ([Path(found.filename)] if found.filename else []) + [root / ".dvc" / "cache", root]
     where = min((_existing(p) for p in candidates), key=lambda p: shutil.disk_usage(p).free)
     mount = where
     while not os.path.ismount(mount) and mount != mount.parent:
@@ -387,6 +389,11 @@ def pull(root: Path, name: str | None = None) -> int:
         damaged = verify.check(repo, listed, intact)
         absent = [f for f in listed if f not in damaged and not verify.cache_path(repo, f.md5).is_file()]
         missing = _not_on(repo, name, absent)
+        failed = [f for f in absent if f not in missing]  # on the remote, not fetched: say why
+        full = next((r.exc_info[1] for r in records if r.exc_info and isinstance(r.exc_info[1], OSError)
+                     and r.exc_info[1].errno in checked.FULL), None)  # fmt: skip
+        if full is not None:
+            raise RemoteError(_full_disk(root, full))
         try:
             stats = repo.checkout(allow_missing=True)["stats"]
         except CheckoutError as exc:  # the outputs whose bytes are not here: named below
@@ -406,11 +413,21 @@ def pull(root: Path, name: str | None = None) -> int:
               "push it again from the machine that trained it (make push there)" for item in damaged]  # fmt: skip
     errors += [f"error: missing on remote '{name}': {item.path} (pushed from another machine? run make push there)"
                for item in missing]  # fmt: skip
+    why = next((line.removeprefix("warning: dvc: ") for line in _failures(records)), "the transfer failed")
+    errors += [f"error: not fetched from remote '{name}': {item.path} ({why}); run `make pull` again"
+               for item in failed]  # fmt: skip
     for line in _other(records) + _shown(errors):
         print(line, file=sys.stderr)
     added, without = store.import_runs(root / "runs", root / "weights", store.root(root))
     print(f"run store: {added} pulled runs added" + (f", {without} without weights" if without else ""))
     return 1 if errors else 0
+
+
+def _failures(records: list) -> list[str]:
+    """DVC's own words for transfers that failed, with their cause."""
+    return [
+        f"{r.getMessage()}: {r.exc_info[1]}" for r in records if r.exc_info and "failed to transfer" in r.getMessage()
+    ]
 
 
 def _place_rest(root: Path, repo, refused: list, listed: list) -> int:
