@@ -355,7 +355,7 @@ def test_sigkill_of_the_driver_ends_every_worker_and_the_same_command_completes(
     """The OOM killer's way: no handler runs in the driver, yet its workers
     (stage.sh, dvc repro, the training) end within seconds, and a rerun
     neither trains under a live worker nor pulls a worktree from under it."""
-    repo = make_repo(tmp_path / "repo", run={**TINY, "epochs": 400, "checkpoint_every": 50})
+    repo = make_repo(tmp_path / "repo", run={**TINY, "epochs": 600, "checkpoint_every": 50})
     path, env = repo
     command = [sys.executable, "-m", "extreme_memorization", "local", "digits", "--jobs", "2"]
     proc = subprocess.Popen(command, cwd=path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
