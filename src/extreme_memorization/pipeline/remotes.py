@@ -297,24 +297,6 @@ def _still_training(root: Path) -> list[str]:
     return live_writers(root) + worker_writers(root)
 
 
-def _repair(root: Path, repo, damaged: list) -> tuple[list, list]:
-    """Damaged cache files put back from the workspace where its copy hashes
-    to the name (DVC copies, so the workspace may hold intact bytes); (put
-    back, still damaged)."""
-    back, still = [], []
-    for item in damaged:
-        source = root / item.path
-        target = verify.cache_path(repo, item.md5)
-        if source.is_file() and not item.md5.endswith(".dir") and verify.md5(source) == item.md5:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
-            os.chmod(target, 0o444)
-            back.append(item)
-        else:
-            still.append(item)
-    return back, still
-
-
 def _shown(lines: list[str], most: int = 5) -> list[str]:
     return lines[:most] + ([f"error: ... and {len(lines) - most} more such files"] if len(lines) > most else [])
 
@@ -332,7 +314,7 @@ def push(root: Path, name: str | None = None) -> int:
         # What is uploaded is named by its hash: a cache file that no longer
         # hashes to its name (bit rot, a bad disk) would go up as the original.
         # Checked before DVC's status, which drops such a file without a word.
-        back, damaged = _repair(root, repo, verify.check(repo, verify.files(repo), set()))
+        back, damaged = verify.repair(root, repo, verify.check(repo, verify.files(repo), set()))
         errors = [f"error: {item.path}: bytes in this DVC cache do not match their hash {item.md5}; not pushed "
                   f"(removed from the cache); fix: `dvc repro -f` its stage here, or push it from a machine "
                   f"that has it intact" for item in damaged]  # fmt: skip
@@ -400,7 +382,9 @@ def pull(root: Path, name: str | None = None) -> int:
             stats = exc.result.get("stats", {})
         except (DvcException, OSError) as exc:
             raise _failed(root, name, "pull", exc) from None
-        placed = stats.get("added", 0) + stats.get("modified", 0) + _place_rest(root, repo, damaged + missing, listed)
+        placed = (
+            stats.get("added", 0) + stats.get("modified", 0) + verify.place_rest(root, repo, damaged + missing, listed)
+        )
     fetched, runs = max(0, fetched - len(damaged)), len(there - here)
     if fetched or placed or runs:
         print(f"pulled from remote '{name}': {_n(fetched, 'file')} fetched, {_n(runs, 'run-cache entry')}, "
@@ -428,26 +412,6 @@ def _failures(records: list) -> list[str]:
     return [
         f"{r.getMessage()}: {r.exc_info[1]}" for r in records if r.exc_info and "failed to transfer" in r.getMessage()
     ]
-
-
-def _place_rest(root: Path, repo, refused: list, listed: list) -> int:
-    """The intact files of a folder output that DVC did not check out because
-    one of its files was refused: each copied into place (whole or not at all),
-    so that only the refused file is absent; the count placed."""
-    from .. import files
-
-    folders = {item.output for item in refused if item.output != item.path}
-    gone = {item.path for item in refused}
-    placed = 0
-    for item in listed:
-        if item.output not in folders or item.path == item.output or item.path in gone:
-            continue
-        source, target = verify.cache_path(repo, item.md5), root / item.path
-        if source.is_file() and not target.exists():
-            with files.atomic_path(target) as tmp:
-                shutil.copyfile(source, tmp)
-            placed += 1
-    return placed
 
 
 def _not_on(repo, name: str, absent: list) -> list:

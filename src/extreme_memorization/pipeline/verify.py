@@ -10,7 +10,10 @@ pull`` and ``make push`` (remotes.py) therefore hash what they move:
   is checked out to;
 - :func:`check` hashes those present in the cache, removes a damaged one (so
   that it is neither checked out nor pushed; a pull fetches it again) and
-  returns them; the few hashed already this run are not hashed twice.
+  returns them; the few hashed already this run are not hashed twice;
+- :func:`repair` puts a damaged cache file back from an intact workspace
+  copy, and :func:`place_rest` places the intact files of a folder output
+  that DVC left out whole because one of its files was refused.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 CHUNK = 1 << 20
@@ -86,5 +90,39 @@ def check(repo, listed: list[File], seen: set[str]) -> list[File]:
     return damaged
 
 
-def outputs_damaged(damaged: list[File]) -> set[str]:
-    return {item.output for item in damaged}
+def repair(root: Path, repo, damaged: list) -> tuple[list, list]:
+    """Damaged cache files put back from the workspace where its copy hashes
+    to the name (DVC copies, so the workspace may hold intact bytes); (put
+    back, still damaged)."""
+    back, still = [], []
+    for item in damaged:
+        source = root / item.path
+        target = cache_path(repo, item.md5)
+        if source.is_file() and not item.md5.endswith(".dir") and md5(source) == item.md5:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            os.chmod(target, 0o444)
+            back.append(item)
+        else:
+            still.append(item)
+    return back, still
+
+
+def place_rest(root: Path, repo, refused: list, listed: list) -> int:
+    """The intact files of a folder output that DVC did not check out because
+    one of its files was refused: each copied into place (whole or not at all),
+    so that only the refused file is absent; the count placed."""
+    from ..files import atomic_path
+
+    folders = {item.output for item in refused if item.output != item.path}
+    gone = {item.path for item in refused}
+    placed = 0
+    for item in listed:
+        if item.output not in folders or item.path == item.output or item.path in gone:
+            continue
+        source, target = cache_path(repo, item.md5), root / item.path
+        if source.is_file() and not target.exists():
+            with atomic_path(target) as tmp:
+                shutil.copyfile(source, tmp)
+            placed += 1
+    return placed
