@@ -6,6 +6,7 @@ runs are saved."""
 
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -192,3 +193,95 @@ def test_a_full_disk_while_runs_are_saved_is_one_line_and_leaves_no_half_written
     assert freed.returncode == 0, freed.stderr
     assert "resuming from checkpoint at epoch 2" in freed.stdout
     assert (out / "sigma10-seed0" / "metrics.json").is_file() and failed.is_file()
+
+
+# Bad files: each is one line naming the file and the fix, never a traceback,
+# and half a file is refused rather than read as a shorter run.
+PACK_DIR = "runs/digits/digits-mlp-relu-cross_entropy-true"
+
+
+def _cut(path, keep: int) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+@pytest.mark.parametrize(
+    "name, damage, what",
+    [
+        ("metrics.json", lambda p: _cut(p, 40), "not valid JSON"),
+        ("run.json", lambda p: _cut(p, 0), "empty"),
+        ("history.csv", lambda p: _cut(p, p.stat().st_size - 7), "is cut short (no end of line)"),
+        ("alignment.csv", lambda p: p.write_text(p.read_text().replace(",", "\n", 3)), "fields, the header"),
+        ("alignment.csv", lambda p: p.write_text("step,x\n1,2\n"), "no column epoch"),
+    ],
+)
+def test_a_damaged_run_file_is_refused_with_its_name_and_the_fix(tmp_path, name, damage, what):
+    from extreme_memorization import files
+    from extreme_memorization.training import run_folder
+
+    root = committed_tree(tmp_path, f"{PACK_DIR}/sigma0.1-seed0")
+    run = root / PACK_DIR / "sigma0.1-seed0"
+    run_folder.read_run(run)  # whole: read
+    damage(run / name)
+    with pytest.raises(files.BadFileError) as caught:
+        run_folder.read_run(run)
+    line = str(caught.value)
+    assert line.startswith(f"{run / name}: ") and what in line and "\n" not in line
+    assert f"fix: restore it with `git checkout -- {run / name}`, or train its run again" in line
+
+
+def test_report_on_a_truncated_metrics_file_names_it_in_one_line(tmp_path):
+    root = committed_tree(tmp_path, "params.yaml", "runs/digits")
+    metrics = root / PACK_DIR / "sigma1-seed0" / "metrics.json"
+    _cut(metrics, 25)
+    result = subprocess.run([*python_cmd(), "report", "digits", "--runs", "runs/digits", "--out", "r"], cwd=root,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert (
+        result.stderr.startswith(f"error: {metrics.relative_to(root)}: not valid JSON")
+        and result.stderr.count("\n") == 1
+    )
+
+
+def test_a_truncated_dvc_lock_is_named_with_git_checkout_as_the_fix(tmp_path):
+    root = committed_tree(tmp_path, "params.yaml", "dvc.yaml", "dvc.lock")
+    text = (root / "dvc.lock").read_text()
+    (root / "dvc.lock").write_text(text[: len(text) // 2])
+    result = subprocess.run([*python_cmd(), "status", "--no-dvc"], cwd=root, capture_output=True, text=True)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.startswith(f"error: {root / 'dvc.lock'}: cut short") and result.stderr.count("\n") == 1
+    assert "fix: `git checkout dvc.lock`" in result.stderr
+
+
+def test_status_into_a_reader_that_is_gone_ends_without_a_traceback(tmp_path):
+    root = committed_tree(tmp_path, "params.yaml", "dvc.yaml")
+    proc = subprocess.Popen([*python_cmd(), "status", "--no-dvc"], cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    proc.stdout.close()  # `| head -1` after its line: every write from now on meets a closed pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 0 and err == "", err
+
+
+# The signal arrives while TensorFlow is being imported: sent by the import
+# itself, so it lands there however fast or slow the machine is.
+SIGNAL_IN_IMPORT = """
+import os, signal, sys
+signum = getattr(signal, sys.argv.pop(1))
+class SignalOnImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow":
+            os.kill(os.getpid(), signum)
+        return None
+sys.meta_path.insert(0, SignalOnImport())
+from extreme_memorization.cli.main import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_tensorflow_loads_is_one_line_saying_rerun(tmp_path, signum):
+    from processes import as_from_a_shell
+
+    result = subprocess.run([sys.executable, "-c", SIGNAL_IN_IMPORT, signum.name, "gpu-check"], cwd=tmp_path,
+                            capture_output=True, text=True, preexec_fn=as_from_a_shell)  # fmt: skip
+    assert result.returncode == 128 + signum
+    assert result.stderr == f"interrupted ({signum.name}); rerun to resume (outputs are written whole or not at all)\n"

@@ -332,3 +332,51 @@ def test_the_stage_scripts_of_the_local_runner_and_of_slurm_pass_shellcheck(tmp_
                                 capture_output=True)  # fmt: skip
         assert result.returncode == 0, f"{name}:\n{result.stdout}"
         assert subprocess.run(["bash", "-n", str(tmp_path / name)]).returncode == 0
+
+
+def _workers_of(driver: int) -> list[int]:
+    """Live processes (not zombies) started by the `local` driver ``driver``: they carry its pid in EM_DRIVER_PID."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if f"EM_DRIVER_PID={driver}".encode() in environ and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_driver_ends_every_worker_and_the_same_command_completes(tmp_path):
+    """The OOM killer's way: no handler runs in the driver, yet its workers
+    (stage.sh, dvc repro, the training) end within seconds, and a rerun
+    neither trains under a live worker nor pulls a worktree from under it."""
+    repo = make_repo(tmp_path / "repo", run={**TINY, "epochs": 600, "checkpoint_every": 50})
+    path, env = repo
+    command = [sys.executable, "-m", "extreme_memorization", "local", "digits", "--jobs", "2"]
+    proc = subprocess.Popen(command, cwd=path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:  # both workers report training epochs
+        lines.append(line)
+        if len(set(re.findall(r"worker (\d) \(CPU\): \S+  epoch", "".join(lines)))) == 2:
+            break
+    else:
+        pytest.fail("".join(lines))
+    workers = _workers_of(proc.pid)
+    assert len(workers) >= 6, workers  # per worker: stage.sh, its watchdog, dvc repro, the training
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while _workers_of(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _workers_of(proc.pid), "workers still alive 10 s after the driver's SIGKILL"
+
+    result = subprocess.run(command, cwd=path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "summary: 2 trained" in result.stdout
+    assert "FileNotFoundError" not in result.stdout + result.stderr
+    assert not stages_run(dvc(repo, "repro", "report@digits"))

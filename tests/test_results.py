@@ -289,3 +289,68 @@ def test_pull_in_a_clone_with_stages_never_built_exits_zero(trained, tmp_path):
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert (clone / "data/prepared/digits.npz").is_file()
+
+
+def _weights_object(remote: Path, clone_or_repo: Path, run: str) -> Path:
+    """The remote's object holding ``run``'s weights (named by their MD5, as DVC stores them)."""
+    digest = hashlib.md5((clone_or_repo / "weights/digits" / PACK / run / "model.weights.h5").read_bytes()).hexdigest()
+    return remote / "files" / "md5" / digest[:2] / digest[2:]
+
+
+@pytest.mark.slow
+def test_a_corrupted_or_missing_remote_object_is_refused_in_one_line_and_the_rest_is_placed(trained, tmp_path):
+    path, env = trained
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    sh([dvc_cmd(), "remote", "add", "-f", "-d", "shared", str(remote)], path, env)
+    sh([*python_cmd(), "push"], path, env)
+    damaged = _weights_object(remote, path, "sigma0.1-seed0")
+    size = damaged.stat().st_size
+    damaged.chmod(0o644)
+    with open(damaged, "r+b") as f:  # 16 bytes overwritten in place: the same size, another MD5
+        f.seek(size // 2)
+        f.write(b"\xff" * 16)
+    assert damaged.stat().st_size == size
+
+    clone = _clone(path, tmp_path / "clone", env)
+    cenv = _env_for(clone, env)
+    sh([dvc_cmd(), "remote", "add", "-f", "-d", "shared", str(remote)], clone, cenv)
+    result = subprocess.run([*python_cmd(), "pull"], cwd=clone, env=cenv, capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    refused = f"weights/digits/{PACK}/sigma0.1-seed0/model.weights.h5"
+    assert result.stderr.splitlines() == [
+        f"error: {refused}: bytes on remote 'shared' do not match their hash {damaged.parent.name}{damaged.name}; "
+        "not placed; fix: push it again from the machine that trained it (make push there)"]  # fmt: skip
+    assert not (clone / refused).exists()
+    placed = {k: v for k, v in _digests(clone).items() if k.startswith("weights/")}
+    assert placed == {k: v for k, v in _digests(path).items() if k.startswith("weights/") and k != refused}
+    assert (clone / "data/prepared/digits.npz").is_file()  # the intact rest is placed
+    status = sh([*python_cmd(), "status"], clone, cenv, stdout_only=True).splitlines()[0]
+    assert status.startswith("digits") and "weights not in the DVC cache" in status and PACK in status
+
+    damaged.unlink()  # now missing on the remote: named as such, never "run make pull again"
+    result = subprocess.run([*python_cmd(), "pull"], cwd=clone, env=cenv, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"error: missing on remote 'shared': {refused} (pushed from another "
+                                          "machine? run make push there)"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_push_refuses_a_cache_file_whose_bytes_do_not_match_its_name(trained_repo, tmp_path):
+    path, env = trained_repo
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    sh([dvc_cmd(), "remote", "add", "-f", "-d", "shared", str(remote)], path, env)
+    run = path / "weights/digits" / PACK / "sigma10-seed0" / "model.weights.h5"
+    digest = hashlib.md5(run.read_bytes()).hexdigest()
+    cached = path / ".dvc/cache/files/md5" / digest[:2] / digest[2:]
+    for target in (cached, run):  # rot in the cache and in the workspace copy
+        target.chmod(0o644)
+        with open(target, "r+b") as f:
+            f.seek(100)
+            f.write(b"\x00" * 16)
+    result = subprocess.run([*python_cmd(), "push"], cwd=path, env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert (f"error: weights/digits/{PACK}/sigma10-seed0/model.weights.h5: bytes in this DVC cache do not match "
+            f"their hash {digest}; not pushed") in result.stderr  # fmt: skip
+    assert not (remote / "files/md5" / digest[:2] / digest[2:]).exists()

@@ -16,6 +16,7 @@ import contextlib
 import errno
 import json
 import os
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,5 +127,105 @@ def write_json(path: str | Path, value) -> None:
     write_text(path, json.dumps(value, indent=2) + "\n")
 
 
-def read_json(path: str | Path):
-    return json.loads(Path(path).read_text())
+class BadFileError(UserError, ValueError):
+    """A file that is there but cannot be read whole (truncated, half written
+    by a tool that does not write atomically, damaged); the message names it
+    and how to get it back."""
+
+
+# A run file is kept in git (runs/ are DVC plots and metrics with cache: false),
+# so git has the bytes the run wrote; the run itself is the other way back.
+RUN_FILE_FIX = "restore it with `git checkout -- {path}`, or train its run again (`dvc repro -f` its stage)"
+
+
+def _bad(path: Path, what: str, fix: str | None) -> BadFileError:
+    return BadFileError(f"{path}: {what}; fix: {(fix or RUN_FILE_FIX).format(path=path)}")
+
+
+def read_json(path: str | Path, fix: str | None = None):
+    """The JSON value in ``path``; a truncated or damaged file is one line
+    naming it and ``fix`` (a format string with ``{path}``; default: restore
+    it from git or train the run again)."""
+    path = Path(path)
+    text = path.read_text(errors="replace")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        what = (
+            "empty" if not text.strip() else f"not valid JSON ({exc.msg} at line {exc.lineno}: truncated or damaged?)"
+        )
+        raise _bad(path, what, fix) from None
+
+
+def read_csv(path: str | Path, columns: list[str] | tuple[str, ...] = (), fix: str | None = None, **options):
+    """``path`` as a pandas DataFrame, refused (one line naming the file) when
+    it is not whole: the writers here end every row with a newline and give
+    every row the header's fields, so a missing last newline, a row with
+    fewer or more fields, or a missing column in ``columns`` is a file cut
+    short or damaged, never data to average."""
+    import csv
+    import io
+
+    import pandas as pd
+
+    path = Path(path)
+    text = path.read_text(errors="replace")
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or not rows[0]:
+        raise _bad(path, "empty (no header row)", fix)
+    if not text.endswith("\n"):
+        raise _bad(path, f"its last row (line {len(rows)}) is cut short (no end of line)", fix)
+    width = len(rows[0])
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) != width:
+            raise _bad(path, f"line {number} has {len(row)} fields, the header {width} (truncated or damaged?)", fix)
+    absent = [c for c in columns if c not in rows[0]]
+    if absent:
+        raise _bad(path, f"no column {', '.join(absent)} (a file of another kind, or damaged?)", fix)
+    return pd.read_csv(io.StringIO(text), **options)
+
+
+LOCK_FIX = "`git checkout dvc.lock` (the committed one), then `dvc status` shows what changed since"
+
+
+def check_lock(root: str | Path) -> None:
+    """Refuse a dvc.lock cut short or damaged (one line, with the fix), before
+    DVC reads it: DVC's own words for a truncated lock file name neither the
+    file nor git, and one cut at the end of a line is still YAML."""
+    path = Path(root) / "dvc.lock"
+    if not path.is_file():
+        return
+    text = path.read_text(errors="replace")
+    if not text.strip():
+        raise BadFileError(f"{path}: empty (truncated?); fix: {LOCK_FIX}")
+    if not text.endswith("\n"):  # DVC ends the file with a newline: a cut in a line
+        raise BadFileError(f"{path}: cut short (its last line has no end); fix: {LOCK_FIX}")
+    from dvc.schema import COMPILED_LOCKFILE_SCHEMA
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        lock = COMPILED_LOCKFILE_SCHEMA(YAML(typ="safe", pure=True).load(text))
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise BadFileError(f"{path}: not valid YAML{where} (truncated or damaged?); fix: {LOCK_FIX}") from None
+    except Exception as exc:  # voluptuous' Invalid: a stage without what DVC records for every stage
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BadFileError(f"{path}: not what DVC writes ({first}; truncated or damaged?); fix: {LOCK_FIX}") from None
+    # A cut at the end of a line leaves valid YAML that the schema accepts:
+    # a file entry without the hash that DVC writes after its path.
+    for stage, entry in (lock.get("stages") or {}).items():
+        for kind in ("deps", "outs"):
+            for item in entry.get(kind) or []:
+                if not {"md5", "size"} <= set(item):
+                    raise BadFileError(f"{path}: stage {stage} lists {item.get('path')} without its hash (truncated "
+                                       f"or damaged?); fix: {LOCK_FIX}")  # fmt: skip
+    # Cut between two lines of one stage: the file is the start of the
+    # committed one and stops inside a stage (a cut between stages is a
+    # lock file without the stages after it, which DVC runs again).
+    committed = subprocess.run(["git", "show", "HEAD:dvc.lock"], cwd=path.parent, capture_output=True, text=True)
+    rest = committed.stdout[len(text) :] if committed.returncode == 0 and committed.stdout.startswith(text) else ""
+    if rest.startswith("    "):
+        raise BadFileError(f"{path}: cut short (it stops inside stage {list(lock['stages'])[-1]}, which the "
+                           f"committed one goes on with); fix: {LOCK_FIX}")  # fmt: skip

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -95,12 +96,41 @@ def _at_root(args):
         os.chdir(here)
 
 
+class _Stopped(BaseException):  # as KeyboardInterrupt: no `except Exception` takes it
+    """SIGTERM before a command installs its own handling (the training's checkpoint stop)."""
+
+
+def _on_term(signum, frame):
+    raise _Stopped(signum)
+
+
+def _quiet_broken_pipe() -> int:
+    """``status | head -1``: the reader is gone; no traceback, and none at exit either
+    (Python flushes stdout once more on the way out)."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 0  # the reader took what it wanted; a non-zero status would make `make` add an error line
+
+
 def main(argv: list[str] | None = None) -> int:
     tf_logs.quiet()  # before any command imports TensorFlow
     args = parser().parse_args(argv)
+    # A signal while TensorFlow loads (seconds, before training handles signals
+    # itself) ends in one line, not a traceback from inside its import.
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_term)
     try:
         with _at_root(args):
-            return args.func(args)
+            code = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a reader gone (`| head -1`) is caught below
+        return code
+    except (KeyboardInterrupt, _Stopped) as exc:
+        name = signal.Signals(exc.args[0]).name if isinstance(exc, _Stopped) else "SIGINT"
+        print(f"interrupted ({name}); rerun to resume (outputs are written whole or not at all)", file=sys.stderr)
+        return 128 + (signal.SIGINT if name == "SIGINT" else signal.SIGTERM)
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except config.ConfigError as exc:
         from ..pipeline.stages import after_failure
 

@@ -60,8 +60,10 @@ def cmd_plan(args) -> int:
 
 def cmd_status(args) -> int:
     params = config.load(args.params)
+    from .. import files
     from ..pipeline import status
 
+    files.check_lock(Path(args.params).resolve().parent)  # a truncated one says so, not "params"
     for line in status.lines(params, Path(args.params).resolve().parent, use_dvc=not args.no_dvc):
         print(line)
     return 0

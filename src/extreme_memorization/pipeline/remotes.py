@@ -27,12 +27,14 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import socket
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
 from ..errors import UserError
+from . import verify
 
 PROBE_SECONDS = 5.0
 
@@ -147,7 +149,8 @@ def _no_proxy(host: str) -> bool:
 # DVC's warnings that the summary replaces: objects in neither the cache nor
 # the remote (one line naming the outputs instead of one line per hash), and
 # outputs of stages never run here (nothing to move, so nothing to say).
-SUMMARIZED = ("do not exist neither locally nor on remote", "is missing version info", "No file hash info found")
+SUMMARIZED = ("do not exist neither locally nor on remote", "is missing version info", "No file hash info found",
+              "failed to transfer")  # fmt: skip
 
 
 class _Kept(logging.Handler):
@@ -203,7 +206,7 @@ def _run_cache(repo, name: str) -> tuple[set, set]:
     return entries(repo.cache.legacy), entries(remote)
 
 
-def _missing(repo, name: str, objects, verb: str) -> list[str]:
+def _missing(repo, name: str, objects, verb: str, training: list[str] = ()) -> list[str]:
     """One line for what is on neither side, named by its outputs in dvc.lock.
 
     An output whose top object (a file, or a folder's listing) is nowhere
@@ -214,15 +217,20 @@ def _missing(repo, name: str, objects, verb: str) -> list[str]:
     absent = repo.cloud.status(set(hashes), remote=name).missing if hashes else set()
     named = sorted({outputs[h.value] for h in absent | objects.missing if h.value in outputs})
     loose = sum(h.value not in outputs for h in objects.missing)
+    # A writer's path is absolute (in this workspace or a worker's worktree); dvc.lock's are relative.
+    busy = [path for path in named if any(t == path or t.rstrip("/").endswith("/" + path) for t in training)]
+    named = [path for path in named if path not in busy]
+    note = ([f"note: not {verb}ed, still training: {', '.join(busy)} (`make {verb}` again once it is done)"]
+            if busy else [])  # fmt: skip
     if not named and not loose:
-        return []
+        return note
     shown = ", ".join(named[:2]) + (f" and {len(named) - 2} more" if len(named) > 2 else "")
     parts = ([f"{_n(len(named), 'output')} of dvc.lock ({shown})"] if named else []) + (
         [_n(loose, "file")] if loose else []
     )
     where = "in neither this cache nor" if verb == "push" else "neither here nor on"
-    return [f"warning: not {verb}ed, {where} remote '{name}': {' and '.join(parts)}; push them from the machine "
-            "that made them, or `dvc repro` makes them again"]  # fmt: skip
+    return note + [f"warning: not {verb}ed, {where} remote '{name}': {' and '.join(parts)}; push them from the "
+                   "machine that made them, or `dvc repro` makes them again"]  # fmt: skip
 
 
 def _n(count: int, thing: str) -> str:
@@ -240,18 +248,78 @@ def _other(records: list) -> list[str]:
     return lines[:3] + ([f"warning: dvc: {len(lines) - 3} more"] if len(lines) > 3 else [])
 
 
-def _failed(name: str, verb: str, exc: Exception) -> RemoteError:
+def _failed(root: Path, name: str, verb: str, exc: BaseException) -> RemoteError:
+    if disk := _full_disk(root, exc):
+        return RemoteError(disk)
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return RemoteError(f"{verb} with remote '{name}' stopped: {first}; run `make {verb}` again: it completes "
                        "what is missing and moves nothing twice")  # fmt: skip
+
+
+def _full_disk(root: Path, exc: BaseException) -> str | None:
+    """ "no space left on DISK" for a full disk anywhere in ``exc``'s chain,
+    naming the disk that is full: the file's, else the fuller of the DVC
+    cache's and the workspace's."""
+    from .. import files
+
+    seen, found = set(), None
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in files.FULL:
+            found = exc
+            break
+        exc = exc.__cause__ or exc.__context__
+    if found is None:
+        return None
+    # DVC's error may name the file it read (on the remote), not the one it
+    # wrote: the full disk is the one, of those in play, with the least room.
+    candidates = ([Path(found.filename)] if found.filename else []) + [root / ".dvc" / "cache", root]
+    where = min((_existing(p) for p in candidates), key=lambda p: shutil.disk_usage(p).free)
+    mount = where
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    free = shutil.disk_usage(where).free
+    return (f"no space left on the disk mounted at {mount} (holding {where}; {free / 2**20:.0f} MiB free): free "
+            f"space there (df -h {mount}) and run the command again; what is placed stays")  # fmt: skip
+
+
+def _existing(path: Path) -> Path:
+    path = path.resolve()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _still_training(root: Path) -> list[str]:
+    """Outputs a live DVC process holds for writing, here or in a `local` worker: stages still training."""
+    from .status import live_writers, worker_writers
+
+    return live_writers(root) + worker_writers(root)
+
+
+def _shown(lines: list[str], most: int = 5) -> list[str]:
+    return lines[:most] + ([f"error: ... and {len(lines) - most} more such files"] if len(lines) > most else [])
 
 
 def push(root: Path, name: str | None = None) -> int:
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
+    from .. import files as checked
+
+    checked.check_lock(root)
     name = check(root, name, pushing=True)
+    errors = []
     with _dvc_log() as records, Repo(str(root)) as repo:
+        # What is uploaded is named by its hash: a cache file that no longer
+        # hashes to its name (bit rot, a bad disk) would go up as the original.
+        # Checked before DVC's status, which drops such a file without a word.
+        back, damaged = verify.repair(root, repo, verify.check(repo, verify.files(repo), set()))
+        errors = [f"error: {item.path}: bytes in this DVC cache do not match their hash {item.md5}; not pushed "
+                  f"(removed from the cache); fix: `dvc repro -f` its stage here, or push it from a machine "
+                  f"that has it intact" for item in damaged]  # fmt: skip
+        errors += [f"note: {item.path}: its DVC cache copy was damaged; put back from the intact workspace copy"
+                   for item in back]  # fmt: skip
         objects = _objects(repo, name, push=True)
         here, there = _run_cache(repo, name)
         files, runs = len(objects.new), len(here - there)
@@ -260,8 +328,8 @@ def push(root: Path, name: str | None = None) -> int:
                   f"({len(objects.ok)} files already there)", flush=True)  # fmt: skip
             try:
                 repo.push(remote=name, run_cache=True)
-            except DvcException as exc:
-                raise _failed(name, "push", exc) from None
+            except (DvcException, OSError) as exc:
+                raise _failed(root, name, "push", exc) from None
             print(f"pushed: remote '{name}' has the {len(objects.ok) + files} files and {len(here | there)} "
                   "run-cache entries of this workspace")  # fmt: skip
         elif objects.ok or here:
@@ -269,30 +337,55 @@ def push(root: Path, name: str | None = None) -> int:
                   f"{len(here)} run-cache entries of this workspace")  # fmt: skip
         else:
             print("nothing to push: DVC's cache here holds no file that dvc.lock names, and no run-cache entry")
-        warnings = _missing(repo, name, objects, "push")
+        warnings = _missing(repo, name, objects, "push", _still_training(root))
     from ..data.own import push_notes  # own data no .dvc file tracks: DVC pushes only what it tracks
 
-    for line in warnings + _other(records) + push_notes(root):
+    for line in warnings + _other(records) + push_notes(root) + _shown(errors):
         print(line, file=sys.stderr)
-    return 0
+    return 1 if any(line.startswith("error:") for line in errors) else 0
 
 
 def pull(root: Path, name: str | None = None) -> int:
-    from dvc.exceptions import DvcException
+    from dvc.exceptions import CheckoutError, DownloadError, DvcException
     from dvc.repo import Repo
 
+    from .. import files as checked
     from ..training import store
 
+    checked.check_lock(root)
     name = check(root, name)
     with _dvc_log() as records, Repo(str(root)) as repo:
         objects = _objects(repo, name, push=False)
         here, there = _run_cache(repo, name)
+        # Bytes rotten in this cache are removed first, so that the fetch below
+        # brings them again; what the fetch brings is hashed before it is placed.
+        intact: set[str] = set()
+        verify.check(repo, verify.files(repo), intact)
         try:
-            stats = repo.pull(remote=name, allow_missing=True, run_cache=True)["stats"]
-        except DvcException as exc:
-            raise _failed(name, "pull", exc) from None
-        warnings = _missing(repo, name, objects, "pull")
-    fetched, placed, runs = stats.get("fetched", 0), stats.get("added", 0) + stats.get("modified", 0), len(there - here)
+            fetched = repo.fetch(remote=name, run_cache=True)
+        except DownloadError as exc:  # objects missing on the remote: named below
+            fetched = 0 if exc.amount is None else max(0, len(objects.deleted) - exc.amount)
+        except (DvcException, OSError) as exc:
+            raise _failed(root, name, "pull", exc) from None
+        listed = verify.files(repo)  # the listings fetched name their files now
+        damaged = verify.check(repo, listed, intact)
+        absent = [f for f in listed if f not in damaged and not verify.cache_path(repo, f.md5).is_file()]
+        missing = _not_on(repo, name, absent)
+        failed = [f for f in absent if f not in missing]  # on the remote, not fetched: say why
+        full = next((r.exc_info[1] for r in records if r.exc_info and isinstance(r.exc_info[1], OSError)
+                     and r.exc_info[1].errno in checked.FULL), None)  # fmt: skip
+        if full is not None:
+            raise RemoteError(_full_disk(root, full))
+        try:
+            stats = repo.checkout(allow_missing=True)["stats"]
+        except CheckoutError as exc:  # the outputs whose bytes are not here: named below
+            stats = exc.result.get("stats", {})
+        except (DvcException, OSError) as exc:
+            raise _failed(root, name, "pull", exc) from None
+        placed = (
+            stats.get("added", 0) + stats.get("modified", 0) + verify.place_rest(root, repo, damaged + missing, listed)
+        )
+    fetched, runs = max(0, fetched - len(damaged)), len(there - here)
     if fetched or placed or runs:
         print(f"pulled from remote '{name}': {_n(fetched, 'file')} fetched, {_n(runs, 'run-cache entry')}, "
               f"{_n(placed, 'file')} placed in the workspace")  # fmt: skip
@@ -300,8 +393,31 @@ def pull(root: Path, name: str | None = None) -> int:
         print(f"nothing new to pull: the {len(objects.ok)} files of this workspace on remote '{name}' are here already")
     else:
         print(f"nothing to pull: remote '{name}' holds no file that this workspace's dvc.lock names")
-    for line in warnings + _other(records):
+    errors = [f"error: {item.path}: bytes on remote '{name}' do not match their hash {item.md5}; not placed; fix: "
+              "push it again from the machine that trained it (make push there)" for item in damaged]  # fmt: skip
+    errors += [f"error: missing on remote '{name}': {item.path} (pushed from another machine? run make push there)"
+               for item in missing]  # fmt: skip
+    why = next((line.removeprefix("warning: dvc: ") for line in _failures(records)), "the transfer failed")
+    errors += [f"error: not fetched from remote '{name}': {item.path} ({why}); run `make pull` again"
+               for item in failed]  # fmt: skip
+    for line in _other(records) + _shown(errors):
         print(line, file=sys.stderr)
-    added, missing = store.import_runs(root / "runs", root / "weights", store.root(root))
-    print(f"run store: {added} pulled runs added" + (f", {missing} without weights" if missing else ""))
-    return 0
+    added, without = store.import_runs(root / "runs", root / "weights", store.root(root))
+    print(f"run store: {added} pulled runs added" + (f", {without} without weights" if without else ""))
+    return 1 if errors else 0
+
+
+def _failures(records: list) -> list[str]:
+    """DVC's own words for transfers that failed, with their cause."""
+    return [
+        f"{r.getMessage()}: {r.exc_info[1]}" for r in records if r.exc_info and "failed to transfer" in r.getMessage()
+    ]
+
+
+def _not_on(repo, name: str, absent: list) -> list:
+    """Of the files not in the cache after a fetch, those the remote lacks
+    (a folder whose listing is missing stands for its files)."""
+    if not absent:
+        return []
+    odb = repo.cloud.get_remote_odb(name, "pull")
+    return [item for item in absent if not odb.exists(item.md5)]

@@ -97,7 +97,7 @@ class Worker:
     status: str = "idle"
 
     def env(self, shared: bool) -> dict:
-        env = {**os.environ, "EM_WORKER": str(self.index), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "EM_WORKER": str(self.index), "EM_DRIVER_PID": str(os.getpid()), "PYTHONUNBUFFERED": "1"}
         if self.slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.slot
             if shared:  # two workers on one GPU: neither may take all of its memory
@@ -259,7 +259,7 @@ def _train(plan: fanout.Plan, workers: list[Worker]) -> tuple[list[str], list[tu
                         # process only, which stops the workers in order.
                         w.proc = subprocess.Popen(["bash", str(script), w.stage], cwd=plan.root, stdout=log,
                                                   stderr=subprocess.STDOUT, env=w.env(w.slot in shared),
-                                                  start_new_session=True)  # fmt: skip
+                                                  start_new_session=True, preexec_fn=_end_with_parent)  # fmt: skip
                 if w.proc is None:
                     continue
                 w.follow()
@@ -282,6 +282,21 @@ def _train(plan: fanout.Plan, workers: list[Worker]) -> tuple[list[str], list[tu
             signal.signal(s, handler)
         board.clear()
     return done, failed, stopped
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _end_with_parent() -> None:
+    """In the worker, before its script starts: SIGTERM when this driver dies,
+    however it dies (SIGKILL, the OOM killer), so the worker stops as on a
+    Ctrl-C instead of training on unwatched. The script's own watchdog on
+    EM_DRIVER_PID (local_stop.sh) does the same for the processes it starts,
+    and wherever prctl is not there."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def _cause(log: Path) -> str:

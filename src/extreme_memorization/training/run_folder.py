@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .. import files
 from ..config.settings import Params
 from ..errors import UserError
 from . import diagnosis as diagnosis_mod
@@ -88,7 +88,7 @@ WEIGHTS = "model.weights.h5"
 
 def info(run_dir: str | Path) -> dict:
     """The run's record: settings, status, versions, timings, fingerprint."""
-    return json.loads((Path(run_dir) / INFO).read_text())
+    return files.read_json(Path(run_dir) / INFO)
 
 
 def finished(run_dir: str | Path) -> bool:
@@ -173,9 +173,9 @@ def _input_dim(shape) -> float | None:
 def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """One run's row (settings + final metrics + diagnosis + gradient state) and curves."""
     record = info(run_dir)
-    metrics = json.loads((run_dir / METRICS).read_text())
-    history = pd.read_csv(run_dir / HISTORY)
-    alignment = blank_vanished(pd.read_csv(run_dir / ALIGNMENT))
+    metrics = files.read_json(run_dir / METRICS)
+    history = files.read_csv(run_dir / HISTORY, ["epoch"])
+    alignment = blank_vanished(files.read_csv(run_dir / ALIGNMENT, ["epoch"]))
     row = {**record, **metrics, "run_dir": str(run_dir)}
     row["diagnosis"], row["epochs_to_fit"] = _diagnose(row, history)
     row.setdefault("first_layer_step", "plain")  # every run before the switch existed stepped W1 plainly

@@ -52,7 +52,16 @@ in_group() {
     return $status
 }
 
-mkdir -p "$AREA/worktrees" "$EM_CHECKPOINT_DIR" || fail "cannot create the folders under $AREA"
+mkdir -p "$AREA/worktrees" "$AREA/locks" "$EM_CHECKPOINT_DIR" || fail "cannot create the folders under $AREA"
+# The worktree's lock, held on fd 9 by this script and everything it starts
+# (dvc, the training): a worker of an earlier run still ending keeps it, and
+# this one waits rather than pull the worktree from under it; the lock of a
+# process that died is gone with it.
+exec 9>"$AREA/locks/$SLUG.lock" || fail "cannot create $AREA/locks/$SLUG.lock"
+if ! flock -n 9; then
+    say "waiting for the worker of an earlier run that still uses $WORKTREE to end"
+    flock -w 300 9 || fail "a live process still holds $AREA/locks/$SLUG.lock after 300 s (fuser -v it)"
+fi
 if [ -e "$WORKTREE" ]; then
     git -C "$REPO" worktree remove --force --force "$WORKTREE" 2>/dev/null || rm -rf "$WORKTREE"
 fi
