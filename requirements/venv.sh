@@ -110,8 +110,10 @@ requirements=()
 for lock in "${locks[@]}"; do requirements+=(-r "$lock"); done
 pip_install --require-hashes "${requirements[@]}" || fail "the install into $dir failed; see pip's output above"
 pip_install --no-build-isolation -e . || fail "the install of this project into $dir failed; see pip's output above"
-if ! "$dir/bin/python" -c "import extreme_memorization, keras, tensorflow, dvc, pytest, moto" ||
+# TensorFlow's import logs are kept for a failure only.
+if ! log=$("$dir/bin/python" -c "import extreme_memorization, keras, tensorflow, dvc, pytest, moto" 2>&1) ||
   ! "$dir/bin/ruff" --version >/dev/null; then
-  fail "the install into $dir failed: it lacks what the locks hold; see pip's output above"
+  echo "$log" | tail -5
+  fail "the install into $dir failed: it lacks what the locks hold; see the output above"
 fi
 echo "$want" >"$stamp"
