@@ -2,7 +2,11 @@
 # (once: nothing is re-installed while the locks are unchanged).
 
 SHELL := /bin/bash
-PYTHON ?= python3.11
+# The Python .venv is made with: make venv PYTHON=python3.12 (or a path).
+# Python 3.11, 3.12 and 3.13 are supported, with the same locks (their
+# markers pick what differs). Left empty: the Python that made .venv, else
+# the first of python3.11, python3.12, python3.13 found (requirements/venv.sh).
+PYTHON ?=
 LOCK := requirements/cpu.lock
 # The test and lint tools, installed into .venv on top of LOCK (not into the image).
 DEV_LOCK := requirements/dev.lock
@@ -56,7 +60,7 @@ CONTAINER_TEST = tests/container/run.sh
 
 # What make lint checks: every shell script (.ci/run and every *.sh, package
 # data under src/ included; found when make lint runs) and the Python sources.
-SHELL_SCRIPTS = .ci/run $(sort $(shell find container benchmarks tests src -type f -name '*.sh'))
+SHELL_SCRIPTS = .ci/run $(sort $(shell find container benchmarks tests src requirements -type f -name '*.sh'))
 PYTHON_DIRS = src tests benchmarks
 
 # pytest with one worker per core (a test file per worker; TEST_WORKERS=0 for
@@ -82,16 +86,24 @@ help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-24s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: $(LOCK) $(DEV_LOCK) pyproject.toml
-	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing $(LOCK) and $(DEV_LOCK) into $(VENV) (once; about 2 minutes)"
-	@$(BIN)/python -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r $(LOCK) -r $(DEV_LOCK) 2>&1 | grep -v "^WARNING: Location" || true
-	@$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true
-	@$(BIN)/python -c "import extreme_memorization, keras, tensorflow, dvc, pytest, moto" && $(BIN)/ruff --version >/dev/null \
-	  || { echo "error: the install into $(VENV) failed; see the pip output above"; exit 1; }
-	@touch $@
+	@requirements/venv.sh $(VENV) "$(PYTHON)" $(LOCK) $(DEV_LOCK)
 
-venv: $(STAMP) ## create .venv from the locks: the runtime's and the tools' (done by every target)
+# Make .venv again when PYTHON on the command line is another Python than the
+# one that made it (its version is in the stamp), or when its Python is gone.
+ifneq ($(STAMP),)
+ifeq ($(origin PYTHON),command line)
+ifneq ($(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null),$(shell cat $(STAMP) 2>/dev/null))
+.PHONY: $(STAMP)
+endif
+endif
+ifneq ($(wildcard $(STAMP)),)
+ifeq ($(realpath $(BIN)/python),)
+.PHONY: $(STAMP)
+endif
+endif
+endif
+
+venv: $(STAMP) ## create .venv from the locks (done by every target): PYTHON=python3.12 for another Python than 3.11
 
 validate: $(STAMP) ## check params.yaml and list the experiment groups
 	@$(BIN)/python -m extreme_memorization validate
@@ -114,6 +126,21 @@ test: $(STAMP) ## the test suite (about 3.5 minutes on 2 cores)
 test-jax: $(STAMP) ## the core's tests under the JAX backend (closed forms, packs, backends, resume, the public API)
 	KERAS_BACKEND=jax $(PYTEST_PARALLEL) tests/test_alignment.py tests/test_losses.py tests/test_gradients.py tests/test_api.py tests/test_load.py \
 	  tests/test_packs.py tests/test_backend.py tests/test_resume.py
+
+# Each Python in its own environment, .venv-3.12 and so on (made as .venv
+# is, by requirements/venv.sh); a Python that is not installed is skipped
+# with a line that says so.
+PYTHONS ?= 3.12 3.13
+.PHONY: test-pythons
+test-pythons: ## the test suite under Python 3.12 and 3.13 too (PYTHONS="3.13" for some), each in .venv-3.12 ...; skips one not installed
+	@status=0; for version in $(PYTHONS); do \
+	  python=$$(requirements/venv.sh --find $$version) \
+	    || { echo "test-pythons: Python $$version skipped: no python$$version on PATH or under pyenv"; continue; }; \
+	  requirements/venv.sh .venv-$$version "$$python" $(LOCK) $(DEV_LOCK) || { status=1; continue; }; \
+	  echo "pytest under Python $$version (.venv-$$version)"; \
+	  PATH="$(CURDIR)/.venv-$$version/bin:$$PATH" .venv-$$version/bin/python -m pytest --junitxml=.cache/junit/$@-$$version.xml \
+	    $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(TESTS) || status=1; \
+	done; exit $$status
 
 test-slow: $(STAMP) ## the slow checks: digits sweep vs the claims, fresh clones, signals, remotes, fan-out, the offline study shrunk (about 15 minutes)
 	$(PYTEST) -m slow
@@ -165,13 +192,28 @@ lint: $(STAMP) ## hadolint (Dockerfile), shellcheck (every shell script), ruff c
 	  echo "$$check"; $(BIN)/$$check || status=1; \
 	done; exit $$status
 
-lock: $(STAMP) ## re-resolve requirements/*.in into cpu.lock, cuda.lock and dev.lock (hashes, same versions)
-	cd requirements && for target in cpu cuda dev; do \
-	  constraint=$$([ $$target = cpu ] || echo "-c cpu.lock"); \
-	  $(abspath $(BIN))/uv pip compile -q --generate-hashes --python-version 3.11 \
-	    --python-platform x86_64-manylinux_2_28 --index-url https://pypi.org/simple \
-	    --custom-compile-command "make lock" $$constraint $$target.in -o $$target.lock || exit 1; \
-	done
+# cpu.lock and dev.lock: one universal resolution for Python 3.11 to 3.13
+# (environment markers where a version differs); cuda.lock: the image's
+# Python 3.11 on Linux alone. CHECK=1 resolves into a scratch copy and fails
+# when a lock differs from what the .in files give (CI runs it).
+lock: $(STAMP) ## re-resolve requirements/*.in into cpu.lock, dev.lock and cuda.lock (hashes, same versions); CHECK=1: fail if one is stale
+	@set -e; dir=requirements; \
+	if [ "$(CHECK)" = 1 ]; then dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; cp requirements/*.in requirements/*.lock "$$dir"; fi; \
+	for target in cpu dev cuda; do \
+	  case $$target in \
+	    cpu) how="--universal";; \
+	    dev) how="--universal -c cpu.lock";; \
+	    cuda) how="--python-platform x86_64-manylinux_2_28 -c cpu.lock";; \
+	  esac; \
+	  (cd "$$dir" && $(abspath $(BIN))/uv pip compile -q --generate-hashes --python-version 3.11 $$how \
+	    --index-url https://pypi.org/simple --custom-compile-command "make lock" $$target.in -o $$target.lock); \
+	done; \
+	if [ "$(CHECK)" = 1 ]; then \
+	  for target in cpu dev cuda; do \
+	    cmp -s requirements/$$target.lock "$$dir/$$target.lock" || { diff -u requirements/$$target.lock "$$dir/$$target.lock" | head -40; \
+	      echo "error: requirements/$$target.lock is not what requirements/*.in resolve to: run make lock and commit the locks"; exit 1; }; \
+	  done; echo "the locks match requirements/*.in"; \
+	fi
 
 image: ## build the image: CONTAINER_ENGINE=docker|podman, IMAGE_LOCK=requirements/cuda.lock
 	$(CONTAINER_ENGINE) build $(CONTAINER_BUILD_FLAGS) --build-arg LOCK=$(IMAGE_LOCK) -t $(IMAGE) .

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from packaging.markers import Marker
 
 from conftest import ROOT
 
@@ -23,15 +24,27 @@ REQ = ROOT / "requirements"
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 
-def pins(lock: Path) -> dict[str, str]:
+def pins(lock: Path, python: str = "3.11") -> dict[str, str]:
+    """What pip installs from LOCK with CPython PYTHON on Linux x86_64: the
+    entries whose environment marker (cpu.lock and dev.lock are universal,
+    for Python 3.11 to 3.13 and every platform) holds there, each hashed."""
+    text = lock.read_text()
     entries = re.findall(
-        r"^([A-Za-z0-9_.\-\[\]]+)==(\S+)((?:\s*\\\n\s+--hash=sha256:[0-9a-f]{64})*)", lock.read_text(), re.M
+        r"^([A-Za-z0-9_.\-\[\]]+)==(\S+)(?: ; ([^\\\n]+))?((?:\s*\\\n\s+--hash=sha256:[0-9a-f]{64})*)", text, re.M
     )
-    names = re.findall(r"^([A-Za-z0-9_.\-]+)==", lock.read_text(), re.M)
+    names = re.findall(r"^([A-Za-z0-9_.\-]+)==", text, re.M)
     assert len(entries) == len(names), f"{lock.name}: some pins lack the expected layout"
-    for name, _, hashes in entries:
+    linux = {"sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
+             "implementation_name": "cpython", "platform_python_implementation": "CPython",
+             "python_version": python, "python_full_version": f"{python}.0"}  # fmt: skip
+    found: dict[str, str] = {}
+    for name, version, marker, hashes in entries:
         assert "--hash=sha256:" in hashes, f"{lock.name}: {name} has no hash"
-    return {name.lower(): version for name, version, _ in entries}
+        if marker and not Marker(marker.strip()).evaluate(linux):
+            continue
+        assert name.lower() not in found, f"{lock.name}: two pins of {name} for Python {python}"
+        found[name.lower()] = version
+    return found
 
 
 def test_both_locks_pin_every_shared_package_to_the_same_version():
@@ -52,7 +65,7 @@ def test_the_locks_differ_only_in_the_tensorflow_build_jax_and_tools():
     # Everything else the CPU lock adds is pulled in by those tools alone (the
     # "# via" lines uv writes): moto's server for the S3 remote tests, say.
     via = {name.lower(): set(re.findall(r"[A-Za-z0-9_.\-]+", text.replace("-r cpu.in", "")))
-           for name, text in re.findall(r"^([A-Za-z0-9_.\-]+)==\S+(?:\s*\\\n\s+--hash=\S+)*\n((?:\s+#.*\n)+)",
+           for name, text in re.findall(r"^([A-Za-z0-9_.\-]+)==\S+(?: ;[^\\\n]+)?(?:\s*\\\n\s+--hash=\S+)*\n((?:\s+#.*\n)+)",
                                         (REQ / "cpu.lock").read_text(), re.M)}  # fmt: skip
     for name in only_cpu - tools:
         assert via[name] and {v.lower() for v in via[name]} - {"via"} <= only_cpu, (name, via[name])
