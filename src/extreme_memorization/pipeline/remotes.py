@@ -41,7 +41,32 @@ class RemoteError(UserError, RuntimeError):
     """The remote cannot be used; the message names it and the fix."""
 
 
-def _remote(root: Path, name: str | None) -> tuple[str, dict]:
+# No remote: nothing was pushed for this clone to fetch. The real options.
+NO_REMOTE = (
+    "no DVC remote is set, so there is nothing to pull from: the weights are only where they were trained; "
+    "retrain with `make reproduce` (`make status` says how long), or add a remote someone pushed to: "
+    "`.venv/bin/dvc remote add -d NAME URL` (a folder, or s3://bucket/path)"
+)
+NO_REMOTE_PUSH = (
+    "no DVC remote is set, so there is nowhere to push to: add one (a folder, or s3://bucket/path) with "
+    "`.venv/bin/dvc remote add -d NAME URL`, then `make push`"
+)
+
+
+def default_remote(root: Path) -> str | None:
+    """The default DVC remote's name (None when no remote is set): read from
+    DVC's config files (the repository's, local, user and system ones)."""
+    from dvc.config import Config
+
+    try:
+        config = Config(dvc_dir=str(root / ".dvc"))
+    except Exception:  # an unreadable config: status does not promise a remote
+        return None
+    name = config.get("core", {}).get("remote")
+    return name if name and name in config.get("remote", {}) else None
+
+
+def _remote(root: Path, name: str | None, pushing: bool = False) -> tuple[str, dict]:
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
@@ -49,9 +74,7 @@ def _remote(root: Path, name: str | None) -> tuple[str, dict]:
         remotes = dict(config.get("remote", {}))
         name = name or config.get("core", {}).get("remote")
     if not name:
-        raise RemoteError(
-            "no DVC remote is set: add one with `dvc remote add -d NAME URL` (a folder, or s3://bucket/path)"
-        )
+        raise RemoteError(NO_REMOTE_PUSH if pushing else NO_REMOTE)
     if name not in remotes:
         known = ", ".join(sorted(remotes)) or "none"
         raise RemoteError(f"no DVC remote named '{name}' (known: {known}): `dvc remote list` shows them")
@@ -60,7 +83,7 @@ def _remote(root: Path, name: str | None) -> tuple[str, dict]:
 
 def check(root: Path, name: str | None = None, pushing: bool = False) -> str:
     """Probe the remote; return its name, or raise RemoteError in seconds."""
-    name, conf = _remote(root, name)
+    name, conf = _remote(root, name, pushing)
     url = str(conf.get("url", ""))
     scheme = urlparse(url).scheme
     if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):

@@ -13,7 +13,8 @@ short answer per group:
 - weights not in the DVC cache: packs trained (in dvc.lock, their run files
   in git) whose weights this clone's DVC cache lacks (``dvc status``: "not
   in cache"); ``dvc repro`` would train them again, ``make pull`` fetches
-  them. The time they took, from their run files, says what retraining costs;
+  them where a DVC remote is set (with none, the line says so and how to add
+  one). The time they took, from their run files, says what retraining costs;
 - running / interrupted: packs with a checkpoint (checkpoints.py): running
   while the DVC process that locked the pack's output is alive, else
   interrupted (the next ``dvc repro`` resumes it). The same for the workers
@@ -55,6 +56,7 @@ class GroupStatus:
     worker_running: list[str] = dataclasses.field(default_factory=list)
     worker_interrupted: list[str] = dataclasses.field(default_factory=list)
     data_missing: list[str] = dataclasses.field(default_factory=list)  # own datasets' raw files not here
+    remote: str | None = None  # the default DVC remote, where `make pull` fetches from (None: no remote set)
 
     def line(self, width: int) -> str:
         parts = [f"{self.runs_done}/{self.runs_planned} runs done ({self.packs} pack{'s' if self.packs != 1 else ''})"]
@@ -63,9 +65,13 @@ class GroupStatus:
         if self.stale:
             parts.append(f"stale: {_packs(self.stale)} (settings, code or data changed since trained)")
         if self.not_cached:
+            retrain = f"{_packs(self.not_cached)} retrain" + (f" ({self.retrain})" if self.retrain else "")
             parts.append(
-                "runs in git, weights not in the DVC cache: `make pull` fetches them, or "
-                f"{_packs(self.not_cached)} retrain" + (f" ({self.retrain})" if self.retrain else "")
+                f"runs in git, weights not in the DVC cache: `make pull` fetches them from remote '{self.remote}', "
+                f"or {retrain}"
+                if self.remote
+                else f"runs in git, weights not in the DVC cache and no DVC remote set: {retrain} with `make reproduce "
+                f"GROUPS={self.group}`, or add a remote someone pushed them to: `.venv/bin/dvc remote add -d NAME URL`"
             )
         if self.running:
             parts.append(f"running: {_packs(self.running)}")
@@ -175,7 +181,10 @@ def group_status(params: Params, root: Path, changed: dict[str, str], locked: se
                  workers: list[str] = ()) -> list[GroupStatus]:  # fmt: skip
     from ..data.own import missing
 
-    out, absent = [], missing(params, root)
+    from .remotes import default_remote
+
+    remote = default_remote(root)
+    out, absent = [], missing(params, root, pull=remote is not None)
     for name, group in params.groups.items():
         by_pack = packs.packs(params, name)
         done, stale, not_cached, running, interrupted, worker_running, worker_interrupted = 0, [], [], [], [], [], []
@@ -208,6 +217,7 @@ def group_status(params: Params, root: Path, changed: dict[str, str], locked: se
                                not_cached, retrain_time(root, name, not_cached), worker_running,
                                worker_interrupted))  # fmt: skip
         out[-1].data_missing = [absent[d] for d in group.sweep["dataset"] if d in absent]
+        out[-1].remote = remote
     return out
 
 
