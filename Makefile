@@ -74,6 +74,10 @@ export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONUNBUFFERED := 1
 
+# Before DVC starts: the groups named exist, the checkout is writable, no
+# other dvc repro runs here (one line each, pipeline/preflight.py).
+PREFLIGHT = $(BIN)/python -m extreme_memorization.pipeline.preflight
+
 .DEFAULT_GOAL := help
 .PHONY: help venv demo offline-paper test push pull test-jax test-slow reproduce data validate plan status lint lock bench device-check device-wheels clean compare \
         image reproduce-in-container shell gpu-check slurm test-slurm container-test container-test-cuda clean-container
@@ -97,10 +101,12 @@ validate: $(STAMP) ## check params.yaml and list the experiment groups
 	@$(BIN)/python -m extreme_memorization validate
 
 demo: validate ## the offline digits sweep through dvc repro, then its table
+	@$(PREFLIGHT) report@digits
 	$(BIN)/dvc repro report@digits
 	@echo; echo "Report: reports/digits/report.md"; $(BIN)/python -m extreme_memorization table digits
 
 offline-paper: validate ## the whole study on digits: all seven claims, Fig. 1-5, 3 seeds (about 45 minutes on 2 cores) -> reports/offline/
+	@$(PREFLIGHT)
 	$(BIN)/dvc repro report-offline
 	@echo; echo "Report: reports/offline/report.md"
 
@@ -132,6 +138,7 @@ pull: $(STAMP) ## fetch what was pushed (stages never built are skipped), then r
 	@$(BIN)/python -m extreme_memorization pull $(if $(REMOTE),-r $(REMOTE))
 
 reproduce: $(STAMP) ## every group (GPU box); side by side: JOBS=4 [GPUS=0,1,2,3]; GROUPS="section3" for some; DRY=1: what would run
+	@$(PREFLIGHT) $(if $(filter 1,$(DRY)),--groups-only) $(addprefix report@,$(GROUPS))
 	@$(BIN)/python -m extreme_memorization validate --data
 ifneq ($(JOBS)$(GPUS),)
 	$(BIN)/python -m extreme_memorization local $(GROUPS) $(if $(JOBS),--jobs $(JOBS)) $(if $(GPUS),--gpus $(GPUS)) $(if $(filter 1,$(DRY)),--dry-run)
@@ -140,6 +147,7 @@ else
 endif
 
 data: validate ## prepare tfds datasets only: make data DATASETS="cifar10 svhn_cropped"
+	@$(PREFLIGHT)
 	$(BIN)/dvc repro $(addprefix prepare-tfds@,$(DATASETS))
 
 plan: validate ## runs and compute per group: make plan TFLOPS=25 STEP_MS=2 [RATES=device_check.json]

@@ -92,9 +92,22 @@ def _at_root(args):
         os.chdir(here)
 
 
+def _find_params(params: str) -> str:
+    """The default params.yaml, found from a subfolder of the repository as
+    git and DVC find theirs (the nearest folder above with params.yaml and
+    dvc.yaml); any other value is used as given."""
+    if params != "params.yaml" or Path(params).is_file():
+        return params
+    for folder in Path.cwd().resolve().parents:
+        if (folder / "params.yaml").is_file() and (folder / "dvc.yaml").is_file():
+            return str(folder / "params.yaml")
+    return params
+
+
 def main(argv: list[str] | None = None) -> int:
     tf_logs.quiet()  # before any command imports TensorFlow
     args = parser().parse_args(argv)
+    args.params = _find_params(args.params)
     try:
         with _at_root(args):
             return args.func(args)
