@@ -5,6 +5,7 @@ import copy
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -53,7 +54,7 @@ def test_add_group_writes_all_three_pieces_keeps_comments_and_dvc_repro_runs_it(
         "added dvc.yaml: report@mine",
         "added DVC: data/scans.npz.dvc versions data/scans.npz (git ignores the .npz); commit it: `make push` sends "
         "the data, a clone's `make pull` fetches it",
-        "run it: dvc repro report@mine",
+        f"run it: make reproduce GROUPS=mine (or {Path(sys.executable).parent / 'dvc'} repro report@mine)",
     ]
     params_text, dvc_text = (path / "params.yaml").read_text(), (path / "dvc.yaml").read_text()
     assert params_text.startswith("# my experiments\n") and "data:  # sources\n" in params_text

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .. import files
+from ..config import commands
 from ..config import settings as config
 from ..data import own as own_data
 
@@ -111,7 +112,7 @@ def cmd_add_group(args) -> int:
         print(f"added {line}")
     for path in own.values():  # under DVC, so that make push / make pull carry it to a collaborator's clone
         print(own_data.track(root, path))
-    print(f"run it: dvc repro report@{args.name}")
+    print(f"run it: make reproduce GROUPS={args.name} (or {commands.dvc()} repro report@{args.name})")
     return 0
 
 

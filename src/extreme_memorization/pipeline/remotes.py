@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from ..config import commands
 from ..errors import UserError
 
 PROBE_SECONDS = 5.0
@@ -45,11 +46,11 @@ class RemoteError(UserError, RuntimeError):
 NO_REMOTE = (
     "no DVC remote is set, so there is nothing to pull from: the weights are only where they were trained; "
     "retrain with `make reproduce` (`make status` says how long), or add a remote someone pushed to: "
-    "`.venv/bin/dvc remote add -d NAME URL` (a folder, or s3://bucket/path)"
+    "`{dvc} remote add -d NAME URL` (a folder, or s3://bucket/path)"
 )
 NO_REMOTE_PUSH = (
     "no DVC remote is set, so there is nowhere to push to: add one (a folder, or s3://bucket/path) with "
-    "`.venv/bin/dvc remote add -d NAME URL`, then `make push`"
+    "`{dvc} remote add -d NAME URL`, then `make push`"
 )
 
 
@@ -74,10 +75,10 @@ def _remote(root: Path, name: str | None, pushing: bool = False) -> tuple[str, d
         remotes = dict(config.get("remote", {}))
         name = name or config.get("core", {}).get("remote")
     if not name:
-        raise RemoteError(NO_REMOTE_PUSH if pushing else NO_REMOTE)
+        raise RemoteError((NO_REMOTE_PUSH if pushing else NO_REMOTE).format(dvc=commands.dvc()))
     if name not in remotes:
         known = ", ".join(sorted(remotes)) or "none"
-        raise RemoteError(f"no DVC remote named '{name}' (known: {known}): `dvc remote list` shows them")
+        raise RemoteError(f"no DVC remote named '{name}' (known: {known}): `{commands.dvc()} remote list` shows them")
     return name, dict(remotes[name])
 
 
@@ -110,7 +111,7 @@ def _check_folder(name: str, path: Path, root: Path, pushing: bool) -> None:
     )
     raise RemoteError(
         f"remote '{name}' is unreachable: {path} is not a folder (a share not mounted, a disk not plugged in?); "
-        f"mount it, {new}or point the remote elsewhere: dvc remote modify {name} url PATH"
+        f"mount it, {new}or point the remote elsewhere: {commands.dvc()} remote modify {name} url PATH"
     )
 
 
@@ -132,7 +133,7 @@ def _check_s3(name: str, url: str, conf: dict) -> None:
     except OSError as exc:
         raise RemoteError(
             f"remote '{name}' is unreachable: nothing answers at {host}:{port} ({exc.strerror or exc}); "
-            f"check the network or the endpoint: dvc remote modify {name} endpointurl URL"
+            f"check the network or the endpoint: {commands.dvc()} remote modify {name} endpointurl URL"
         ) from None
     bucket = urlparse(url).netloc
     client = boto3.client(
@@ -245,7 +246,7 @@ def _missing(repo, name: str, objects, verb: str) -> list[str]:
     )
     where = "in neither this cache nor" if verb == "push" else "neither here nor on"
     return [f"warning: not {verb}ed, {where} remote '{name}': {' and '.join(parts)}; push them from the machine "
-            "that made them, or `dvc repro` makes them again"]  # fmt: skip
+            "that made them, or `make reproduce` makes them again"]  # fmt: skip
 
 
 def _n(count: int, thing: str) -> str:

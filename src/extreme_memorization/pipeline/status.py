@@ -31,7 +31,7 @@ import os
 import socket
 from pathlib import Path
 
-from ..config import packs
+from ..config import commands, packs
 from ..config.settings import Params
 from ..scaleout.fanout import slug
 from ..scaleout.local import WORK_DIR
@@ -71,7 +71,7 @@ class GroupStatus:
                 f"or {retrain}"
                 if self.remote
                 else f"runs in git, weights not in the DVC cache and no DVC remote set: {retrain} with `make reproduce "
-                f"GROUPS={self.group}`, or add a remote someone pushed them to: `.venv/bin/dvc remote add -d NAME URL`"
+                f"GROUPS={self.group}`, or add a remote someone pushed them to: `{commands.dvc()} remote add -d NAME URL`"
             )
         if self.running:
             parts.append(f"running: {_packs(self.running)}")
