@@ -105,7 +105,7 @@ demo: validate ## the offline digits sweep through dvc repro, then its table
 	$(BIN)/dvc repro report@digits
 	@echo; echo "Report: reports/digits/report.md"; $(BIN)/python -m extreme_memorization table digits
 
-offline-paper: validate ## the whole study on digits: all seven claims, Fig. 1-5, 3 seeds (about 45 minutes on 2 cores) -> reports/offline/
+offline-paper: validate ## the whole study on digits: all seven claims, Fig. 1-5, 3 seeds (about 45 minutes on an idle 2-core machine) -> reports/offline/
 	@$(PREFLIGHT)
 	$(BIN)/dvc repro report-offline
 	@echo; echo "Report: reports/offline/report.md"
@@ -114,7 +114,7 @@ compare: $(STAMP) ## two revisions offline: make compare A=HEAD~1 [B=rev, defaul
 	@test -n "$(A)" || { echo "error: name the revision to compare: make compare A=HEAD~1 (and B=... for another than the workspace)"; exit 2; }
 	$(BIN)/python -m extreme_memorization compare $(A) $(B) $(if $(GROUP),--group $(GROUP))
 
-test: $(STAMP) ## the test suite (about 3.5 minutes on 2 cores)
+test: $(STAMP) ## the test suite (about 3.5 minutes on an idle 2-core machine)
 	$(PYTEST_PARALLEL)
 
 test-jax: $(STAMP) ## the core's tests under the JAX backend (closed forms, packs, backends, resume, the public API)
