@@ -137,6 +137,7 @@ def test_a_fresh_clone_with_runs_in_git_but_no_weights_says_they_retrain_not_don
     # What `make reproduce DRY=1` plans there: the pack's training.
     dry = sh([sys.executable, "-m", "extreme_memorization.pipeline.dry_plan", "report@digits"], clone, env)
     assert f"Running stage 'train-digits@digits-{PACK}'" in dry, dry
+    assert "dvc push" not in dry and dry.rstrip().endswith("(a dry run: nothing ran)")  # nothing to push
 
     # The trained repository itself, with its cache, and the clone once it has the weights: done.
     assert status(trained_repo)["digits"] == "2/2 runs done (1 pack); report up to date"

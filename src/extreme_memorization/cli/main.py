@@ -35,7 +35,8 @@ from pathlib import Path
 
 from ..config import settings as config
 from ..errors import UserError
-from . import elsewhere, keys, results, stages, tf_logs
+from ..core import tf_logs
+from . import elsewhere, keys, results, stages
 
 
 def parser() -> argparse.ArgumentParser:
