@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -57,6 +58,7 @@ class GroupStatus:
     worker_interrupted: list[str] = dataclasses.field(default_factory=list)
     data_missing: list[str] = dataclasses.field(default_factory=list)  # own datasets' raw files not here
     remote: str | None = None  # the default DVC remote, where `make pull` fetches from (None: no remote set)
+    worker_done: list[str] = dataclasses.field(default_factory=list)  # trained by a `local` worker, not restored here
 
     def line(self, width: int) -> str:
         parts = [f"{self.runs_done}/{self.runs_planned} runs done ({self.packs} pack{'s' if self.packs != 1 else ''})"]
@@ -73,6 +75,9 @@ class GroupStatus:
                 else f"runs in git, weights not in the DVC cache and no DVC remote set: {retrain} with `make reproduce "
                 f"GROUPS={self.group}`, or add a remote someone pushed them to: `{commands.dvc()} remote add -d NAME URL`"
             )
+        if self.worker_done:
+            parts.append(f"finished in a local worker: {_packs(self.worker_done)} (in the run-cache; the same `local` "
+                         "command, or `make reproduce`, restores it here without training)")  # fmt: skip
         if self.running:
             parts.append(f"running: {_packs(self.running)}")
         if self.interrupted:
@@ -146,6 +151,19 @@ def worker_writers(root: Path) -> list[str]:
     return [w for tree in sorted(worktrees.iterdir()) for w in live_writers(tree)] if worktrees.is_dir() else []
 
 
+def worker_finished(root: Path) -> set[str]:
+    """Stages a ``local`` worker trained to the end (its log's last word,
+    scaleout/sh/stage.sh): in the run-cache, restored here by the next repro."""
+    logs = root / WORK_DIR / "runs"
+    found = set()
+    for log in logs.glob("*/logs/*.log") if logs.is_dir() else []:
+        try:
+            found.update(re.findall(r"done: (\S+) is in the cache and run-cache", log.read_text(errors="replace")))
+        except OSError:
+            continue
+    return found
+
+
 def _has_files(folder: Path) -> bool:
     return folder.is_dir() and any(folder.iterdir())
 
@@ -185,13 +203,19 @@ def group_status(params: Params, root: Path, changed: dict[str, str], locked: se
 
     remote = default_remote(root)
     out, absent = [], missing(params, root, pull=remote is not None)
+    finished_in_workers = worker_finished(root)
     for name, group in params.groups.items():
         by_pack = packs.packs(params, name)
         done, stale, not_cached, running, interrupted, worker_running, worker_interrupted = 0, [], [], [], [], [], []
+        worker_done = []
         for pack, runs in by_pack.items():
             folder = root / "runs" / name / pack
-            done += sum(run_folder.finished(folder / packs.run_name(r)) for r in runs)
+            here = sum(run_folder.finished(folder / packs.run_name(r)) for r in runs)
             stage = packs.stage_name(name, runs[0])
+            if here < len(runs) and stage in finished_in_workers:
+                worker_done.append(pack)
+                here = len(runs)
+            done += here
             if stage in locked and changed.get(stage) == "changed":
                 stale.append(pack)
             elif stage in locked and changed.get(stage) == "not in cache":
@@ -218,6 +242,7 @@ def group_status(params: Params, root: Path, changed: dict[str, str], locked: se
                                worker_interrupted))  # fmt: skip
         out[-1].data_missing = [absent[d] for d in group.sweep["dataset"] if d in absent]
         out[-1].remote = remote
+        out[-1].worker_done = worker_done
     return out
 
 
