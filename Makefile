@@ -110,9 +110,9 @@ offline-paper: validate ## the whole study on digits: all seven claims, Fig. 1-5
 	$(BIN)/dvc repro report-offline
 	@echo; echo "Report: reports/offline/report.md"
 
-compare: $(STAMP) ## two revisions offline: make compare A=HEAD~1 [B=rev, default the workspace] [GROUP=digits] -> reports/compare/
+compare: $(STAMP) ## two revisions offline: make compare A=HEAD~1 [B=rev, default the workspace] [GROUP=digits] [ALL=1: unchanged groups too] -> reports/compare/
 	@test -n "$(A)" || { echo "error: name the revision to compare: make compare A=HEAD~1 (and B=... for another than the workspace)"; exit 2; }
-	$(BIN)/python -m extreme_memorization compare $(A) $(B) $(if $(GROUP),--group $(GROUP))
+	$(BIN)/python -m extreme_memorization compare $(A) $(B) $(if $(GROUP),--group $(GROUP)) $(if $(filter 1,$(ALL)),--all)
 
 test: $(STAMP) ## the test suite (about 3.5 minutes on an idle 2-core machine)
 	$(PYTEST_PARALLEL)

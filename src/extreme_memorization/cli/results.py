@@ -85,7 +85,7 @@ def cmd_runs(args) -> int:
 def cmd_compare(args) -> int:
     from ..report import compare
 
-    page = compare.write(args.rev_a, args.rev_b, args.out, args.runs, args.reports, args.group)
+    page = compare.write(args.rev_a, args.rev_b, args.out, args.runs, args.reports, args.group, args.all)
     print(f"compared {args.rev_a} with {args.rev_b or 'the workspace'} -> {page}")
     return 0
 
@@ -121,4 +121,5 @@ def add_parsers(sub) -> None:
     s.add_argument("--runs", default=Path("runs"), help="folder of the run folders (default: runs)")
     s.add_argument("--reports", default=Path("reports"), help="folder of the group reports (default: reports)")
     s.add_argument("--group", help="only this group's runs, parameters and metrics (default: every group)")
+    s.add_argument("--all", action="store_true", help="draw every group, the unchanged ones too (default: skip them)")
     s.set_defaults(func=cmd_compare)
