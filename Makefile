@@ -150,8 +150,8 @@ data: validate ## prepare tfds datasets only: make data DATASETS="cifar10 svhn_c
 	@$(PREFLIGHT)
 	$(BIN)/dvc repro $(addprefix prepare-tfds@,$(DATASETS))
 
-plan: validate ## runs and compute per group: make plan TFLOPS=25 STEP_MS=2 [RATES=device_check.json]
-	@$(BIN)/python -m extreme_memorization plan --tflops $(or $(TFLOPS),25) --step-ms $(or $(STEP_MS),2) $(if $(RATES),--rates $(RATES))
+plan: validate ## runs and hours per group on this machine (measured); for a GPU: make plan TFLOPS=25 STEP_MS=2 [RATES=device_check.json]
+	@$(BIN)/python -m extreme_memorization plan $(if $(TFLOPS),--tflops $(TFLOPS)) $(if $(STEP_MS),--step-ms $(STEP_MS)) $(if $(RATES),--rates $(RATES))
 
 status: $(STAMP) ## one line per group: runs done / planned, stale, running, report (dvc status in short)
 	@$(BIN)/python -m extreme_memorization status

@@ -202,7 +202,7 @@ def test_make_plan_with_a_bring_your_own_group_plans_the_others(repo):
     yaml_rt.dump(dvc, path / "dvc.yaml")
     sh([*python_cmd(), "add-group", "mine"], path, env)
     shutil.copy(ROOT / "Makefile", path / "Makefile")
-    result = subprocess.run(["make", "-s", "plan", f"ENV_BIN={sys.executable.rsplit('/', 1)[0]}"], cwd=path, env=env,
+    result = subprocess.run(["make", "-s", "plan", "TFLOPS=25", f"ENV_BIN={sys.executable.rsplit('/', 1)[0]}"], cwd=path, env=env,
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "| mine | 1 | 2 | cannot plan: data/scans.npz not found (data.own.scans) | | |" in result.stdout
