@@ -272,3 +272,21 @@ def test_the_cheap_commands_of_the_docs_run_as_printed_in_a_fresh_clone_with_the
         done = subprocess.run(["bash", "-c", f"source .venv/bin/activate && {line}"], cwd=clone, env=env,
                               capture_output=True, text=True, timeout=120)  # fmt: skip
         assert done.returncode == 0, f"{line}: {done.stderr[-600:]}"
+
+
+@pytest.mark.slow
+def test_dvc_plots_show_writes_a_page_whose_every_script_is_a_local_file(tmp_path):
+    # Offline: .dvc/config's plots.html_template loads the vendored Vega, Vega-Lite and Vega-Embed.
+    import subprocess
+    import sys
+
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    dvc = str(Path(sys.executable).parent / "dvc")
+    done = subprocess.run([dvc, "plots", "show", "reports/figures/digits"], cwd=clone, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    page = clone / "dvc_plots" / "index.html"
+    scripts = re.findall(r"<script[^>]*\bsrc\s*=\s*[\"']([^\"']+)", page.read_text())
+    assert len(scripts) == 3, scripts
+    for src in scripts:
+        assert not re.match(r"^[a-z]+:|^//", src) and (page.parent / src).resolve().is_file(), src
