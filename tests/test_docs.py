@@ -252,7 +252,9 @@ def test_shell_lines_are_read_from_the_blocks_only():
 
 
 # Cheap commands of the docs that read and change nothing: run as printed.
-CHEAP = re.compile(r"^(dvc (metrics show|params diff|exp show)|make help|python -m extreme_memorization (validate|table))\b")
+CHEAP = re.compile(
+    r"^(dvc (metrics show|params diff|exp show)|make help|python -m extreme_memorization (validate|table))\b"
+)
 
 
 @pytest.mark.slow
@@ -267,8 +269,13 @@ def test_the_cheap_commands_of_the_docs_run_as_printed_in_a_fresh_clone_with_the
     venv = Path(sys.executable).parent.parent
     (clone / ".venv").symlink_to(venv)  # what `make demo` made
     # The clone's own package (an editable install would point at another checkout).
-    env = {"HOME": str(tmp_path), "PYTHONPATH": str(clone / "src"), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
-           "COLUMNS": "120"}  # a terminal's width: dvc exp show's selections must fit it
+    env = {
+        "HOME": str(tmp_path),
+        "PYTHONPATH": str(clone / "src"),
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "COLUMNS": "120",
+    }  # a terminal's width: dvc exp show's selections must fit it
     for line in dict.fromkeys(lines):  # a fresh shell each, the venv activated as the README says
         done = subprocess.run(["bash", "-c", f"source .venv/bin/activate && {line}"], cwd=clone, env=env,
                               capture_output=True, text=True, timeout=120)  # fmt: skip

@@ -113,7 +113,9 @@ def test_a_fresh_clone_with_runs_in_git_but_no_weights_says_they_retrain_not_don
     clone = tmp_path / "clone"
     sh(["git", "clone", "-q", str(trained), str(clone)], tmp_path, env)
     assert not (clone / "weights/digits" / PACK).exists() and (clone / "runs/digits" / PACK).is_dir()
-    retrain = f"1 pack ({PACK}) retrain (about {retrain_seconds(clone / 'runs/digits' / PACK)} s as trained on this machine)"
+    retrain = (
+        f"1 pack ({PACK}) retrain (about {retrain_seconds(clone / 'runs/digits' / PACK)} s as trained on this machine)"
+    )
     # No DVC remote: nothing to pull from, so `make pull` is never offered as a source.
     lines = status((clone, env))
     dvc = str(Path(sys.executable).parent / "dvc")  # spelled so that it runs from a fresh shell

@@ -34,8 +34,8 @@ import sys
 from pathlib import Path
 
 from ..config import settings as config
-from ..errors import UserError
 from ..core import tf_logs
+from ..errors import UserError
 from . import elsewhere, keys, results, stages
 
 

@@ -185,9 +185,13 @@ def machine_rate(root: Path, probe_seconds: float = PROBE_SECONDS) -> tuple[floa
     if measured:
         return *measured, f"this machine's training rate from {bench.relative_to(root)} (`make bench`)"
     rate = probe_rate(probe_seconds)
-    return rate, DEFAULT_STEP_MS, (
-        f"this machine's numpy float32 matmul rate, probed for {probe_seconds:g} s (`make bench` measures "
-        f"training itself), and {DEFAULT_STEP_MS:g} ms/step"
+    return (
+        rate,
+        DEFAULT_STEP_MS,
+        (
+            f"this machine's numpy float32 matmul rate, probed for {probe_seconds:g} s (`make bench` measures "
+            f"training itself), and {DEFAULT_STEP_MS:g} ms/step"
+        ),
     )
 
 

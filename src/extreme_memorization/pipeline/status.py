@@ -198,7 +198,6 @@ def retrain_time(root: Path, group: str, names: list[str]) -> str:
 def group_status(params: Params, root: Path, changed: dict[str, str], locked: set[str], writers: list[str],
                  workers: list[str] = ()) -> list[GroupStatus]:  # fmt: skip
     from ..data.own import missing
-
     from .remotes import default_remote
 
     remote = default_remote(root)

@@ -137,5 +137,7 @@ def submit(root: Path, group: str, options: Options, dry_run: bool = False) -> i
         print(f"  task {i}: {stage}  log {logs}/{array}_{i}.log")
     print(f"  report: {plan.report}  log {logs}/{report_job}.log")
     print(f"follow: squeue -j {array},{report_job}; tail -f {logs}/*.log")
-    print(f"then: {commands.dvc()} repro {plan.report} (restores every stage from the cache {plan.cache}; trains nothing)")
+    print(
+        f"then: {commands.dvc()} repro {plan.report} (restores every stage from the cache {plan.cache}; trains nothing)"
+    )
     return 0
