@@ -32,7 +32,7 @@ def test_make_reproduce_of_a_group_that_does_not_exist_says_so_and_names_the_gro
     path, env = repo
     done = make(path, env, "reproduce", "GROUPS=tinyy", *dry)
     assert done.returncode != 0 and done.stdout == ""
-    assert done.stderr.splitlines()[0].startswith("error: no group tinyy; groups: digits, section3, ")
+    assert done.stderr.splitlines()[0].startswith("error: no group 'tinyy' in params.yaml; known groups: digits, ")
     assert "dvc" not in done.stderr.lower().replace("make", "")  # DVC never started
 
 

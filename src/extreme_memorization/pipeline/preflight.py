@@ -93,13 +93,11 @@ def check_writable(root: Path) -> None:
 
 
 def check_groups(root: Path, targets: list[str]) -> None:
-    from ..config.settings import load
+    from .dry_plan import unknown_group
 
-    groups = list(load(root / "params.yaml").groups)
-    for target in targets:
-        name = target.split("@", 1)[1] if "@" in target else target
-        if name not in groups:
-            raise PreflightError(f"no group {name}; groups: {', '.join(groups)} (params.yaml)")
+    problem = unknown_group(targets, str(root / "params.yaml"))
+    if problem:
+        raise PreflightError(problem.replace(f" in {root / 'params.yaml'};", " in params.yaml;"))
 
 
 def check(root: Path, targets: list[str] = ()) -> None:
