@@ -78,6 +78,10 @@ export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONUNBUFFERED := 1
 
+# Before DVC starts: the groups named exist, the checkout is writable, no
+# other dvc repro runs here (one line each, pipeline/preflight.py).
+PREFLIGHT = $(BIN)/python -m extreme_memorization.pipeline.preflight
+
 .DEFAULT_GOAL := help
 .PHONY: help venv demo offline-paper test push pull test-jax test-slow reproduce data validate plan status lint lock bench device-check device-wheels clean compare \
         image reproduce-in-container shell gpu-check slurm test-slurm container-test container-test-cuda clean-container
@@ -109,18 +113,20 @@ validate: $(STAMP) ## check params.yaml and list the experiment groups
 	@$(BIN)/python -m extreme_memorization validate
 
 demo: validate ## the offline digits sweep through dvc repro, then its table
+	@$(PREFLIGHT) report@digits
 	$(BIN)/dvc repro report@digits
 	@echo; echo "Report: reports/digits/report.md"; $(BIN)/python -m extreme_memorization table digits
 
-offline-paper: validate ## the whole study on digits: all seven claims, Fig. 1-5, 3 seeds (about 45 minutes on 2 cores) -> reports/offline/
+offline-paper: validate ## the whole study on digits: all seven claims, Fig. 1-5, 3 seeds (about 45 minutes on an idle 2-core machine) -> reports/offline/
+	@$(PREFLIGHT)
 	$(BIN)/dvc repro report-offline
 	@echo; echo "Report: reports/offline/report.md"
 
-compare: $(STAMP) ## two revisions offline: make compare A=HEAD~1 [B=rev, default the workspace] [GROUP=digits] -> reports/compare/
+compare: $(STAMP) ## two revisions offline: make compare A=HEAD~1 [B=rev, default the workspace] [GROUP=digits] [ALL=1: unchanged groups too] -> reports/compare/
 	@test -n "$(A)" || { echo "error: name the revision to compare: make compare A=HEAD~1 (and B=... for another than the workspace)"; exit 2; }
-	$(BIN)/python -m extreme_memorization compare $(A) $(B) $(if $(GROUP),--group $(GROUP))
+	$(BIN)/python -m extreme_memorization compare $(A) $(B) $(if $(GROUP),--group $(GROUP)) $(if $(filter 1,$(ALL)),--all)
 
-test: $(STAMP) ## the test suite (about 3.5 minutes on 2 cores)
+test: $(STAMP) ## the test suite (about 3.5 minutes on an idle 2-core machine)
 	$(PYTEST_PARALLEL)
 
 test-jax: $(STAMP) ## the core's tests under the JAX backend (closed forms, packs, backends, resume, the public API)
@@ -159,6 +165,7 @@ pull: $(STAMP) ## fetch what was pushed (stages never built are skipped), then r
 	@$(BIN)/python -m extreme_memorization pull $(if $(REMOTE),-r $(REMOTE))
 
 reproduce: $(STAMP) ## every group (GPU box); side by side: JOBS=4 [GPUS=0,1,2,3]; GROUPS="section3" for some; DRY=1: what would run
+	@$(PREFLIGHT) $(if $(filter 1,$(DRY)),--groups-only) $(addprefix report@,$(GROUPS))
 	@$(BIN)/python -m extreme_memorization validate --data
 ifneq ($(JOBS)$(GPUS),)
 	$(BIN)/python -m extreme_memorization local $(GROUPS) $(if $(JOBS),--jobs $(JOBS)) $(if $(GPUS),--gpus $(GPUS)) $(if $(filter 1,$(DRY)),--dry-run)
@@ -167,10 +174,11 @@ else
 endif
 
 data: validate ## prepare tfds datasets only: make data DATASETS="cifar10 svhn_cropped"
+	@$(PREFLIGHT)
 	$(BIN)/dvc repro $(addprefix prepare-tfds@,$(DATASETS))
 
-plan: validate ## runs and compute per group: make plan TFLOPS=25 STEP_MS=2 [RATES=device_check.json]
-	@$(BIN)/python -m extreme_memorization plan --tflops $(or $(TFLOPS),25) --step-ms $(or $(STEP_MS),2) $(if $(RATES),--rates $(RATES))
+plan: validate ## runs and hours per group on this machine (measured); for a GPU: make plan TFLOPS=25 STEP_MS=2 [RATES=device_check.json]
+	@$(BIN)/python -m extreme_memorization plan $(if $(TFLOPS),--tflops $(TFLOPS)) $(if $(STEP_MS),--step-ms $(STEP_MS)) $(if $(RATES),--rates $(RATES))
 
 status: $(STAMP) ## one line per group: runs done / planned, stale, running, report (dvc status in short)
 	@$(BIN)/python -m extreme_memorization status

@@ -189,3 +189,20 @@ def test_the_docs_ten_line_example_runs_as_written(tmp_path):
     assert -1.0 <= float(result.stdout.strip().splitlines()[-1]) <= 1.0
     rows = list(csv.DictReader(open(tmp_path / "log.csv")))
     assert len(rows) == 5 and all(math.isfinite(float(r["grad_alignment_w2"])) for r in rows)
+
+
+@pytest.mark.slow
+def test_a_script_run_with_tf_cpp_min_log_level_3_sees_no_tensorflow_start_up_lines(tmp_path):
+    # absl's "All log messages before absl::InitializeLog()" and oneDNN's notice
+    # ignore TF_CPP_MIN_LOG_LEVEL; importing the API holds them to it.
+    script = tmp_path / "mine.py"
+    script.write_text(
+        "import numpy as np\nfrom extreme_memorization import measure_alignment\nimport keras\n"
+        "model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])\n"
+        "print(sorted(measure_alignment(model, np.ones((6, 4), 'float32'), np.arange(6) % 3)))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(extreme_memorization.__file__).parents[1]),
+           "TF_CPP_MIN_LOG_LEVEL": "3", "HOME": str(tmp_path)}  # fmt: skip
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("["), done.stderr
+    assert done.stderr == "", done.stderr

@@ -121,3 +121,14 @@ def test_a_summary_per_group_opens_the_page_and_group_keeps_one_group(history, t
     assert unknown.returncode == 1 and unknown.stderr == (
         "error: no runs of group 'nosuch' in HEAD~1 or the workspace; groups there: digits, other\n"
     )
+
+
+def test_unchanged_groups_are_skipped_and_said_so_unless_all(history, tmp_path):
+    out = tmp_path / "compare"
+    said = sh([*python_cmd(), "compare", "HEAD", "HEAD", "--out", str(out)], history).stdout
+    assert said.splitlines()[0] == "1 group unchanged, skipped (digits); --all to redraw"
+    page = (out / "compare.md").read_text()
+    assert "## `digits`" not in page and not list(out.glob("*.png"))
+    assert "| digits | 2 / 2 | 2 | 0 |" in page  # still in the summary
+    said = sh([*python_cmd(), "compare", "HEAD", "HEAD", "--out", str(out), "--all"], history).stdout
+    assert "skipped" not in said and (out / "digits_curves.png").is_file()

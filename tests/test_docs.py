@@ -206,3 +206,97 @@ def test_subcommands_are_read_from_the_parser_and_from_the_code():
         "python -m extreme_memorization prose is not code\n"
     )
     assert named_subcommands(text) == {"table", "plan"}
+
+
+# The shell lines of the docs' fenced blocks, as a user types them after
+# `make demo` and `source .venv/bin/activate` (README's first block).
+COMMAND = re.compile(r"^\s*(dvc|make|python3? -m extreme_memorization)\b")
+
+
+def shell_lines(text: str) -> list[str]:
+    """Each command of a fenced block's lines that starts with dvc, make or
+    python -m extreme_memorization (comments dropped, `;` split, `\\` joined)."""
+    out = []
+    for block in FENCE.finditer(text):
+        joined = re.sub(r"\s*\\\n\s*", " ", "\n".join(block.group(0).splitlines()[1:-1]))
+        for line in joined.splitlines():
+            for command in re.sub(r"(^|\s)#.*$", "", line).split(";"):
+                if COMMAND.match(command):
+                    out.append(command.strip())
+    return out
+
+
+def dvc_subcommands() -> set[str]:
+    from dvc.cli.parser import get_main_parser
+
+    for action in get_main_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return set(action.choices)
+    raise AssertionError("DVC's parser has no subcommands")
+
+
+@pytest.mark.parametrize("path", doc_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_dvc_command_in_a_block_is_one_dvc_has(path):
+    named = {line.split()[1] for line in shell_lines(path.read_text()) if line.startswith("dvc ")}
+    missing = named - dvc_subcommands()
+    assert not missing, f"{path.name} names dvc commands DVC lacks: {sorted(missing)}"
+
+
+def test_shell_lines_are_read_from_the_blocks_only():
+    text = (
+        "`dvc prose`\n\n```sh\ndvc metrics show; dvc metrics diff HEAD~1   # x\nmake help\n"
+        "python -m extreme_memorization add-group mine \\\n    --dataset d\necho no\n```\n"
+    )
+    assert shell_lines(text) == ["dvc metrics show", "dvc metrics diff HEAD~1", "make help",
+                                 "python -m extreme_memorization add-group mine --dataset d"]  # fmt: skip
+
+
+# Cheap commands of the docs that read and change nothing: run as printed.
+CHEAP = re.compile(
+    r"^(dvc (metrics show|params diff|exp show)|make help|python -m extreme_memorization (validate|table))\b"
+)
+
+
+@pytest.mark.slow
+def test_the_cheap_commands_of_the_docs_run_as_printed_in_a_fresh_clone_with_the_venv_active(tmp_path):
+    import subprocess
+    import sys
+
+    lines = sorted({line for path in doc_files() for line in shell_lines(path.read_text()) if CHEAP.match(line)})
+    lines += ["make help", "python -m extreme_memorization validate", "dvc metrics show", "dvc params diff"]
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    venv = Path(sys.executable).parent.parent
+    (clone / ".venv").symlink_to(venv)  # what `make demo` made
+    # The clone's own package (an editable install would point at another checkout).
+    env = {
+        "HOME": str(tmp_path),
+        "PYTHONPATH": str(clone / "src"),
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "COLUMNS": "120",
+    }  # a terminal's width: dvc exp show's selections must fit it
+    for line in dict.fromkeys(lines):  # a fresh shell each, the venv activated as the README says
+        done = subprocess.run(["bash", "-c", f"source .venv/bin/activate && {line}"], cwd=clone, env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, f"{line}: {done.stderr[-600:]}"
+        if line.startswith("dvc exp show"):
+            assert "\u2026" not in done.stdout and max(map(len, done.stdout.splitlines())) <= 120, done.stdout
+
+
+@pytest.mark.slow
+def test_dvc_plots_show_writes_a_page_whose_every_script_is_a_local_file(tmp_path):
+    # Offline: .dvc/config's plots.html_template loads the vendored Vega, Vega-Lite and Vega-Embed.
+    import subprocess
+    import sys
+
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    dvc = str(Path(sys.executable).parent / "dvc")
+    done = subprocess.run([dvc, "plots", "show", "reports/figures/digits"], cwd=clone, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    page = clone / "dvc_plots" / "index.html"
+    scripts = re.findall(r"<script[^>]*\bsrc\s*=\s*[\"']([^\"']+)", page.read_text())
+    assert len(scripts) == 3, scripts
+    for src in scripts:
+        assert not re.match(r"^[a-z]+:|^//", src) and (page.parent / src).resolve().is_file(), src

@@ -155,7 +155,8 @@ def test_the_done_line_of_a_run_whose_gradients_vanished_leaves_the_gradient_mea
 FULL_DISK = """
 import errno, sys
 from pathlib import Path
-from extreme_memorization.cli import main as cli, tf_logs
+from extreme_memorization.cli import main as cli
+from extreme_memorization.core import tf_logs
 tf_logs.quiet()  # first: it keeps TensorFlow's start-up lines out, as the command does
 import keras
 real = keras.Model.save_weights

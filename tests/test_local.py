@@ -191,6 +191,11 @@ def test_a_failing_stage_does_not_stop_the_other_and_the_rerun_trains_only_it(tm
     assert f"FAILED: {relu}" in text and "File exists" in text, text
     assert re.search(rf"FAILED: {re.escape(relu)} \(exit status 1\): mkdir: .*File exists", out), out  # the cause, here
     assert "no report: it needs every stage" in out and not (repo[0] / "reports/digits").exists()
+    # make status: the pack a worker finished is done (in the run-cache), though not restored here yet.
+    status = subprocess.run([sys.executable, "-m", "extreme_memorization", "status", "--no-dvc"], cwd=repo[0],
+                            env=repo[1], capture_output=True, text=True).stdout  # fmt: skip
+    line = next(line for line in status.splitlines() if line.startswith("digits "))
+    assert line.split()[1] == "1/2" and "finished in a local worker: 1 pack (digits-mlp-sin-" in line, line
 
     blocker.unlink()
     again = cli(repo, "--jobs", "2")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -119,5 +120,33 @@ def test_an_own_dataset_not_under_dvc_gets_the_dvc_add_line_from_validate_and_ma
 
     sh([dvc_cmd(), "add", "data/scans.npz"], path, env)  # as the hint says: no more warning for it
     assert "'scans'" not in sh([*python_cmd(), "validate"], path, env)
-    absent = sh([*python_cmd(), "add-group", "later", "--dataset", "later", "--npz", "data/later.npz"], path, env)
-    assert "note: data/later.npz is not there yet; save it, then `dvc add data/later.npz`" in absent
+
+
+def test_add_group_and_validate_refuse_a_missing_truncated_or_wrong_shaped_npz_in_one_line(repo):
+    path, env = repo
+    before = (path / "params.yaml").read_text(), (path / "dvc.yaml").read_text()
+
+    def add(npz: str) -> str:
+        done = subprocess.run([*python_cmd(), "add-group", "later", "--dataset", "later", "--npz", npz], cwd=path,
+                              env=env, capture_output=True, text=True)  # fmt: skip
+        assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+        assert ((path / "params.yaml").read_text(), (path / "dvc.yaml").read_text()) == before  # nothing written
+        assert not list(path.glob("data/*.dvc"))  # nothing versioned
+        return done.stderr
+
+    assert "/nonexistent/x.npz not found" in add("/nonexistent/x.npz")
+    whole = tiny_npz(path / "data/whole.npz").read_bytes()
+    (path / "data/cut.npz").write_bytes(whole[: len(whole) // 2])
+    assert add("data/cut.npz").startswith("error: data/cut.npz is not a valid .npz file")
+    rng = np.random.default_rng(0)
+    np.savez(path / "data/odd.npz", x_train=rng.random((8, 6, 6)), y_train=np.arange(7) % 2,
+             x_test=rng.random((4, 6, 6)), y_test=np.arange(4) % 2)  # fmt: skip
+    assert "data/odd.npz: y_train has shape (7,); expected (8,)" in add("data/odd.npz")
+
+    # A file listed in data.own that is here but broken: `make validate` names it, in one line.
+    raw = yaml.safe_load((path / "params.yaml").read_text())
+    raw["data"]["own"] = {"cut": "data/cut.npz"}
+    (path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    done = make(path, env, "validate")
+    assert done.returncode != 0 and f"error: {path / 'data/cut.npz'} is not a valid .npz file" in done.stderr
+    assert len([line for line in done.stderr.splitlines() if not line.startswith("make")]) == 1, done.stderr

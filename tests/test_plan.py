@@ -1,5 +1,7 @@
 """The compute plan counts FLOPs from the models themselves."""
 
+import json
+
 import pytest
 
 from extreme_memorization.config.settings import make_run
@@ -42,3 +44,18 @@ def test_measured_rates_project_each_pack_from_its_size_and_dataset(params):
     expected = 2000 * 3.0 * (1 + 1 + (73_257 + 26_032) / 60_000) / 3600
     assert hours["section3"] == pytest.approx(expected)
     assert set(hours) == set(params.groups)
+
+
+def test_with_no_gpu_named_the_plan_uses_this_machines_measured_rate_and_says_which(tmp_path):
+    # make bench's measurement, when it was taken on a machine like this one.
+    (tmp_path / "reports").mkdir()
+    bench = {"machine": plan.this_machine(), "step_cost": [
+        {"shape": "digits", "new_step_ms": 1.2, "new_gflops": 60.0},
+        {"shape": "cifar", "new_step_ms": 9.0, "new_gflops": 360.0}]}  # fmt: skip
+    (tmp_path / "reports/bench.json").write_text(json.dumps(bench))
+    tflops, step_ms, source = plan.machine_rate(tmp_path)
+    assert (tflops, round(step_ms, 6)) == (0.36, 1.0) and "reports/bench.json (`make bench`)" in source
+    # Measured elsewhere, or absent: a real matmul probe here (short in this test).
+    (tmp_path / "reports/bench.json").write_text(json.dumps({**bench, "machine": "arm64, 512 cores"}))
+    tflops, step_ms, source = plan.machine_rate(tmp_path, probe_seconds=0.5)
+    assert 0.001 < tflops < 100 and step_ms == plan.DEFAULT_STEP_MS and "matmul rate, probed for 0.5 s" in source

@@ -264,7 +264,7 @@ def test_push_and_pull_say_in_a_line_or_two_what_moved_and_when_nothing_new_did(
         ["nothing to push: DVC's cache here holds no file that dvc.lock names, and no run-cache entry"],
         ["warning: not pushed, in neither this cache nor remote 'empty': 2 outputs of dvc.lock "
          f"(data/prepared/digits.npz, weights/digits/{PACK}); push them from the machine that made them, "
-         "or `dvc repro` makes them again"])  # fmt: skip
+         "or `make reproduce` makes them again"])  # fmt: skip
 
     sh([dvc_cmd(), "remote", "add", "-f", "-d", "shared", str(tmp_path / "remote")], clone, cenv)
     out, err = _sync("pull", clone, cenv)

@@ -5,6 +5,7 @@ import copy
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -53,7 +54,7 @@ def test_add_group_writes_all_three_pieces_keeps_comments_and_dvc_repro_runs_it(
         "added dvc.yaml: report@mine",
         "added DVC: data/scans.npz.dvc versions data/scans.npz (git ignores the .npz); commit it: `make push` sends "
         "the data, a clone's `make pull` fetches it",
-        "run it: dvc repro report@mine",
+        f"run it: make reproduce GROUPS=mine (or {Path(sys.executable).parent / 'dvc'} repro report@mine)",
     ]
     params_text, dvc_text = (path / "params.yaml").read_text(), (path / "dvc.yaml").read_text()
     assert params_text.startswith("# my experiments\n") and "data:  # sources\n" in params_text
@@ -201,7 +202,7 @@ def test_make_plan_with_a_bring_your_own_group_plans_the_others(repo):
     yaml_rt.dump(dvc, path / "dvc.yaml")
     sh([*python_cmd(), "add-group", "mine"], path, env)
     shutil.copy(ROOT / "Makefile", path / "Makefile")
-    result = subprocess.run(["make", "-s", "plan", f"ENV_BIN={sys.executable.rsplit('/', 1)[0]}"], cwd=path, env=env,
+    result = subprocess.run(["make", "-s", "plan", "TFLOPS=25", f"ENV_BIN={sys.executable.rsplit('/', 1)[0]}"], cwd=path, env=env,
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "| mine | 1 | 2 | cannot plan: data/scans.npz not found (data.own.scans) | | |" in result.stdout

@@ -113,14 +113,33 @@ def test_a_fresh_clone_with_runs_in_git_but_no_weights_says_they_retrain_not_don
     clone = tmp_path / "clone"
     sh(["git", "clone", "-q", str(trained), str(clone)], tmp_path, env)
     assert not (clone / "weights/digits" / PACK).exists() and (clone / "runs/digits" / PACK).is_dir()
+    retrain = (
+        f"1 pack ({PACK}) retrain (about {retrain_seconds(clone / 'runs/digits' / PACK)} s as trained on this machine)"
+    )
+    # No DVC remote: nothing to pull from, so `make pull` is never offered as a source.
+    lines = status((clone, env))
+    dvc = str(Path(sys.executable).parent / "dvc")  # spelled so that it runs from a fresh shell
+    assert lines["digits"] == (
+        f"0/2 runs done (1 pack); runs in git, weights not in the DVC cache and no DVC remote set: {retrain} with "
+        f"`make reproduce GROUPS=digits`, or add a remote someone pushed them to: `{dvc} remote add -d NAME "
+        "URL`; report up to date"
+    )
+    assert not any("make pull" in line for line in lines.values())
+    pulled = subprocess.run([*python_cmd(), "pull"], cwd=clone, env=env, capture_output=True, text=True)
+    assert pulled.returncode == 1 and pulled.stderr.count("\n") == 1, pulled.stderr
+    assert "no DVC remote is set, so there is nothing to pull from" in pulled.stderr
+    assert f"`{dvc} remote add -d NAME URL`" in pulled.stderr
+    # With a remote set, `make pull` is where the weights come from.
+    (tmp_path / "remote").mkdir()
+    sh([dvc_cmd(), "remote", "add", "-d", "shared", str(tmp_path / "remote")], clone, env)
     assert status((clone, env))["digits"] == (
-        "0/2 runs done (1 pack); runs in git, weights not in the DVC cache: `make pull` fetches them, "
-        f"or 1 pack ({PACK}) retrain (about {retrain_seconds(clone / 'runs/digits' / PACK)} s as trained on this "
-        "machine); report up to date"
+        "0/2 runs done (1 pack); runs in git, weights not in the DVC cache: `make pull` fetches them from remote "
+        f"'shared', or {retrain}; report up to date"
     )
     # What `make reproduce DRY=1` plans there: the pack's training.
     dry = sh([sys.executable, "-m", "extreme_memorization", "dry-run", "report@digits"], clone, env)
     assert f"Running stage 'train-digits@digits-{PACK}'" in dry, dry
+    assert "dvc push" not in dry and dry.rstrip().endswith("(a dry run: nothing ran)")  # nothing to push
 
     # The trained repository itself, with its cache, and the clone once it has the weights: done.
     assert status(trained_repo)["digits"] == "2/2 runs done (1 pack); report up to date"

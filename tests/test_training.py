@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -224,3 +225,20 @@ def test_a_real_training_epoch_runs_for_every_dataset_model_and_loss(tmp_path, r
     for name in ("active_fraction", "w1_relative_change", "grad_alignment_w1_random"):
         assert (metrics[name] is None) == (changes["model"] != "mlp"), name
     assert metrics["diagnosis"] in ("fitted", "still learning", "stuck")
+
+
+def test_the_eta_is_timed_after_the_compiling_first_epoch(capsys):
+    import time
+
+    from extreme_memorization.training.progress import Progress
+
+    # A first epoch of 2 s (tracing and compiling) and three of 0.05 s: an ETA
+    # from the first epoch would read 0:02 at epoch 2; the remaining 0.1 s is 0:00.
+    progress = Progress("[stage]", ["sigma=1"], epochs=4, start_epoch=0)
+    row = {"train_loss": 1.0, "train_acc": 0.5, "test_loss": 1.0, "test_acc": 0.5, "best_test_acc": 0.5}
+    for epoch, seconds in ((1, 2.0), (2, 0.05), (3, 0.05), (4, 0.05)):
+        time.sleep(seconds)
+        progress.epoch_done(epoch, [{**row, "epoch": epoch}])
+    heads = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[stage]")]
+    assert heads[0].startswith("[stage] epoch 1/4  ETA -  (first epoch 2.")
+    assert re.match(r"\[stage\] epoch 2/4  ETA 0:00  \(0\.\d{3} s/epoch\)", heads[1]), heads

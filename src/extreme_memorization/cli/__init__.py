@@ -1,4 +1,4 @@
 """The command line, ``python -m extreme_memorization``: the parser and
 the pipeline's commands (main, stages, results, keys), moving runs between
 machines (remotes), training side by side or on Slurm and the dry run
-(scaleout), and TensorFlow's start-up log filter (tf_logs)."""
+(scaleout); TensorFlow's start-up log filter is core/tf_logs.py."""

@@ -34,7 +34,8 @@ def cmd_rekey(args) -> int:
     if not args.dry_run:
         line += (
             f"; {counts['stored']} filed into the run store; {counts['stages']} stages recorded in dvc.lock"
-            "; the reports follow their run folders: dvc repro remakes them (dvc repro -s report@GROUP for one)"
+            "; the reports follow their run folders: `make reproduce` remakes them (`make reproduce GROUPS=GROUP` "
+            "for one)"
         )
     print(line)
     return 0

@@ -37,8 +37,9 @@ import sys
 from pathlib import Path
 
 from ..config import settings as config
+from ..core import tf_logs
 from ..errors import UserError
-from . import keys, remotes, results, scaleout, stages, tf_logs
+from . import keys, remotes, results, scaleout, stages
 
 
 def parser() -> argparse.ArgumentParser:
@@ -113,6 +114,18 @@ def _quiet_broken_pipe() -> int:
     return 0  # the reader took what it wanted; a non-zero status would make `make` add an error line
 
 
+def _find_params(params: str) -> str:
+    """The default params.yaml, found from a subfolder of the repository as
+    git and DVC find theirs (the nearest folder above with params.yaml and
+    dvc.yaml); any other value is used as given."""
+    if params != "params.yaml" or Path(params).is_file():
+        return params
+    for folder in Path.cwd().resolve().parents:
+        if (folder / "params.yaml").is_file() and (folder / "dvc.yaml").is_file():
+            return str(folder / "params.yaml")
+    return params
+
+
 def main(argv: list[str] | None = None) -> int:
     tf_logs.quiet()  # before any command imports TensorFlow
     args = parser().parse_args(argv)
@@ -120,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     # itself) ends in one line, not a traceback from inside its import.
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _on_term)
+    args.params = _find_params(args.params)
     try:
         with _at_root(args):
             code = args.func(args)

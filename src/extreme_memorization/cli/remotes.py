@@ -34,7 +34,7 @@ def cmd_store(args) -> int:
     total = sum(1 for p in kept.iterdir() if not p.name.startswith(".")) if kept.is_dir() else 0
     print(
         f"run store {kept}: {total} runs ({added} added now"
-        + (f"; {missing} runs here lack weights: dvc pull" if missing else "")
+        + (f"; {missing} runs here lack weights: `make pull` fetches them from a DVC remote" if missing else "")
         + ")"
     )
     return 0

@@ -43,6 +43,13 @@ def cmd_plan(args) -> int:
     params = config.load(args.params)
     from ..pipeline import plan
 
+    if args.tflops is None:  # no GPU named: the machine at hand
+        tflops, step_ms, source = plan.machine_rate(Path(args.params).resolve().parent)
+        args.tflops, args.step_ms = tflops, args.step_ms if args.step_ms is not None else step_ms
+        print(f"Hours on this machine at {args.tflops:.3g} TFLOP/s + {args.step_ms:.2g} ms/step: {source}; "
+              "for a GPU give its rate: make plan TFLOPS=25 STEP_MS=2\n")  # fmt: skip
+    elif args.step_ms is None:
+        args.step_ms = plan.DEFAULT_STEP_MS
     print(plan.table(plan.group_costs(params), args.tflops, args.step_ms))
     if args.rates:
         rates = plan.load_rates(args.rates)
@@ -87,7 +94,7 @@ def cmd_runs(args) -> int:
 def cmd_compare(args) -> int:
     from ..report import compare
 
-    page = compare.write(args.rev_a, args.rev_b, args.out, args.runs, args.reports, args.group)
+    page = compare.write(args.rev_a, args.rev_b, args.out, args.runs, args.reports, args.group, args.all)
     print(f"compared {args.rev_a} with {args.rev_b or 'the workspace'} -> {page}")
     return 0
 
@@ -102,8 +109,9 @@ def add_parsers(sub) -> None:
     s.set_defaults(func=cmd_table)
 
     s = sub.add_parser("plan", help="runs and compute of every group, and hours at a stated FLOP rate")
-    s.add_argument("--tflops", type=float, default=25.0, help="sustained rate to assume, TFLOP/s (default 25)")
-    s.add_argument("--step-ms", type=float, default=2.0, help="fixed cost per step to assume, ms (default 2)")
+    s.add_argument("--tflops", type=float, help="sustained rate to assume, TFLOP/s (default: this machine's, from "
+                   "reports/bench.json if measured here, else a 10-second matmul probe)")  # fmt: skip
+    s.add_argument("--step-ms", type=float, help="fixed cost per step to assume, ms (default 2, or make bench's)")
     s.add_argument("--rates", help="measured rates (JSON from benchmarks/device_check.sh) to project MLP packs from")
     s.set_defaults(func=cmd_plan)
 
@@ -123,4 +131,5 @@ def add_parsers(sub) -> None:
     s.add_argument("--runs", default=Path("runs"), help="folder of the run folders (default: runs)")
     s.add_argument("--reports", default=Path("reports"), help="folder of the group reports (default: reports)")
     s.add_argument("--group", help="only this group's runs, parameters and metrics (default: every group)")
+    s.add_argument("--all", action="store_true", help="draw every group, the unchanged ones too (default: skip them)")
     s.set_defaults(func=cmd_compare)

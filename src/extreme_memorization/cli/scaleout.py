@@ -24,6 +24,11 @@ def cmd_local(args) -> int:
     params = config.load(args.params)
     for group in args.group:
         params.group(group)  # an unknown group is a params error, before DVC is asked
+    if not args.dry_run:  # a read-only checkout, a dvc repro running here: one line, before any worker starts
+        from ..pipeline import preflight
+
+        preflight.check_writable(Path(args.params).resolve().parent)
+        preflight.check_not_running(Path(args.params).resolve().parent)
     try:
         return local.run(Path(args.params).resolve().parent, args.group or list(params.groups), args.jobs, args.gpus,
                          dry_run=args.dry_run, everything=not args.group)  # fmt: skip

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .. import files
+from ..config import commands
 from ..config import settings as config
 from ..data import own as own_data
 
@@ -52,6 +53,12 @@ def cmd_validate(args) -> int:
             print(f"warning: {own_data.missing_line(name, path)} (dvc repro stops at prepare-own@{name} until then)")
         for line in own_data.unversioned(params, root):
             print(f"warning: {line}")
+        for name, path in params.data.own.items():  # a file that is here must load: shapes, labels 0..k-1
+            full = Path(path).expanduser() if Path(path).expanduser().is_absolute() else root / path
+            if full.is_file():
+                from ..data import datasets as data
+
+                data.from_npz(full, name)
         where = "params.yaml and dvc.yaml agree"
     else:
         where = f"no dvc.yaml beside {args.params}: the stages are not checked"
@@ -84,6 +91,11 @@ def cmd_add_group(args) -> int:
         if args.npz:
             if len(args.dataset) != 1:
                 raise config.ConfigError("--npz PATH names the file of one dataset; give one --dataset with it")
+            from ..data import datasets as data
+
+            # Checked before anything is written or versioned: a truncated or
+            # wrong-shaped file ends here in one line, not later in DVC or training.
+            data.from_npz(args.npz, args.dataset[0])
             own[args.dataset[0]] = args.npz
         sweep = {
             "dataset": args.dataset, "model": args.model or ["mlp"], "activation": args.activation or ["relu"],
@@ -104,7 +116,7 @@ def cmd_add_group(args) -> int:
         print(f"added {line}")
     for path in own.values():  # under DVC, so that make push / make pull carry it to a collaborator's clone
         print(own_data.track(root, path))
-    print(f"run it: dvc repro report@{args.name}")
+    print(f"run it: make reproduce GROUPS={args.name} (or {commands.dvc()} repro report@{args.name})")
     return 0
 
 

@@ -83,8 +83,9 @@ def unversioned(params: Params, root: Path) -> list[str]:
     return out
 
 
-def missing(params: Params, root: Path) -> dict[str, str]:
-    """Own dataset -> the status line's note, for each whose file is not here."""
+def missing(params: Params, root: Path, pull: bool = True) -> dict[str, str]:
+    """Own dataset -> the status line's note, for each whose file is not here
+    (``pull``: a DVC remote is set, which `make pull` fetches from)."""
     out = {}
     for name, path in params.data.own.items():
         relative = _inside(root, path)
@@ -94,7 +95,7 @@ def missing(params: Params, root: Path) -> dict[str, str]:
         if relative is None:
             note = "outside the repository, not on this machine"
         elif (root / dvc_file(relative)).is_file():
-            note = "in DVC: `make pull` fetches it"
+            note = "in DVC: `make pull` fetches it" if pull else "in DVC, but no DVC remote is set to fetch it from"
         else:
             note = f"not versioned: save it there, then `dvc add {relative.as_posix()}`"
         out[name] = f"{path} (dataset {name}, {note})"

@@ -63,6 +63,19 @@ def main(argv: list[str]) -> int:
             return False
 
     cache._can_hash = can_hash
+    from dvc.ui import ui
+
+    write = ui.write
+
+    def quiet_write(*objects, **kwargs) -> None:
+        # DVC ends every repro that "ran" a stage, dry ones too, with "Use `dvc
+        # push` to send your updates": a dry run made nothing to push.
+        if objects and str(objects[0]).startswith("Use `dvc push`"):
+            write("(a dry run: nothing ran)", **kwargs)
+            return
+        write(*objects, **kwargs)
+
+    ui.write = quiet_write
     # The fingerprint stage runs first in every `dvc repro` and rewrites
     # fingerprint.txt for the code as it is: the plan sees what it will see.
     with fingerprint_file.live_fingerprint(Path.cwd()) as change:

@@ -7,8 +7,10 @@ evaluates the whole training and test sets once (one forward each); each
 alignment measurement is one more forward pass over the training set plus
 closed forms of the same order. Time = FLOPs / a sustained rate plus a fixed
 cost per step (kernel launches and framework overhead, which dominate small
-MLP steps on a GPU); both depend on the machine, so the user states them
-(``--tflops``, ``--step-ms``).
+MLP steps on a GPU); both depend on the machine: the user states them for
+a GPU (``--tflops``, ``--step-ms``), and without them the plan is for the
+machine at hand (:func:`machine_rate`: ``make bench``'s measurement, or a
+10-second matmul probe), saying which.
 
 With measured rates (``--rates``: the JSON that benchmarks/device_check.py
 writes, seconds per CIFAR-shaped epoch of a pack of R MLP runs, steps and
@@ -104,7 +106,7 @@ def group_costs(params: Params) -> list[GroupCost]:
 
 def table(costs: list[GroupCost], tflops: float, step_ms: float) -> str:
     lines = [
-        f"| group | runs | epochs | PFLOP | steps (millions) | hours at {tflops:g} TFLOP/s + {step_ms:g} ms/step |",
+        f"| group | runs | epochs | PFLOP | steps (millions) | hours at {tflops:.3g} TFLOP/s + {step_ms:.2g} ms/step |",
         "|---|---|---|---|---|---|",
     ]
     for c in costs:
@@ -112,7 +114,7 @@ def table(costs: list[GroupCost], tflops: float, step_ms: float) -> str:
             lines.append(f"| {c.group} | {c.runs} | {c.epochs} | cannot plan: {c.unplanned} | | |")
             continue
         lines.append(
-            f"| {c.group} | {c.runs} | {c.epochs} | {c.flops / 1e15:,.1f} | {c.steps / 1e6:,.2f} | {c.hours(tflops, step_ms):,.1f} |"
+            f"| {c.group} | {c.runs} | {c.epochs} | {c.flops / 1e15:,.1f} | {c.steps / 1e6:,.2f} | {c.hours(tflops, step_ms):,.2f} |"
         )
     planned = [c for c in costs if not c.unplanned]
     total = GroupCost(
@@ -120,9 +122,77 @@ def table(costs: list[GroupCost], tflops: float, step_ms: float) -> str:
     )
     label = "all" if len(planned) == len(costs) else "all planned"
     lines.append(
-        f"| {label} | {total.runs} | | {total.flops / 1e15:,.1f} | {total.steps / 1e6:,.2f} | {total.hours(tflops, step_ms):,.1f} |"
+        f"| {label} | {total.runs} | | {total.flops / 1e15:,.1f} | {total.steps / 1e6:,.2f} | {total.hours(tflops, step_ms):,.2f} |"
     )
     return "\n".join(lines)
+
+
+PROBE_SECONDS = 10.0
+# A fixed cost per step when nothing measured says otherwise (a GPU's kernel
+# launches; on a CPU the FLOPs dominate).
+DEFAULT_STEP_MS = 2.0
+
+
+def this_machine() -> str:
+    """How benchmarks/bench.py names a machine in reports/bench.json."""
+    import os
+    import platform
+
+    return f"{platform.machine()}, {os.cpu_count()} cores"
+
+
+def bench_rate(path: Path) -> tuple[float, float] | None:
+    """(TFLOP/s, ms per step) of training on this machine, from ``make bench``'s
+    JSON when it was measured on a machine like this one: the sustained rate of
+    the CIFAR-shaped step, and the part of the digits step that its FLOPs do
+    not explain (the fixed cost of a step)."""
+    try:
+        bench = json.loads(Path(path).read_text())
+        if bench.get("machine") != this_machine():
+            return None
+        steps = {s["shape"]: s for s in bench["step_cost"]}
+        gflops = float(steps["cifar"]["new_gflops"])
+        small = steps["digits"]
+        fixed_ms = float(small["new_step_ms"]) * max(0.0, 1 - float(small["new_gflops"]) / gflops)
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+        return None
+    return gflops / 1000, fixed_ms
+
+
+def probe_rate(seconds: float = PROBE_SECONDS) -> float:
+    """TFLOP/s of numpy's float32 2048^3 matmul here, repeated for about
+    ``seconds`` (the best repeat: other work on the machine only slows it).
+    Training an MLP reaches 85-95% of it on a CPU (docs/performance.md)."""
+    import time
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((2048, 2048), dtype=np.float32) for _ in range(2))
+    best, start = math.inf, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * 2048**3 / best / 1e12
+
+
+def machine_rate(root: Path, probe_seconds: float = PROBE_SECONDS) -> tuple[float, float, str]:
+    """(TFLOP/s, ms per step, where they come from) for this machine: ``make
+    bench``'s reports/bench.json if it was measured here, else a matmul probe."""
+    bench = root / "reports" / "bench.json"
+    measured = bench_rate(bench)
+    if measured:
+        return *measured, f"this machine's training rate from {bench.relative_to(root)} (`make bench`)"
+    rate = probe_rate(probe_seconds)
+    return (
+        rate,
+        DEFAULT_STEP_MS,
+        (
+            f"this machine's numpy float32 matmul rate, probed for {probe_seconds:g} s (`make bench` measures "
+            f"training itself), and {DEFAULT_STEP_MS:g} ms/step"
+        ),
+    )
 
 
 def measured_epoch_seconds(rates: dict, members: int) -> float:

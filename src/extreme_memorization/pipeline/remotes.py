@@ -33,6 +33,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from ..config import commands
 from ..errors import UserError
 from . import verify
 
@@ -43,7 +44,32 @@ class RemoteError(UserError, RuntimeError):
     """The remote cannot be used; the message names it and the fix."""
 
 
-def _remote(root: Path, name: str | None) -> tuple[str, dict]:
+# No remote: nothing was pushed for this clone to fetch. The real options.
+NO_REMOTE = (
+    "no DVC remote is set, so there is nothing to pull from: the weights are only where they were trained; "
+    "retrain with `make reproduce` (`make status` says how long), or add a remote someone pushed to: "
+    "`{dvc} remote add -d NAME URL` (a folder, or s3://bucket/path)"
+)
+NO_REMOTE_PUSH = (
+    "no DVC remote is set, so there is nowhere to push to: add one (a folder, or s3://bucket/path) with "
+    "`{dvc} remote add -d NAME URL`, then `make push`"
+)
+
+
+def default_remote(root: Path) -> str | None:
+    """The default DVC remote's name (None when no remote is set): read from
+    DVC's config files (the repository's, local, user and system ones)."""
+    from dvc.config import Config
+
+    try:
+        config = Config(dvc_dir=str(root / ".dvc"))
+    except Exception:  # an unreadable config: status does not promise a remote
+        return None
+    name = config.get("core", {}).get("remote")
+    return name if name and name in config.get("remote", {}) else None
+
+
+def _remote(root: Path, name: str | None, pushing: bool = False) -> tuple[str, dict]:
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
@@ -51,18 +77,16 @@ def _remote(root: Path, name: str | None) -> tuple[str, dict]:
         remotes = dict(config.get("remote", {}))
         name = name or config.get("core", {}).get("remote")
     if not name:
-        raise RemoteError(
-            "no DVC remote is set: add one with `dvc remote add -d NAME URL` (a folder, or s3://bucket/path)"
-        )
+        raise RemoteError((NO_REMOTE_PUSH if pushing else NO_REMOTE).format(dvc=commands.dvc()))
     if name not in remotes:
         known = ", ".join(sorted(remotes)) or "none"
-        raise RemoteError(f"no DVC remote named '{name}' (known: {known}): `dvc remote list` shows them")
+        raise RemoteError(f"no DVC remote named '{name}' (known: {known}): `{commands.dvc()} remote list` shows them")
     return name, dict(remotes[name])
 
 
 def check(root: Path, name: str | None = None, pushing: bool = False) -> str:
     """Probe the remote; return its name, or raise RemoteError in seconds."""
-    name, conf = _remote(root, name)
+    name, conf = _remote(root, name, pushing)
     url = str(conf.get("url", ""))
     scheme = urlparse(url).scheme
     if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
@@ -89,7 +113,7 @@ def _check_folder(name: str, path: Path, root: Path, pushing: bool) -> None:
     )
     raise RemoteError(
         f"remote '{name}' is unreachable: {path} is not a folder (a share not mounted, a disk not plugged in?); "
-        f"mount it, {new}or point the remote elsewhere: dvc remote modify {name} url PATH"
+        f"mount it, {new}or point the remote elsewhere: {commands.dvc()} remote modify {name} url PATH"
     )
 
 
@@ -111,7 +135,7 @@ def _check_s3(name: str, url: str, conf: dict) -> None:
     except OSError as exc:
         raise RemoteError(
             f"remote '{name}' is unreachable: nothing answers at {host}:{port} ({exc.strerror or exc}); "
-            f"check the network or the endpoint: dvc remote modify {name} endpointurl URL"
+            f"check the network or the endpoint: {commands.dvc()} remote modify {name} endpointurl URL"
         ) from None
     bucket = urlparse(url).netloc
     client = boto3.client(
@@ -230,7 +254,7 @@ def _missing(repo, name: str, objects, verb: str, training: list[str] = ()) -> l
     )
     where = "in neither this cache nor" if verb == "push" else "neither here nor on"
     return note + [f"warning: not {verb}ed, {where} remote '{name}': {' and '.join(parts)}; push them from the "
-                   "machine that made them, or `dvc repro` makes them again"]  # fmt: skip
+                   "machine that made them, or `make reproduce` makes them again"]  # fmt: skip
 
 
 def _n(count: int, thing: str) -> str:

@@ -19,7 +19,8 @@ short answer per group:
 - weights not in the DVC cache: packs trained (in dvc.lock, their run files
   in git) whose weights this clone's DVC cache lacks (``dvc status``: "not
   in cache"); ``dvc repro`` would train them again, ``make pull`` fetches
-  them. The time they took, from their run files, says what retraining costs;
+  them where a DVC remote is set (with none, the line says so and how to add
+  one). The time they took, from their run files, says what retraining costs;
 - running / interrupted: packs with a checkpoint (checkpoints.py): running
   while the DVC process that locked the pack's output is alive, else
   interrupted (the next ``dvc repro`` resumes it). The same for the workers
@@ -33,10 +34,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import socket
 from pathlib import Path
 
-from ..config import packs
+from ..config import commands, packs
 from ..config.settings import Params
 from ..scaleout.fanout import slug
 from ..scaleout.local import WORK_DIR
@@ -65,6 +67,8 @@ class GroupStatus:
     code_stale: list[str] = dataclasses.field(default_factory=list)  # trained under other code (or versions)
     code_change: str = ""  # "code", "versions" or "code and versions"
     bad_weights: list[str] = dataclasses.field(default_factory=list)  # run files here, weights missing or damaged
+    remote: str | None = None  # the default DVC remote, where `make pull` fetches from (None: no remote set)
+    worker_done: list[str] = dataclasses.field(default_factory=list)  # trained by a `local` worker, not restored here
 
     def line(self, width: int) -> str:
         parts = [f"{self.runs_done}/{self.runs_planned} runs done ({self.packs} pack{'s' if self.packs != 1 else ''})"]
@@ -79,10 +83,17 @@ class GroupStatus:
             parts.append(f"weights missing or damaged: {_packs(self.bad_weights)} (`dvc checkout --force "
                          "weights/GROUP/PACK` restores them from the DVC cache, `dvc repro -f` retrains)")  # fmt: skip
         if self.not_cached:
+            retrain = f"{_packs(self.not_cached)} retrain" + (f" ({self.retrain})" if self.retrain else "")
             parts.append(
-                "runs in git, weights not in the DVC cache: `make pull` fetches them, or "
-                f"{_packs(self.not_cached)} retrain" + (f" ({self.retrain})" if self.retrain else "")
+                f"runs in git, weights not in the DVC cache: `make pull` fetches them from remote '{self.remote}', "
+                f"or {retrain}"
+                if self.remote
+                else f"runs in git, weights not in the DVC cache and no DVC remote set: {retrain} with `make reproduce "
+                f"GROUPS={self.group}`, or add a remote someone pushed them to: `{commands.dvc()} remote add -d NAME URL`"
             )
+        if self.worker_done:
+            parts.append(f"finished in a local worker: {_packs(self.worker_done)} (in the run-cache; the same `local` "
+                         "command, or `make reproduce`, restores it here without training)")  # fmt: skip
         if self.running:
             parts.append(f"running: {_packs(self.running)}")
         if self.interrupted:
@@ -161,6 +172,19 @@ def worker_writers(root: Path) -> list[str]:
     return [w for tree in sorted(worktrees.iterdir()) for w in live_writers(tree)] if worktrees.is_dir() else []
 
 
+def worker_finished(root: Path) -> set[str]:
+    """Stages a ``local`` worker trained to the end (its log's last word,
+    scaleout/sh/stage.sh): in the run-cache, restored here by the next repro."""
+    logs = root / WORK_DIR / "runs"
+    found = set()
+    for log in logs.glob("*/logs/*.log") if logs.is_dir() else []:
+        try:
+            found.update(re.findall(r"done: (\S+) is in the cache and run-cache", log.read_text(errors="replace")))
+        except OSError:
+            continue
+    return found
+
+
 def _has_files(folder: Path) -> bool:
     return folder.is_dir() and any(folder.iterdir())
 
@@ -198,20 +222,28 @@ def group_status(params: Params, root: Path, changed: dict[str, str], locked: se
     """Each group's status; ``code``: :func:`fingerprint_file.stale_for_code`,
     ``weights``: the check of the weights of runs counted done."""
     from ..data.own import missing
+    from .remotes import default_remote
 
     code = code or {}
     weights = weights or WeightsCheck(root, {}, None)
-    out, absent = [], missing(params, root)
+    remote = default_remote(root)
+    out, absent = [], missing(params, root, pull=remote is not None)
+    finished_in_workers = worker_finished(root)
     for name, group in params.groups.items():
         by_pack = packs.packs(params, name)
         done, stale, not_cached, running, interrupted, worker_running, worker_interrupted = 0, [], [], [], [], [], []
         code_stale, bad_weights, change = [], [], set()
+        worker_done = []
         for pack, runs in by_pack.items():
             folder = root / "runs" / name / pack
             stage = packs.stage_name(name, runs[0])
             finished = [packs.run_name(r, group) for r in runs if run_folder.finished(folder / packs.run_name(r, group))]
             intact = [r for r in finished if weights.intact(stage, root / "weights" / name / pack, r)]
-            done += len(intact)
+            here = len(intact)
+            if here < len(runs) and stage in finished_in_workers:
+                worker_done.append(pack)
+                here = len(runs)
+            done += here
             if stage in locked and changed.get(stage) == "changed":
                 stale.append(pack)
             elif stage in locked and changed.get(stage) == "not in cache":
@@ -244,6 +276,8 @@ def group_status(params: Params, root: Path, changed: dict[str, str], locked: se
         out[-1].data_missing = [absent[d] for d in group.sweep["dataset"] if d in absent]
         out[-1].code_stale, out[-1].bad_weights = code_stale, bad_weights
         out[-1].code_change = next(iter(sorted(change)), "")  # one reason for all: one fingerprint.txt
+        out[-1].remote = remote
+        out[-1].worker_done = worker_done
     weights.save()
     return out
 

@@ -98,12 +98,20 @@ def _of_group(table: str, kind: str, group: str) -> str:
     return "\n".join(lines[:2] + rows) if rows else f"No {kind} of group {group} changed."
 
 
-def dvc_diff(kind: str, rev_a: str, rev_b: str | None, group: str | None = None) -> str:
-    """``dvc params|metrics diff`` as a Markdown table (changed rows only; of ``group`` if given)."""
+def start_dvc_diff(kind: str, rev_a: str, rev_b: str | None) -> subprocess.Popen:
+    """``dvc params|metrics diff`` started in the background (each takes DVC's
+    seconds of start-up: the two run side by side, while the runs are read)."""
     dvc = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
-    done = subprocess.run(
-        [dvc, kind, "diff", rev_a, *([rev_b] if rev_b else []), "--md"], capture_output=True, text=True
-    )
+    return subprocess.Popen([dvc, kind, "diff", rev_a, *([rev_b] if rev_b else []), "--md"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def dvc_diff(kind: str, rev_a: str, rev_b: str | None, group: str | None = None,
+             started: subprocess.Popen | None = None) -> str:  # fmt: skip
+    """``dvc params|metrics diff`` as a Markdown table (changed rows only; of ``group`` if given)."""
+    proc = started or start_dvc_diff(kind, rev_a, rev_b)
+    stdout, stderr = proc.communicate()
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     table = done.stdout.strip() or f"No {kind} changed."
     if group and done.stdout.strip():
         table = _of_group(table, kind, group)
@@ -281,14 +289,28 @@ def run_table(frames: list[pd.DataFrame], names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def unchanged_groups(frames: list[pd.DataFrame]) -> set[str]:
+    """Groups whose runs are the same in both revisions: the same identities,
+    and no measure changed beyond float noise."""
+    merged = _merged(frames)
+    changed = set()
+    for key, row in merged.iterrows():
+        if row["_merge"] != "both" or any(_changed(row[f"{c}_a"], row[f"{c}_b"]) for c in MEASURES):
+            changed.add(key[0])
+    return {key[0] for key in merged.index} - changed
+
+
 def write(rev_a: str, rev_b: str | None, out_dir: str | Path = "reports/compare", runs: str = "runs",
-          reports: str = "reports", group: str | None = None) -> Path:  # fmt: skip
+          reports: str = "reports", group: str | None = None, everything: bool = False) -> Path:  # fmt: skip
     """Compare ``rev_a`` with ``rev_b`` (default: the workspace), all groups or
-    ``group``; returns the page's path."""
+    ``group``; returns the page's path. Groups that did not change are in the
+    summary only, their runs and figures skipped (drawing them is what takes
+    time), unless ``everything``."""
     out = Path(out_dir)
     names = [describe(rev_a).split()[0], describe(rev_b).split()[0] if rev_b else "workspace"]
     if names[0] == names[1]:
         names = [f"{names[0]} ({rev_a})", f"{names[1]} ({rev_b})"]
+    diffs = {kind: start_dvc_diff(kind, rev_a, rev_b) for kind in ("params", "metrics")}
     with tempfile.TemporaryDirectory() as tmp:
         roots = [extract(rev_a, runs, Path(tmp) / "a")]
         roots.append(extract(rev_b, runs, Path(tmp) / "b") if rev_b else Path(runs))
@@ -303,6 +325,14 @@ def write(rev_a: str, rev_b: str | None, out_dir: str | Path = "reports/compare"
         if all(f.empty for f in frames):
             raise CompareError(f"no runs of group '{group}' in {rev_a} or {rev_b or 'the workspace'}; "
                                f"groups there: {', '.join(there)}")  # fmt: skip
+    same = set() if everything else unchanged_groups(frames)
+    summary = summary_table(frames)
+    if same:
+        skipped = (f"{len(same)} group{'s' if len(same) != 1 else ''} unchanged, skipped "
+                   f"({', '.join(sorted(same))}); --all to redraw")  # fmt: skip
+        print(skipped)
+        summary += f"\n\n{skipped[0].upper()}{skipped[1:]}: their runs and figures are not repeated below."
+        frames = [f[~f["group"].isin(same)] for f in frames]
     out.mkdir(parents=True, exist_ok=True)
     for old in [*out.glob("*.png"), out / "compare.md"]:
         old.unlink(missing_ok=True)
@@ -322,15 +352,15 @@ def write(rev_a: str, rev_b: str | None, out_dir: str | Path = "reports/compare"
         "how many changed and by how much at most (absolute; a value defined in one revision only counts as "
         "changed, with no size).",
         "",
-        summary_table(frames),
+        summary,
         "",
         "## Parameters that differ (`dvc params diff`)",
         "",
-        dvc_diff("params", rev_a, rev_b, group),
+        dvc_diff("params", rev_a, rev_b, group, diffs["params"]),
         "",
         "## Metrics that differ (`dvc metrics diff`)",
         "",
-        dvc_diff("metrics", rev_a, rev_b, group),
+        dvc_diff("metrics", rev_a, rev_b, group, diffs["metrics"]),
         "",
         "## Runs (bold: changed)",
         "",

@@ -24,6 +24,7 @@ import shutil
 import time
 from pathlib import Path
 
+from ..config import commands
 from . import fanout
 from . import scripts as stage_scripts
 from .fanout import FanoutError, Plan
@@ -115,14 +116,14 @@ def submit(root: Path, group: str, options: Options, dry_run: bool = False) -> i
     print(f"{group}: {len(plan.train) + len(plan.skipped)} train stages, {len(plan.skipped)} up to date or in "
           f"the run-cache, {len(plan.train)} to train at commit {plan.commit[:12]}")  # fmt: skip
     if not plan.train:
-        print(f"nothing to submit: run `dvc repro {plan.report}` to restore every stage from the cache")
+        print(f"nothing to submit: run `{commands.dvc()} repro {plan.report}` to restore every stage from the cache")
         return 0
     folder = _submission_folder(plan)
     train, report = scripts(plan, options, folder)
     if dry_run:
         for name, text in (("train.sbatch", train), ("report.sbatch", report)):
             print(f"\n# ---- {rel(folder / name)} ----\n{text}")
-        print(f"# would run, here: dvc repro {' '.join(plan.prepare)}; sbatch {rel(folder / 'train.sbatch')}; "
+        print(f"# would run, here: {commands.dvc()} repro {' '.join(plan.prepare)}; sbatch {rel(folder / 'train.sbatch')}; "
               f"sbatch --dependency=afterok:<array job id> {rel(folder / 'report.sbatch')}")  # fmt: skip
         return 0
     (folder / "logs").mkdir(parents=True)
@@ -136,5 +137,7 @@ def submit(root: Path, group: str, options: Options, dry_run: bool = False) -> i
         print(f"  task {i}: {stage}  log {logs}/{array}_{i}.log")
     print(f"  report: {plan.report}  log {logs}/{report_job}.log")
     print(f"follow: squeue -j {array},{report_job}; tail -f {logs}/*.log")
-    print(f"then: dvc repro {plan.report} (restores every stage from the cache {plan.cache}; trains nothing)")
+    print(
+        f"then: {commands.dvc()} repro {plan.report} (restores every stage from the cache {plan.cache}; trains nothing)"
+    )
     return 0

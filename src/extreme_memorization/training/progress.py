@@ -211,6 +211,10 @@ class Progress:
         self.start_epoch = start_epoch
         self.every = max(1, epochs // 20)
         self.t0 = time.perf_counter()
+        # The ETA is timed from the end of this process's first epoch: that
+        # epoch also traces and compiles the step (seconds to a minute), and
+        # an ETA from it alone overstates a short stage many times over.
+        self.timed_from: tuple[float, int] | None = None
         self.last_save_time, self.last_save_epoch = self.t0, start_epoch
         self.step_seconds: float | None = None
         self.pause_at = pause_epoch()
@@ -247,12 +251,18 @@ class Progress:
             time.sleep(PAUSE_SLICE)
 
     def epoch_done(self, epoch: int, rows: list[dict | None]) -> None:
+        now = time.perf_counter()
+        if self.timed_from is None:
+            self.timed_from = (now, epoch)
         if epoch % self.every and epoch not in (1, self.epochs):
             return
-        elapsed = time.perf_counter() - self.t0
-        done = epoch - self.start_epoch
-        eta = elapsed / done * (self.epochs - epoch) if done else 0.0
-        lines = [f"{self.title} epoch {epoch}/{self.epochs}  ETA {_clock(eta)}  ({elapsed / max(done, 1):.3f} s/epoch)"]
+        since, first = self.timed_from
+        if epoch > first:
+            per_epoch = (now - since) / (epoch - first)
+            timing = f"ETA {_clock(per_epoch * (self.epochs - epoch))}  ({per_epoch:.3f} s/epoch)"
+        else:  # only the compiling epoch is timed so far
+            timing = f"ETA -  (first epoch {now - self.t0:.1f} s, compiling included; the ETA follows)"
+        lines = [f"{self.title} epoch {epoch}/{self.epochs}  {timing}"]
         for i, (label, row) in enumerate(zip(self.labels, rows)):
             head = f"  run {i + 1}/{len(rows)} {label}:"
             if row is None or row["epoch"] != epoch:

@@ -1,8 +1,15 @@
 """TensorFlow's start-up log lines, kept to what TF_CPP_MIN_LOG_LEVEL allows.
 
-The command line calls :func:`quiet` before any command imports TensorFlow;
-``import extreme_memorization`` alone changes nothing in the process (a
-program that uses the public API keeps TensorFlow's logs as they are).
+The command line calls :func:`quiet` before any command imports TensorFlow.
+``import extreme_memorization.api`` calls :func:`install`, which holds the
+lines that ignore TF_CPP_MIN_LOG_LEVEL to the level the user set (a script
+run with TF_CPP_MIN_LOG_LEVEL=3 sees none of them; with it unset every line
+is kept). ``import extreme_memorization`` alone changes nothing in the
+process. Only logging is touched: TF_ENABLE_ONEDNN_OPTS changes which kernels
+run, hence the numbers, and is left as it is.
+
+This module sits beside backend.py, not in it: backend.py imports Keras,
+which imports TensorFlow, and the filter must be in place before that.
 """
 
 import os as _os
