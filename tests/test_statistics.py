@@ -74,7 +74,8 @@ def test_tau_over_a_resample_weighted_by_counts_equals_tau_of_the_expanded_sampl
     for row in counts:
         expanded = np.repeat(np.arange(9), row.astype(int))
         assert statistics.weighted_tau_b(x, y, row[None])[0] == pytest.approx(
-            stats.kendalltau(x[expanded], y[expanded])[0], nan_ok=True  # NaN both where y is constant
+            stats.kendalltau(x[expanded], y[expanded])[0],
+            nan_ok=True,  # NaN both where y is constant
         )
 
 

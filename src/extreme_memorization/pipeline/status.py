@@ -237,7 +237,9 @@ def group_status(params: Params, root: Path, changed: dict[str, str], locked: se
         for pack, runs in by_pack.items():
             folder = root / "runs" / name / pack
             stage = packs.stage_name(name, runs[0])
-            finished = [packs.run_name(r, group) for r in runs if run_folder.finished(folder / packs.run_name(r, group))]
+            finished = [
+                packs.run_name(r, group) for r in runs if run_folder.finished(folder / packs.run_name(r, group))
+            ]
             intact = [r for r in finished if weights.intact(stage, root / "weights" / name / pack, r)]
             here = len(intact)
             if here < len(runs) and stage in finished_in_workers:
