@@ -43,7 +43,7 @@ def package_digest(src: Path) -> str:
 def test_every_core_module_is_in_the_fingerprint():
     covered = set(fingerprint.closure())
     core = {f"extreme_memorization.core.{p.stem}" for p in (SRC / "extreme_memorization" / "core").glob("[!_]*.py")}
-    assert core <= covered, core - covered
+    assert core - fingerprint.NOT_NUMERIC <= covered, core - covered
     assert {"extreme_memorization.config.settings", "extreme_memorization.data.datasets"} <= covered
     assert not {m for m in covered if m.split(".")[1:2] in (["report"], ["pipeline"], ["scaleout"], ["cli"])}
     # Modules that decide no number stay out: messages, files, progress, the store.

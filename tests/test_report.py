@@ -179,7 +179,7 @@ def test_table_of_an_unknown_group_names_the_known_groups_not_a_stage(committed_
 def committed_copy(tmp_path_factory):
     """The repository's pipeline files and committed results, in a fresh git repository."""
     path = committed_tree(tmp_path_factory.mktemp("committed"), "dvc.yaml", "dvc.lock", "params.yaml", ".dvc",
-                          ".dvcignore", "reports", "runs", "src")  # fmt: skip
+                          ".dvcignore", "reports", "runs", "src", "vendor")  # fmt: skip
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "committed state"]):

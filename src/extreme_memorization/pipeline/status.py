@@ -199,13 +199,15 @@ def retrain_time(root: Path, group: str, names: list[str]) -> str:
                 run = run_folder.info(run_dir)
                 # The times are those of the unit trained together (a whole MLP
                 # pack, or one run of another model): count each unit once.
-                units.add((pack, run["started_at"], run["train_seconds"] + run["measure_seconds"]))
+                # (a pack's members start a few ms apart: they share its times, not started_at).
+                seconds = run["train_seconds"] + run["measure_seconds"]
+                units.add((pack, seconds) if run.get("pack_size", 1) > 1 else (pack, run["started_at"], seconds))
                 where.add((run["hostname"], run["device"]))
             except (OSError, ValueError, KeyError, TypeError):
                 return ""
     if not units:
         return ""
-    seconds = sum(unit[2] for unit in units)
+    seconds = sum(unit[-1] for unit in units)
     if seconds >= 5400:
         clock = f"{seconds / 3600:.1f} h"
     else:

@@ -66,6 +66,7 @@ NOT_NUMERIC = frozenset(
     f"{PACKAGE}.{name}"
     for name in (
         "errors",  # the error classes
+        "core.tf_logs",  # TensorFlow's start-up log filter
         "files",  # atomic writes, JSON helpers
         "data.network",  # the download probe: the prepared data is keyed by its arrays
         "training.progress",  # progress lines, ETA, signals, when a chunk ends (steps are the same)
