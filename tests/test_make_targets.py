@@ -55,8 +55,13 @@ def help_targets() -> dict[str, str]:
 
 def phony_targets() -> set[str]:
     text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
-    return {t for line in text.splitlines() if line.startswith(".PHONY:") for t in line.split(":", 1)[1].split()
-            if not t.startswith("$(")}  # fmt: skip  (.PHONY: $(STAMP) remakes .venv; no target of its own)
+    return {
+        t
+        for line in text.splitlines()
+        if line.startswith(".PHONY:")
+        for t in line.split(":", 1)[1].split()
+        if not t.startswith("$(")
+    }  # fmt: skip  (.PHONY: $(STAMP) remakes .venv; no target of its own)
 
 
 def dry(target: str, *assignments: str) -> list[str]:
