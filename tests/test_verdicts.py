@@ -370,3 +370,10 @@ def test_the_random_group_baseline_shows_beside_in_class_alignment_where_recorde
     floor["grad_alignment_w1_random"] = floor["sigma"].map({0.01: 0.30, 1: 0.0, 10: 0.0})
     claim = falls(floor)
     assert "in-class 0.446 -> -0.004 vs random groups 0.300 -> 0.000 (sigma 0.01 -> 10)" in claim.evidence
+
+
+def test_at_chance_is_twice_chance_and_never_more_than_halfway_to_one():
+    from extreme_memorization.report.verdicts import at_chance
+
+    assert at_chance(10) == pytest.approx(0.2) and at_chance(100) == pytest.approx(0.02)
+    assert at_chance(2) == pytest.approx(0.75)  # 2 x 1/2 would call a 0.95 test accuracy "at chance"

@@ -31,6 +31,7 @@ from .verdicts import (  # noqa: F401  (re-exported: the verdicts are the claims
     NOT_RUN,
     VERDICTS,
     Claim,
+    at_chance,
     failed,
     failures,
     mechanism,
@@ -57,7 +58,7 @@ SIGNS = ", ".join(f"{m} {'+' if s > 0 else '-'}" for m, s in statistics.EXPECTED
 
 THRESHOLDS = (
     f"Memorization: train accuracy >= {MEMORIZED_TRAIN_ACC:g} and final test accuracy <= {CHANCE_FACTOR:g} x chance "
-    f"(1 / classes), at the largest sigma. Drop: best test accuracy at the smallest sigma minus at the largest "
+    f"(1 / classes; at most halfway from chance to 1), at the largest sigma. Drop: best test accuracy at the smallest sigma minus at the largest "
     f"(mean over seeds). ReLU degrades less: its drop is below sin's (margin {LESS_DEGRADATION:g}). Follows the "
     f"loss: the ReLU drops of the losses differ by >= {LOSS_SPREAD:g}. Fix restores (each form of the fix judged on "
     f"its own): drop <= {RESTORED_DROP:g} for every loss. Falls with sigma: Kendall's tau between sigma and the "
@@ -158,7 +159,7 @@ def extreme_memorization(frame: pd.DataFrame) -> Claim:
         top = sub[sub["sigma"] == sub["sigma"].max()]
         tops.append(top)
         train, test, chance = top["train_acc"].mean(), top["test_acc"].mean(), 1.0 / top["num_classes"].iloc[0]
-        ok &= bool(train >= MEMORIZED_TRAIN_ACC and test <= CHANCE_FACTOR * chance)
+        ok &= bool(train >= MEMORIZED_TRAIN_ACC and test <= at_chance(top["num_classes"].iloc[0]))
         parts.append(
             f"{dataset}, sigma={top['sigma'].iloc[0]:g}: train {train:.3f}, test {test:.3f} (chance {chance:.2g})"
         )

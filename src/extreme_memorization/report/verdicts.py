@@ -29,6 +29,13 @@ MEMORIZED_TRAIN_ACC = 0.99  # "100% train accuracy"
 CHANCE_FACTOR = 2.0  # test accuracy "at chance": at most this many times 1 / classes
 
 
+def at_chance(num_classes):
+    """The highest test accuracy read as "at chance": CHANCE_FACTOR x 1/k, and
+    never more than halfway from chance to 1 (with 2 classes, 2 x 1/2 would
+    call every run at chance)."""
+    return np.minimum(CHANCE_FACTOR / num_classes, (1 + 1 / num_classes) / 2)
+
+
 @dataclasses.dataclass
 class Claim:
     claim: str
@@ -119,7 +126,7 @@ def mechanism(runs: pd.DataFrame, columns: list[str]) -> str:
     if failing:
         parts.append(f"optimization failure (stuck, dead or diverged: failing to train is the finding, more epochs "
                      f"do not change it): {failing}")  # fmt: skip
-    chance = CHANCE_FACTOR / runs["num_classes"] if "num_classes" in runs else pd.Series(np.nan, index=runs.index)
+    chance = at_chance(runs["num_classes"]) if "num_classes" in runs else pd.Series(np.nan, index=runs.index)
     memorized = runs[(runs["train_acc"] >= MEMORIZED_TRAIN_ACC) & (runs["test_acc"] <= chance) & ~failed(runs)]
     if len(memorized):
         shown = [f"{describe(columns, key)} (train {spread(sub['train_acc'])}, test {spread(sub['test_acc'])})"
