@@ -230,6 +230,9 @@ def _message_lines(tree: ast.AST) -> set[int]:
     return lines
 
 
+FSTRING_START = getattr(tokenize, "FSTRING_START", -1)
+
+
 def reword_messages(path: Path) -> int:
     """Put "Reworded: " at the start of every string literal on the lines of a
     message in ``path``'s text; returns how many."""
@@ -237,7 +240,10 @@ def reword_messages(path: Path) -> int:
     lines = _message_lines(ast.parse(text))
     edits = []
     for tok in tokenize.generate_tokens(io.StringIO(text).readline):
-        if tok.type == tokenize.STRING and tok.start[0] in lines:
+        if tok.type == FSTRING_START and tok.start[0] in lines:
+            # Python 3.12+: an f-string is several tokens, its opening `f"` the first
+            edits.append((tok.start, len(tok.string)))
+        elif tok.type == tokenize.STRING and tok.start[0] in lines:
             prefix = re.match(r"[A-Za-z]*", tok.string).group()
             if "b" in prefix.lower():
                 continue
