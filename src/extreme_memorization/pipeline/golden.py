@@ -1,4 +1,5 @@
-"""The golden battery: one tiny run per activation x loss x loss_scaling,
+"""The golden battery: one tiny run per activation x loss x loss_scaling (and
+first_layer_step compensated for ReLU),
 and one per other model family, pinned, so that ``rekey`` can show that a
 change moved no number before it relabels the committed runs.
 
@@ -45,6 +46,7 @@ BASE = {
     "init_scale": 1.0, "temperature": 1.0, "margin": 1.0, "target_scale": 1.0, "squared_reduction": "class_mean",
     "learning_rate": 0.05, "batch_size": 256, "epochs": 2, "alignment_points": 2, "alignment_batch_size": 256,
     "matmul_precision": "float32", "checkpoint_every": 100, "checkpoint_minutes": 10, "image_size": None,
+    "alpha_ref": 1.0, "first_layer_step": "plain",
 }  # fmt: skip
 DIGITS_SPLIT = (0.2, 0)  # test fraction, split seed: the demo's
 
@@ -63,6 +65,10 @@ def battery() -> dict[str, dict]:
             for scaling in LOSS_SCALINGS:
                 runs[f"mlp-{activation}-{loss}-{scaling}"] = {**BASE, "activation": activation, "loss": loss,
                                                               "loss_scaling": scaling}  # fmt: skip
+    for loss in LOSSES:  # W1's step times s^2 (the fix's 2x2)
+        runs[f"mlp-relu-{loss}-normalized-compensated"] = {**BASE, "activation": "relu", "loss": loss, "sigma": 10.0,
+                                                           "loss_scaling": "normalized",
+                                                           "first_layer_step": "compensated"}  # fmt: skip
     runs["convnet-relu-cross_entropy-none"] = {**BASE, "model": "convnet", "activation": "relu",
                                                "loss": "cross_entropy", "loss_scaling": "none", "sigma": None,
                                                "init": "glorot", "epochs": 1, "image_size": 32}  # fmt: skip
