@@ -152,9 +152,11 @@ def cmd_train(args) -> int:
     from ..training.progress import Interrupted
 
     dataset_path = args.data or data.prepared_path(runs[0].dataset)
-    index, count = packs.position(params, args.group, runs[0])
+    _, count = packs.position(params, args.group, runs[0])
     stage = packs.stage_name(args.group, runs[0])
-    title = f"[{stage}, stage {index}/{count} of group {args.group}]"
+    # Not "k/N": DVC runs a group's packs in its own order and skips those up to date.
+    which = "the only pack" if count == 1 else f"one of the {count} packs"
+    title = f"[{stage}, {which} of group {args.group}]"
     try:
         names = [packs.run_name(r, params.group(args.group)) for r in runs]
         training.train_pack(runs, args.group, dataset_path, args.out, packs.pack_name(runs[0]), title, args.weights,
