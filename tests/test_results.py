@@ -3,6 +3,7 @@ weights travel through real DVC remotes (a folder, and S3 served by moto on
 127.0.0.1) to a fresh clone that then trains nothing."""
 
 import hashlib
+import json
 import shutil
 import socket
 import subprocess
@@ -354,3 +355,34 @@ def test_push_refuses_a_cache_file_whose_bytes_do_not_match_its_name(trained_rep
     assert (f"error: weights/digits/{PACK}/sigma10-seed0/model.weights.h5: bytes in this DVC cache do not match "
             f"their hash {digest}; not pushed") in result.stderr  # fmt: skip
     assert not (remote / "files/md5" / digest[:2] / digest[2:]).exists()
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_a_damaged_pulled_weights_file_is_restored_from_the_run_store_by_forcing_its_pack(trained_repo, tmp_path):
+    """A reader's clone pulls; its run store gets copies of the pulled runs,
+    so truncating a workspace weights file (whatever DVC linked it to) does
+    not reach the store, and forcing the pack puts the trained bytes back
+    without training."""
+    clone, cenv = _pushed_and_pulled(trained_repo, tmp_path)
+    run = "sigma0.1-seed0"
+    weights = clone / "weights/digits" / PACK / run / "model.weights.h5"
+    pulled = weights.read_bytes()
+    key = json.loads((clone / "runs/digits" / PACK / run / "run.json").read_text())["fingerprint"]
+    (stored,) = clone.glob(f".dvc/cache/**/extreme-memorization/runs/{key}/*/model.weights.h5")  # the clone's store
+    assert stored.read_bytes() == pulled
+
+    weights.chmod(0o644)  # as a user would: DVC leaves it read-only
+    with open(weights, "r+b") as f:
+        f.truncate(len(pulled) // 2)
+    assert weights.read_bytes() != pulled
+    assert stored.read_bytes() == pulled  # the store's copy is its own
+
+    out = sh([dvc_cmd(), "repro", "-f", f"train-digits@digits-{PACK}"], clone, cenv)
+    assert f"run {run}: unchanged settings, code and data; {REUSED}" in out
+    assert out.count(REUSED) == 2  # both runs of the pack, nothing trains
+    assert weights.read_bytes() == pulled and _md5(weights) == hashlib.md5(pulled).hexdigest()
+    assert stored.read_bytes() == pulled
