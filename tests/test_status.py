@@ -170,7 +170,7 @@ def test_a_numeric_edit_of_the_training_code_is_stale_for_code_before_any_dvc_re
         f"2/2 runs done (1 pack); stale: 1 pack ({PACK}) (code changed since trained; dvc repro retrains them); "
         "report stale"
     )
-    dry = subprocess.run([sys.executable, "-m", "extreme_memorization.pipeline.dry_plan", "report@digits"], cwd=path,
+    dry = subprocess.run([sys.executable, "-m", "extreme_memorization", "dry-run", "report@digits"], cwd=path,
                          env=env, capture_output=True, text=True)  # fmt: skip
     assert dry.returncode == 0, dry.stderr
     assert f"Running stage 'train-digits@digits-{PACK}'" in dry.stdout, dry.stdout
