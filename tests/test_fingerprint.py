@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import tokenize
 from pathlib import Path
 
@@ -123,7 +124,7 @@ def test_rekey_after_a_move_that_changes_no_number_trains_nothing_and_changes_on
     """A module renamed (the imports' syntax trees change, every key with
     them): `rekey` records the new keys, and `dvc repro` trains nothing."""
     path, env = trained_repo
-    sh([*python_cmd(), "-c", PIN_TWO], path, env)  # at the runs' commit: the battery rekey checks first
+    sh([sys.executable, "-c", PIN_TWO], path, env)  # at the runs' commit: the battery rekey checks first
     pkg = path / "src" / "extreme_memorization"
     (pkg / "core" / "alignment.py").rename(pkg / "core" / "alignment_measures.py")
     for module in pkg.rglob("*.py"):
@@ -172,7 +173,7 @@ def test_rekey_refuses_when_the_golden_battery_moves_or_was_not_pinned(trained_r
     assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
     assert "no golden battery pinned for tensorflow in golden-battery.json" in out.stderr, out.stderr
     sh(["git", "stash", "-q"], path, env)
-    sh([*python_cmd(), "-c", PIN_TWO], path, env)
+    sh([sys.executable, "-c", PIN_TWO], path, env)
     pinned = json.loads((path / "golden-battery.json").read_text())
     pinned["tensorflow"]["numbers"]["mlp-relu-hinge-output"]["test_loss"] *= 1.001  # as if the code moved it
     (path / "golden-battery.json").write_text(json.dumps(pinned))

@@ -31,6 +31,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 from .. import files
@@ -88,7 +89,10 @@ def measure(settings: dict[str, dict]) -> dict[str, dict]:
         datasets.save(datasets.digits(*DIGITS_SPLIT), npz)
         for name, values in settings.items():
             folder = Path(tmp) / name
-            with contextlib.redirect_stdout(io.StringIO()):  # the progress lines of 31 runs
+            # The progress lines of every run, and numpy's warnings on the measures of
+            # runs whose ReLUs die (those measures are recorded as missing, and compared so).
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
                 metrics = training.train_unit([make_run(values)], "golden", npz, [folder],
                                               weights_files=[folder / "model.weights.h5"])[0]  # fmt: skip
             out[name] = {k: metrics.get(k) for k in MEASURED}
