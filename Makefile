@@ -126,7 +126,7 @@ compare: $(STAMP) ## two revisions offline: make compare A=HEAD~1 [B=rev, defaul
 	@test -n "$(A)" || { echo "error: name the revision to compare: make compare A=HEAD~1 (and B=... for another than the workspace)"; exit 2; }
 	$(BIN)/python -m extreme_memorization compare $(A) $(B) $(if $(GROUP),--group $(GROUP)) $(if $(filter 1,$(ALL)),--all)
 
-test: $(STAMP) ## the test suite (about 3.5 minutes on an idle 2-core machine)
+test: $(STAMP) ## the test suite (about 4.5 minutes on an idle 2-core machine)
 	$(PYTEST_PARALLEL)
 
 test-jax: $(STAMP) ## the core's tests under the JAX backend (closed forms, packs, backends, resume, the public API)
