@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging
 from pathlib import Path
 
@@ -44,7 +43,7 @@ from .. import files
 from ..config.settings import RunConfig, read_yaml
 from ..errors import UserError
 from ..training import fingerprint, run_folder, store
-from . import golden
+from . import golden, verify
 
 FINGERPRINT_FILE = "fingerprint.txt"
 CODE_PATHS = ("src/", FINGERPRINT_FILE, "runs/")
@@ -100,19 +99,11 @@ def _data_key(root: Path, entry: dict) -> str | None:
     for dep in entry.get("deps", []):
         if dep["path"].startswith("data/prepared/"):
             path = root / dep["path"]
-            if not path.is_file() or _md5(path) != dep.get("md5"):
+            if not path.is_file() or verify.md5(path) != dep.get("md5"):
                 raise RekeyError(f"{dep['path']} is missing or not the file dvc.lock records; "
                                  f"run `dvc pull {dep['path']}` (or `dvc repro` its prepare stage) before rekey")  # fmt: skip
             return fingerprint.data_key(path)
     return None
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _run_settings(info: dict) -> dict:

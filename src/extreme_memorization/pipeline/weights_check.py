@@ -15,22 +15,14 @@ fails there: its superblock records the file's end).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
 from .. import files
+from . import verify
 
 CACHE_FILE = Path(".cache") / "weights-md5.json"
-
-
-def _md5_file(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class WeightsCheck:
@@ -71,7 +63,7 @@ class WeightsCheck:
         seen = self.known.get(key)
         if seen and seen[0] == stat.st_size and seen[1] == stat.st_mtime_ns:
             return seen[2]
-        md5 = _md5_file(path)
+        md5 = verify.md5(path)
         self.known[key] = [stat.st_size, stat.st_mtime_ns, md5]
         self.changed = True
         return md5
