@@ -294,3 +294,13 @@ def test_the_old_npz_path_says_what_it_became(raw):
         "data.npz_path is now data.own, which names one or more .npz files: write own: {npz: data/local.npz} "
         "(dataset: [npz] in a group stays as it is)"
     )
+
+
+def test_a_pack_s_log_title_names_its_stage_and_which_of_the_group_s_packs_it_is_not_a_position(params):
+    from extreme_memorization.cli import stages as cli_stages
+
+    relu = packs.members(params, "digits", {"activation": "relu"})[0]
+    assert cli_stages.pack_title(params, "digits", relu) == (
+        "[train-digits@digits-digits-mlp-relu-cross_entropy-true, one of the 2 packs of group digits]")
+    (only,) = packs.packs(params, "digits_section3").values()
+    assert cli_stages.pack_title(params, "digits_section3", only[0]).endswith(", the only pack of group digits_section3]")

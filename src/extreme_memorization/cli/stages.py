@@ -134,6 +134,17 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+def pack_title(params, group: str, run) -> str:
+    """The line that names a pack's training in the logs: its stage and which
+    of the group's packs it is. Not "k/N": DVC runs a group's packs in its
+    own order and skips those up to date, so a position would mislead."""
+    from ..config import packs
+
+    _, count = packs.position(params, group, run)
+    which = "the only pack" if count == 1 else f"one of the {count} packs"
+    return f"[{packs.stage_name(group, run)}, {which} of group {group}]"
+
+
 def cmd_train(args) -> int:
     from ..config import packs
     from ..training import progress
@@ -152,11 +163,7 @@ def cmd_train(args) -> int:
     from ..training.progress import Interrupted
 
     dataset_path = args.data or data.prepared_path(runs[0].dataset)
-    _, count = packs.position(params, args.group, runs[0])
-    stage = packs.stage_name(args.group, runs[0])
-    # Not "k/N": DVC runs a group's packs in its own order and skips those up to date.
-    which = "the only pack" if count == 1 else f"one of the {count} packs"
-    title = f"[{stage}, {which} of group {args.group}]"
+    title = pack_title(params, args.group, runs[0])
     try:
         names = [packs.run_name(r, params.group(args.group)) for r in runs]
         training.train_pack(runs, args.group, dataset_path, args.out, packs.pack_name(runs[0]), title, args.weights,
