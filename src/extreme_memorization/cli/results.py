@@ -12,9 +12,9 @@ from ..config import settings as config
 
 def cmd_table(args) -> int:
     params = config.load(args.params)
+    from ..report import results
     from ..report import write as report
     from ..report.compare import CompareError
-    from ..training import run_folder as results
 
     named = bool(args.group)
     frames = []
@@ -78,7 +78,7 @@ def cmd_status(args) -> int:
 
 def cmd_runs(args) -> int:
     params = config.load(args.params)
-    from ..training import run_folder as results
+    from ..report import results
 
     group = params.group(args.group)
     import pandas as pd

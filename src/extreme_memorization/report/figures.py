@@ -17,11 +17,11 @@ import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
-from ..training.run_folder import COMPARED, GRADIENT_MEASURES
 from . import seed_means as seed_spread
 from . import style as style
 from .claims import PAPER, main_alignment, variant
 from .fixes import FORMS
+from .results import COMPARED, GRADIENT_MEASURES
 
 TITLES = {"rep_alignment": "representation alignment", "grad_alignment_w1": "gradient alignment, W1",
           "grad_alignment_w2": "gradient alignment, W2", "grad_alignment_logits": "gradient alignment, logits",

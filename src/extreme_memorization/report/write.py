@@ -27,10 +27,9 @@ from ..config.settings import Params
 from ..errors import UserError
 from ..files import atomic_path, write_text
 from ..training import diagnosis
-from ..training import run_folder as results
 from . import carry_over as digits_and_cifar
 from . import claims as claims_mod
-from . import figures, statistics
+from . import figures, results, statistics
 
 RESULT_COLUMNS = ["train_acc", "test_acc", "best_test_acc", *results.ALIGNMENTS, *results.RANDOM_BASELINES,
                   *results.COMPARED, "active_fraction", "w1_relative_change"]  # fmt: skip
@@ -138,7 +137,7 @@ def _gradient_note(frame: pd.DataFrame) -> list[str]:
     lines = [f"Gradients vanished: a run's gradient measures ({', '.join(results.GRADIENT_MEASURES)}) are "
              f"reported as undefined (blank) and left out of the statistics and claims when its mean per-example "
              f"gradient norm has fallen below {results.VANISHED_GRADIENT:g} x its value at epoch 0 "
-             f"(`results.VANISHED_GRADIENT`)."]  # fmt: skip
+             f"(`extreme_memorization.report.results.VANISHED_GRADIENT`)."]  # fmt: skip
     vanished = frame[frame["gradients"] == "vanished"]
     if len(vanished):
         names = ", ".join(f"{r.activation} sigma={r.sigma:g} seed {r.seed} ({r.gradient_scale:.1e})"
