@@ -51,7 +51,7 @@ def cmd_slurm(args) -> int:
 
 
 def cmd_dry_run(args) -> int:
-    from ..pipeline import dry_plan, preflight
+    from ..pipeline import dry_run, preflight
 
     try:
         problem = preflight.unknown_group(args.repro_args)
@@ -60,7 +60,7 @@ def cmd_dry_run(args) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    return dry_plan.repro(args.repro_args)
+    return dry_run.repro(args.repro_args)
 
 
 def cmd_gpu_check(args) -> int:
