@@ -352,6 +352,28 @@ def test_the_digits_prose_takes_its_sizes_from_the_runs_and_compares_sigma_on_si
     assert "failed to train" in text and "more epochs decide" not in text
 
 
+def test_the_digits_prose_reads_the_sizes_and_epochs_the_runs_recorded(tmp_path):
+    """From the run folders to the text: the examples, inputs and classes of the data the runs trained on and the
+    epochs of their settings, as their run.json records them (none of digits' usual numbers here)."""
+    import json
+
+    from extreme_memorization.report import carry_over, results
+
+    rows = []
+    for seed in (0, 1):
+        run = write_run(tmp_path / f"seed{seed}", [0.5, 1.0])
+        record = json.loads((run / "run.json").read_text())
+        record.update(
+            seed=seed, epochs=40, train_examples=1000, test_examples=250, num_classes=5, input_shape=[3, 3, 3]
+        )
+        (run / "run.json").write_text(json.dumps(record))
+        rows.append(results.read_run(run)[0])
+    text = carry_over.digits_facts(pd.DataFrame(rows))
+    assert text.startswith("Digits here: 1,000 training and 250 test images (27 inputs, 5 classes), 40 epochs for the "
+                           "MLP sigma sweeps; the paper's CIFAR-10: 50,000 training images"), text  # fmt: skip
+    assert "(1,024 and 1,000; on CIFAR 1,024 and 50,000)" in text and "(D = 27)" in text
+
+
 def test_the_report_stage_prints_one_line():
     from pathlib import Path
 
