@@ -71,7 +71,7 @@ NOT_NUMERIC = frozenset(
         "data.network",  # the download probe: the prepared data is keyed by its arrays
         "training.progress",  # progress lines, ETA, signals, when a chunk ends (steps are the same)
         "training.provenance",  # where and when a run ran
-        "training.run_folder",  # the run folder's layout, read back for reports
+        "training.run_folder",  # the run folder's files: names, reading, dropping a half-written run
         "training.store",  # the run store
         "training.fingerprint",  # this module: the key, not the numbers
     )
