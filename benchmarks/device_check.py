@@ -96,7 +96,7 @@ def main() -> int:
     args = p.parse_args()
     from extreme_memorization.config import settings as config
     from extreme_memorization.core import backend
-    from extreme_memorization.pipeline import plan
+    from extreme_memorization.pipeline import estimate
 
     n, epochs, sizes = (1024, 1, (1, 5)) if args.cpu else (50_000, 3, (1, 5, 15))
     result = {"backend": backend.name(), "device": backend.device_name(), "examples": n, "steps": {}}
@@ -119,7 +119,7 @@ def main() -> int:
                 flush=True,
             )
             del trainer
-    # plan.py reads seconds per full CIFAR epoch (50,000 train + 10,000 test) at float32
+    # pipeline/estimate.py reads seconds per full CIFAR epoch (50,000 train + 10,000 test) at float32
     scale = 50_000 / n
     result["epoch_seconds"] = {str(v["runs"]): (v["train_epoch_s"] + v["eval_epoch_s"]) * scale
                                for k, v in result["steps"].items() if k.startswith("float32")}  # fmt: skip
@@ -128,7 +128,7 @@ def main() -> int:
     print(f"\nsin(W1 x) at sigma = 10 (pre-activations of RMS {e['pre_activation_rms']:.0f} rad), RMS error against "
           f"float64: float32 {e['float32']:.2e}, tf32 {e['tf32']:.2e}")  # fmt: skip
     params = config.load(ROOT / "params.yaml")
-    hours = plan.measured_hours(params, result, tflops=25.0, step_ms=2.0)
+    hours = estimate.measured_hours(params, result, tflops=25.0, step_ms=2.0)
     result["projected_hours"] = hours
     print(
         "\nProjected hours at float32 (MLP packs from these rates; other models at an assumed 25 TFLOP/s + 2 ms/step):"

@@ -222,14 +222,14 @@ def _cut(path, keep: int) -> None:
 )
 def test_a_damaged_run_file_is_refused_with_its_name_and_the_fix(tmp_path, name, damage, what):
     from extreme_memorization import files
-    from extreme_memorization.training import run_folder
+    from extreme_memorization.report import results
 
     root = committed_tree(tmp_path, f"{PACK_DIR}/sigma0.1-seed0")
     run = root / PACK_DIR / "sigma0.1-seed0"
-    run_folder.read_run(run)  # whole: read
+    results.read_run(run)  # whole: read
     damage(run / name)
     with pytest.raises(files.BadFileError) as caught:
-        run_folder.read_run(run)
+        results.read_run(run)
     line = str(caught.value)
     assert line.startswith(f"{run / name}: ") and what in line and "\n" not in line
     assert f"fix: restore it with `git checkout -- {run / name}`, or train its run again" in line

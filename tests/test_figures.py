@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from extreme_memorization.report import compare, figures
+from extreme_memorization.report import compare, figures, results
 from extreme_memorization.report import style as figure_style
-from extreme_memorization.training import run_folder as results
+from extreme_memorization.training import run_folder
 
 SIGMAS = [0.001, 0.01, 0.1, 1.0, 10.0]
 POINTS = [0, 1, 3, 7, 17, 45, 116, 300]  # alignment measurement epochs
@@ -64,7 +64,7 @@ def write_run(root: Path, activation="relu", sigma=0.1, seed=0, vanish_after=Non
 
 def read(root: Path) -> tuple[pd.DataFrame, dict]:
     rows, curves = [], {}
-    for run_dir in results.run_dirs(root):
+    for run_dir in run_folder.run_dirs(root):
         row, history, alignment = results.read_run(run_dir)
         rows.append(row)
         curves[row["run_dir"]] = (history, alignment)
@@ -206,7 +206,7 @@ def test_gradient_confusion_is_on_a_linear_axis_that_says_so(tmp_path, drawn):
 
 def test_a_measure_no_run_has_draws_no_panel(tmp_path, drawn):
     sweep(tmp_path / "runs", vanished=())
-    for run_dir in results.run_dirs(tmp_path / "runs"):
+    for run_dir in run_folder.run_dirs(tmp_path / "runs"):
         table = pd.read_csv(run_dir / "alignment.csv")
         table["grad_norm_ratio_w1"] = np.nan
         table.to_csv(run_dir / "alignment.csv", index=False)

@@ -1,13 +1,15 @@
 """The package's layers: each subpackage imports only from the layers below it,
 and importing the package changes nothing in the process."""
 
-import ast
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from extreme_memorization.training import fingerprint
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "extreme_memorization"
 
@@ -28,29 +30,11 @@ ALLOWED = {
 
 
 def imported_layers(path: Path) -> set[str]:
-    """The subpackages of extreme_memorization that the module at ``path``
-    imports from, anywhere in it (imports inside functions included)."""
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-    package = list(parts if path.name == "__init__.py" else parts[:-1])
-    if path.name == "__init__.py":
-        package = package[:-1] if package[-1] == "__init__" else package
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package[: len(package) - node.level + 1]
-                origin = [*base, *(node.module.split(".") if node.module else [])]
-            else:
-                origin = (node.module or "").split(".")
-            if origin[0] != "extreme_memorization":
-                continue
-            if len(origin) > 1:
-                found.add(origin[1])
-            else:
-                found.update(a.name for a in node.names)
-        elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("extreme_memorization."))
-    return found
+    """The subpackages (and top-level modules) of extreme_memorization that the
+    module at ``path`` imports from, anywhere in it (imports inside functions
+    included): the walk the run key's closure takes (training.fingerprint.imports)."""
+    module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+    return {name.split(".")[1] for name in fingerprint.imports(module, PACKAGE) if "." in name}
 
 
 def modules_of(layer: str) -> list[Path]:
@@ -77,11 +61,9 @@ def test_the_core_never_imports_the_report_the_pipeline_the_scaleout_the_cli_or_
 
 def test_the_checker_sees_an_import_from_a_layer_above(tmp_path, monkeypatch):
     """The layer test can fail: a core module that imports the report is caught."""
-    fake = PACKAGE / "core" / "models.py"
-    code = fake.read_text() + "\n\ndef _late():\n    from ..report import claims\n"
+    shutil.copytree(PACKAGE, tmp_path / "extreme_memorization", ignore=shutil.ignore_patterns("__pycache__"))
     copy = tmp_path / "extreme_memorization" / "core" / "models.py"
-    copy.parent.mkdir(parents=True)
-    copy.write_text(code)
+    copy.write_text(copy.read_text() + "\n\ndef _late():\n    from ..report import claims\n")
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path / "extreme_memorization")
     assert "report" in imported_layers(copy)
 

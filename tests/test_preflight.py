@@ -77,3 +77,14 @@ def test_the_command_line_finds_the_repository_from_a_subfolder(repo):
     (path / "runs").mkdir(exist_ok=True)
     said = sh([*python_cmd(), "validate"], path / "runs", env, stdout_only=True)
     assert f"{path / 'params.yaml'} is valid: " in said and said.endswith("params.yaml and dvc.yaml agree\n")
+
+
+def test_the_dry_run_command_names_an_unknown_group_in_one_line_before_dvc(tmp_path):
+    """`dry-run report@<typo>` (the command itself, not through make): one line, exit status 2, DVC never run."""
+    from extreme_memorization.config import settings as config
+
+    done = subprocess.run([sys.executable, "-m", "extreme_memorization", "--params", str(ROOT / "params.yaml"),
+                           "dry-run", "report@nope"], cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    known = ", ".join(config.load(ROOT / "params.yaml").groups)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"error: no group 'nope' in params.yaml; known groups: {known}\n"

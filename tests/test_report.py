@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from conftest import committed_text, committed_tree, python_cmd, train_groups
-from extreme_memorization.report import claims
+from extreme_memorization.report import claims, results
 from extreme_memorization.report import write as report
-from extreme_memorization.training import run_folder as results
+from extreme_memorization.training import run_folder
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,9 @@ def test_relu_at_sigma_10_has_undefined_gradient_measures_not_numbers_near_zero(
         (statistics_table["scope"] == "all runs") & (statistics_table["measure"] == "grad_alignment_w1")
     ]
     assert w1["runs"].iloc[0] == len(frame) - 1  # left out of the statistics
-    assert f"{results.VANISHED_GRADIENT:g} x its value at epoch 0" in (out / "report.md").read_text()
+    text = (out / "report.md").read_text()
+    assert f"{results.VANISHED_GRADIENT:g} x its value at epoch 0" in text
+    assert "`extreme_memorization.report.results.VANISHED_GRADIENT`" in text  # a name that resolves (test_snippets)
 
 
 def test_compact_metrics_file_holds_a_few_numbers_per_group(digits_report):
@@ -106,7 +108,7 @@ def test_compact_metrics_file_holds_a_few_numbers_per_group(digits_report):
 
 
 def test_old_runs_without_gradient_norms_still_report_in_a_deeper_layout(tmp_path, params, digits_runs):
-    for run_dir in results.run_dirs(digits_runs):
+    for run_dir in run_folder.run_dirs(digits_runs):
         # Nested one level deeper than runs/<group>/<pack>/<run>/.
         dest = tmp_path / "runs" / "digits" / "older" / run_dir.parent.name / run_dir.name
         shutil.copytree(run_dir, dest)
@@ -238,7 +240,7 @@ def test_defined_measures_agree_with_a_rerun_under_other_float_kernels(tmp_path,
     subprocess.run([*python_cmd(), *args], cwd=tmp_path, env=env, check=True, capture_output=True)
     rerun = json.loads((tmp_path / "rerun" / "sigma1-seed0" / "metrics.json").read_text())
     committed = next(
-        json.loads((d / "metrics.json").read_text()) for d in results.run_dirs(digits_runs)
+        json.loads((d / "metrics.json").read_text()) for d in run_folder.run_dirs(digits_runs)
         if (lambda info: info["activation"] == "relu" and info["sigma"] == 1)(json.loads((d / "run.json").read_text()))
     )  # fmt: skip
     assert rerun["test_acc"] == committed["test_acc"]

@@ -162,7 +162,7 @@ def test_add_group_refuses_bad_flags_in_one_line_and_writes_nothing(repo):
 
 
 def test_plan_reads_an_own_dataset_from_its_file_and_says_when_it_cannot(tmp_path, params):
-    from extreme_memorization.pipeline import plan
+    from extreme_memorization.pipeline import estimate
 
     raw = committed_raw()
     raw = {k: v for k, v in raw.items() if k in ("data", "defaults", "digits", "section3")}  # no large models to count
@@ -173,13 +173,13 @@ def test_plan_reads_an_own_dataset_from_its_file_and_says_when_it_cannot(tmp_pat
     for name, dataset in (("mine", "scans"), ("lost", "gone")):
         raw[name] = copy.deepcopy(raw["digits"])
         raw[name]["sweep"]["dataset"] = [dataset]
-    costs = {c.group: c for c in plan.group_costs(config.parse(raw))}
-    assert costs["mine"].unplanned is None
-    assert plan.dataset_sizes("scans", config.parse(raw).data) == (24, 12, (5, 5, 1), 3)
+    costs = {c.group: c for c in estimate.group_costs(config.parse(raw))}
+    assert costs["mine"].unknown is None
+    assert estimate.dataset_sizes("scans", config.parse(raw).data) == (24, 12, (5, 5, 1), 3)
     # digits' runs on a 5x5 image: FLOPs scale with the input (25 vs 64 pixels) and classes (3 vs 10)
     assert 0 < costs["mine"].flops < costs["digits"].flops
-    assert costs["lost"].unplanned == f"{tmp_path / 'x.npz'} not found (data.own.gone)"
-    table = plan.table(list(costs.values()), 25, 2)
+    assert costs["lost"].unknown == f"{tmp_path / 'x.npz'} not found (data.own.gone)"
+    table = estimate.table(list(costs.values()), 25, 2)
     assert f"| lost | 10 | 300 | cannot plan: {tmp_path / 'x.npz'} not found (data.own.gone) | | |" in table
     assert "| section3 | 15 | 2000 |" in table and "| all planned | 35 |" in table
 

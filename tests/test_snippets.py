@@ -1,7 +1,8 @@
 """The documentation's Python runs as written: every fenced ```python block
 of README.md and docs/*.md is executed, in a temporary folder of its own,
-and every dotted path `extreme_memorization.x.y` the documents name is a
-module or an attribute of one.
+and every dotted path `extreme_memorization.x.y` the documents (and the
+committed reports, reports/<name>/report.md) name is a module or an
+attribute of one.
 
 A block that cannot run here says so in its first lines, visibly to the
 reader: `# not run in tests: <why>`; its test is skipped with that reason.
@@ -140,7 +141,12 @@ def test_the_slow_blocks_named_here_exist():
     assert SLOW_BLOCKS <= {b.key for b in BLOCKS}, "SLOW_BLOCKS names a block the docs no longer have"
 
 
-@pytest.mark.parametrize("path", doc_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def report_files(root: Path = ROOT) -> list[Path]:
+    """The committed reports (reports/<name>/report.md): what the report stage wrote names code too."""
+    return sorted((root / "reports").glob("*/report.md"))
+
+
+@pytest.mark.parametrize("path", [*doc_files(), *report_files()], ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_dotted_path_named_in_the_docs_resolves(path):
     named = sorted(set(DOTTED.findall(path.read_text())))
     assert [d for d in named if not resolves(d)] == []

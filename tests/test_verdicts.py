@@ -309,27 +309,26 @@ def write_run(path, train_acc: list, status="completed", **recorded):
 
 
 def test_a_diverged_run_reads_as_diverged_never_as_predating_the_gradient_norm(tmp_path):
-    from extreme_memorization.report import write
-    from extreme_memorization.training import run_folder
+    from extreme_memorization.report import results, write
 
-    row, _, _ = run_folder.read_run(write_run(tmp_path / "old", [0.0953], status="diverged"))
+    row, _, _ = results.read_run(write_run(tmp_path / "old", [0.0953], status="diverged"))
     assert row["diagnosis"] == "diverged" and row["gradients"] == "diverged"
-    assert "diverged" in run_folder.GRADIENT_STATES
+    assert "diverged" in results.GRADIENT_STATES
     note = " ".join(write._gradient_note(pd.DataFrame([row])))
     assert "predate" not in note and "1 run(s) diverged and were stopped" in note
 
 
 def test_runs_made_before_the_diagnosis_get_it_from_their_history_and_new_runs_keep_theirs(tmp_path):
-    from extreme_memorization.training import run_folder
+    from extreme_memorization.report import results
 
-    stuck, _, _ = run_folder.read_run(write_run(tmp_path / "stuck", [0.1002] * 10 + [0.1016] * 10))
+    stuck, _, _ = results.read_run(write_run(tmp_path / "stuck", [0.1002] * 10 + [0.1016] * 10))
     assert stuck["diagnosis"] == "stuck" and np.isnan(stuck["epochs_to_fit"]) and np.isnan(stuck["active_fraction"])
     assert stuck["first_layer_step"] == "plain" and stuck["input_dim"] == 64
-    rising, _, _ = run_folder.read_run(write_run(tmp_path / "rising", list(np.linspace(0.1, 0.5, 20))))
+    rising, _, _ = results.read_run(write_run(tmp_path / "rising", list(np.linspace(0.1, 0.5, 20))))
     assert rising["diagnosis"] == "still learning" and rising["epochs_to_fit"] == pytest.approx(
         19
     )  # 0.4 to go at 0.4 / 19 a step
-    new, _, _ = run_folder.read_run(write_run(
+    new, _, _ = results.read_run(write_run(
         tmp_path / "new", [0.1] * 20, diagnosis="dead", active_fraction=0.0, w1_relative_change=2e-5,
         first_layer_step="compensated", learning_rate=0.001, matched_epoch=None, grad_alignment_w1_matched=None,
         rep_alignment_random=0.02, loss_scaling="normalized"))  # fmt: skip
@@ -339,7 +338,7 @@ def test_runs_made_before_the_diagnosis_get_it_from_their_history_and_new_runs_k
     assert new["rep_alignment_random"] == 0.02
     for column in ("diagnosis", "active_fraction", "w1_relative_change", "loss_scaling", "first_layer_step",
                    "learning_rate", "matched_epoch"):  # fmt: skip
-        assert column in run_folder.SUMMARY_COLUMNS
+        assert column in results.SUMMARY_COLUMNS
 
 
 def test_the_digits_prose_takes_its_sizes_from_the_runs_and_compares_sigma_on_sigma_sqrt_d():
@@ -351,6 +350,28 @@ def test_the_digits_prose_takes_its_sizes_from_the_runs_and_compares_sigma_on_si
     assert "8 x sigma here (D = 64) and 55 x sigma on CIFAR (D = 3,072)" in text
     assert "Digits' largest sigma, 10, is a pre-activation scale of 80: CIFAR's sigma = 1.4" in text
     assert "failed to train" in text and "more epochs decide" not in text
+
+
+def test_the_digits_prose_reads_the_sizes_and_epochs_the_runs_recorded(tmp_path):
+    """From the run folders to the text: the examples, inputs and classes of the data the runs trained on and the
+    epochs of their settings, as their run.json records them (none of digits' usual numbers here)."""
+    import json
+
+    from extreme_memorization.report import carry_over, results
+
+    rows = []
+    for seed in (0, 1):
+        run = write_run(tmp_path / f"seed{seed}", [0.5, 1.0])
+        record = json.loads((run / "run.json").read_text())
+        record.update(
+            seed=seed, epochs=40, train_examples=1000, test_examples=250, num_classes=5, input_shape=[3, 3, 3]
+        )
+        (run / "run.json").write_text(json.dumps(record))
+        rows.append(results.read_run(run)[0])
+    text = carry_over.digits_facts(pd.DataFrame(rows))
+    assert text.startswith("Digits here: 1,000 training and 250 test images (27 inputs, 5 classes), 40 epochs for the "
+                           "MLP sigma sweeps; the paper's CIFAR-10: 50,000 training images"), text  # fmt: skip
+    assert "(1,024 and 1,000; on CIFAR 1,024 and 50,000)" in text and "(D = 27)" in text
 
 
 def test_the_report_stage_prints_one_line():

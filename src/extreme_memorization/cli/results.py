@@ -12,9 +12,9 @@ from ..config import settings as config
 
 def cmd_table(args) -> int:
     params = config.load(args.params)
+    from ..report import results
     from ..report import write as report
     from ..report.compare import CompareError
-    from ..training import run_folder as results
 
     named = bool(args.group)
     frames = []
@@ -41,19 +41,19 @@ def cmd_table(args) -> int:
 
 def cmd_plan(args) -> int:
     params = config.load(args.params)
-    from ..pipeline import plan
+    from ..pipeline import estimate
 
     if args.tflops is None:  # no GPU named: the machine at hand
-        tflops, step_ms, source = plan.machine_rate(Path(args.params).resolve().parent)
+        tflops, step_ms, source = estimate.machine_rate(Path(args.params).resolve().parent)
         args.tflops, args.step_ms = tflops, args.step_ms if args.step_ms is not None else step_ms
         print(f"Hours on this machine at {args.tflops:.3g} TFLOP/s + {args.step_ms:.2g} ms/step: {source}; "
               "for a GPU give its rate: make plan TFLOPS=25 STEP_MS=2\n")  # fmt: skip
     elif args.step_ms is None:
-        args.step_ms = plan.DEFAULT_STEP_MS
-    print(plan.table(plan.group_costs(params), args.tflops, args.step_ms))
+        args.step_ms = estimate.DEFAULT_STEP_MS
+    print(estimate.table(estimate.group_costs(params), args.tflops, args.step_ms))
     if args.rates:
-        rates = plan.load_rates(args.rates)
-        hours = plan.measured_hours(params, rates, args.tflops, args.step_ms)
+        rates = estimate.load_rates(args.rates)
+        hours = estimate.measured_hours(params, rates, args.tflops, args.step_ms)
         print(
             f"\nProjected from the rates measured on {rates.get('device', '?')} ({args.rates}; MLP packs measured, "
             f"other models at {args.tflops:g} TFLOP/s + {args.step_ms:g} ms/step):\n"
@@ -78,7 +78,7 @@ def cmd_status(args) -> int:
 
 def cmd_runs(args) -> int:
     params = config.load(args.params)
-    from ..training import run_folder as results
+    from ..report import results
 
     group = params.group(args.group)
     import pandas as pd

@@ -51,9 +51,16 @@ def cmd_slurm(args) -> int:
 
 
 def cmd_dry_run(args) -> int:
-    from ..pipeline import dry_plan
+    from ..pipeline import dry_run, preflight
 
-    return dry_plan.main(args.repro_args)
+    try:
+        problem = preflight.unknown_group(args.repro_args)
+    except config.ConfigError as exc:
+        problem = f"params: {exc}"
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    return dry_run.repro(args.repro_args)
 
 
 def cmd_gpu_check(args) -> int:

@@ -92,9 +92,22 @@ def check_writable(root: Path) -> None:
             )
 
 
-def check_groups(root: Path, targets: list[str]) -> None:
-    from .dry_plan import unknown_group
+def unknown_group(argv: list[str], params_path: str = "params.yaml") -> str | None:
+    """The line for a target ``report@<group>`` whose group params.yaml lacks
+    (DVC itself says only that the stage is not in dvc.yaml); None if all are known."""
+    from ..config import settings as config
 
+    named = [arg.partition("@")[2] for arg in argv if arg.startswith("report@")]
+    if not named:
+        return None
+    groups = list(config.load(params_path).groups)
+    unknown = [group for group in named if group not in groups]
+    if not unknown:
+        return None
+    return f"no group {unknown[0]!r} in {params_path}; known groups: {', '.join(groups)}"
+
+
+def check_groups(root: Path, targets: list[str]) -> None:
     problem = unknown_group(targets, str(root / "params.yaml"))
     if problem:
         raise PreflightError(problem.replace(f" in {root / 'params.yaml'};", " in params.yaml;"))

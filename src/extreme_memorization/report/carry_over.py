@@ -21,9 +21,10 @@ CIFAR_D = 3072  # 32x32x3 inputs of CIFAR-10/100 and SVHN
 
 
 def digits_facts(frame: pd.DataFrame) -> str:
-    """The digits runs' own sizes (examples, inputs, epochs) beside CIFAR's, and sigma*sqrt(D), the
-    pre-activation scale: per-image standardization makes ||x||^2 = D, so sigma means different things
-    on datasets with different D."""
+    """The digits runs' own sizes beside CIFAR's, and sigma*sqrt(D), the pre-activation scale:
+    per-image standardization makes ||x||^2 = D, so sigma means different things on datasets with
+    different D. The sizes are the runs' records (run.json): the examples, inputs and classes of the
+    data they trained on, and the epochs of their settings."""
     # The MLP's sigma sweeps (Sec. 5's MLP may see the images enlarged, as its architectures do)
     mlp = frame[(frame["model"] == "mlp") & frame["sigma"].notna()] if "model" in frame else frame
 
@@ -31,12 +32,13 @@ def digits_facts(frame: pd.DataFrame) -> str:
         values = runs[col].dropna().unique() if col in runs else []
         return float(values[0]) if len(values) == 1 else None
 
-    train, test, dim = one("train_examples"), one("test_examples"), one("input_dim")
+    train, test, dim, classes = one("train_examples"), one("test_examples"), one("input_dim"), one("num_classes")
     epochs = sorted({int(e) for e in mlp["epochs"].dropna()}) if "epochs" in mlp else []
     size = f"{train:,.0f} training and {test:,.0f} test images" if train and test else "the digits images"
     dim_text = f"{dim:.0f} inputs" if dim else "8x8 grey pixels"
+    dim_text += f", {classes:.0f} classes" if classes else ""
     epoch_text = f"{' or '.join(str(e) for e in epochs)} epochs for the MLP sigma sweeps" if epochs else "the MLP runs"
-    text = (f"Digits here: {size} ({dim_text}, 10 classes), {epoch_text}; the paper's CIFAR-10: 50,000 training "
+    text = (f"Digits here: {size} ({dim_text}), {epoch_text}; the paper's CIFAR-10: 50,000 training "
             f"images of 32x32x3 ({CIFAR_D:,} inputs), 2,000 epochs. The MLP's width (1,024) is the paper's, so "
             f"here it has {'nearly as many hidden units as' if train and train < 4096 else 'a width set against'} "
             f"the training images (1,024 and {train:,.0f}; on CIFAR 1,024 and 50,000): fitting every training image "

@@ -20,6 +20,19 @@ import pandas as pd
 
 from . import seed_means as seed_spread
 from . import statistics
+from .lines import (
+    PAPER,
+    end_runs,
+    line_name,
+    main_alignment,
+    paper_runs,
+    relu_lines,
+    seed_drops,
+    sigma_runs,
+    variant,
+    varying,
+    with_defaults,
+)
 from .verdicts import (  # noqa: F401  (re-exported: the verdicts are the claims' words)
     CHANCE_FACTOR,
     FAILS,
@@ -53,7 +66,6 @@ FALLS_TAU = -0.5
 # sigma (ReLU with cross-entropy on digits: 0.961 -> 0.968), the fall does not track generalization there.
 FLAT_TEST = 0.05
 SEPARATION = 0.05  # true-label alignment exceeds shuffled-label alignment by at least this
-PAPER = ("none", "plain")  # (loss_scaling, first_layer_step) of the paper's runs
 SIGNS = ", ".join(f"{m} {'+' if s > 0 else '-'}" for m, s in statistics.EXPECTED_SIGN.items())
 
 THRESHOLDS = (
@@ -87,70 +99,13 @@ def _mean(frame: pd.DataFrame, by: list[str], col: str) -> pd.Series:
     return frame.groupby(by, sort=True)[col].mean()
 
 
-def with_defaults(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with the settings older runs lack: W1 stepped plainly, the learning rate unknown."""
-    defaults = {"first_layer_step": "plain", "learning_rate": np.nan, "loss_scaling": "none"}
-    missing = {k: v for k, v in defaults.items() if k not in frame}
-    return frame.assign(**missing) if missing else frame
-
-
-def _sigma_runs(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[frame["init"] == "normal"].dropna(subset=["sigma"])
-
-
-def variant(frame: pd.DataFrame) -> pd.Series:
-    """(loss_scaling, first_layer_step) of each run; runs without a recorded step stepped W1 plainly."""
-    step = frame["first_layer_step"].fillna("plain") if "first_layer_step" in frame else "plain"
-    return pd.Series(list(zip(frame["loss_scaling"], pd.Series(step, index=frame.index))), index=frame.index)
-
-
-def paper_runs(frame: pd.DataFrame) -> pd.DataFrame:
-    """The runs in the paper's setting: the loss as written, W1 stepped plainly."""
-    return frame[variant(frame) == PAPER] if len(frame) else frame
-
-
-def varying(frame: pd.DataFrame, keys: list[str]) -> list[str]:
-    """Those of ``keys`` that take several values in ``frame`` (a learning rate swept within a group)."""
-    return [k for k in keys if k in frame and frame[k].nunique() > 1]
-
-
-def seed_drops(frame: pd.DataFrame, by: list[str]) -> dict[tuple, np.ndarray]:
-    """Per line of runs, one value per seed: best test accuracy at the
-    smallest sigma minus at the largest (seeds with both)."""
-    out = {}
-    for key, sub in _sigma_runs(frame).groupby(by, sort=True):
-        acc = sub.pivot_table(index="seed", columns="sigma", values="best_test_acc")
-        if acc.shape[1] >= 2:
-            per_seed = (acc.iloc[:, 0] - acc.iloc[:, -1]).dropna().to_numpy()
-            if len(per_seed):
-                out[key if isinstance(key, tuple) else (key,)] = per_seed
-    return out
-
-
-def _end_runs(frame: pd.DataFrame, by: list[str], which: str = "both") -> pd.DataFrame:
-    """The runs a drop compares: those at the smallest and the largest sigma of
-    each line of runs (``which``: "both", or only the "largest")."""
-    runs = _sigma_runs(frame)
-    if runs.empty:
-        return runs
-    sigma = runs.groupby(by, sort=True)["sigma"]
-    top = runs["sigma"] == sigma.transform("max")
-    return runs[top] if which == "largest" else runs[top | (runs["sigma"] == sigma.transform("min"))]
-
-
-def main_alignment(frame: pd.DataFrame) -> str:
-    """The gradient alignment the claims use: W1 where measured (MLPs), else W2."""
-    has_w1 = "grad_alignment_w1" in frame and frame["grad_alignment_w1"].notna().any()
-    return "grad_alignment_w1" if has_w1 else "grad_alignment_w2"
-
-
 def extreme_memorization(frame: pd.DataFrame) -> Claim:
     frame = with_defaults(frame)
     text, source = (
         "sin at large sigma memorizes extremely (train 100%, test at chance) on each dataset",
         "Sec. 3, Fig. 1",
     )
-    sin = _sigma_runs(paper_runs(frame))
+    sin = sigma_runs(paper_runs(frame))
     sin = sin[(sin["activation"] == "sin") & (sin["labels"] == "true")]
     if sin["sigma"].nunique() < 2:
         return Claim(text, source, NOT_RUN, "no sin sigma sweep", name="memorization")
@@ -184,25 +139,12 @@ def relu_degrades_less(frame: pd.DataFrame) -> Claim:
         return Claim(text, source, NOT_RUN, "needs sin and relu sweeps on one dataset", name="relu_less")
     ok = all(r.mean() < s.mean() - LESS_DEGRADATION for _, s, r in pairs)
     evidence = "; ".join(f"{' '.join(map(str, k))}: drop sin {spread(s)}, relu {spread(r)}" for k, s, r in pairs)
-    ends = _end_runs(true, lines)
+    ends = end_runs(true, lines)
     judged = ends[lines[:-1]].apply(tuple, axis=1).isin([k for k, _, _ in pairs])
     used = ends[judged & ends["activation"].isin(["sin", "relu"])]
     describe = ["dataset", "activation", "loss", "sigma"]
     why = mechanism(used[used["sigma"] == used.groupby(lines)["sigma"].transform("max")], describe)
     return verdict(text, source, ok, evidence, not_fitted(used, describe), why, "relu_less")
-
-
-def relu_lines(frame: pd.DataFrame, form: tuple[str, str]) -> tuple[pd.DataFrame, list[str]]:
-    """The ReLU true-label runs of one form of the loss, and the keys of its
-    lines of runs: the loss (and the dataset, the learning rate where they vary)."""
-    frame = with_defaults(frame)
-    relu = frame[(frame["activation"] == "relu") & (frame["labels"] == "true")]
-    relu = relu[variant(relu) == form] if len(relu) else relu
-    return relu, [*varying(relu, ["dataset"]), "loss", *varying(relu, ["learning_rate"])]
-
-
-def line_name(keys: list[str], key: tuple) -> str:
-    return " ".join(f"lr={v:g}" if k == "learning_rate" else str(v) for k, v in zip(keys, key))
 
 
 def relu_follows_loss(frame: pd.DataFrame) -> Claim:
@@ -218,8 +160,8 @@ def relu_follows_loss(frame: pd.DataFrame) -> Claim:
     evidence = ", ".join(f"{line_name(keys, k)} drop {spread(v)}" for k, v in d.items()) + (
         f"; spread of the means {gap:.3f}")  # fmt: skip
     describe = ["dataset", "activation", "loss", *varying(relu, ["learning_rate"]), "sigma"]
-    unfit = not_fitted(_end_runs(relu, keys), describe)
-    why = mechanism(_end_runs(relu, keys, "largest"), describe)
+    unfit = not_fitted(end_runs(relu, keys), describe)
+    why = mechanism(end_runs(relu, keys, "largest"), describe)
     return verdict(text, source, gap >= LOSS_SPREAD, evidence, unfit, why, "follows_loss")
 
 
@@ -249,7 +191,7 @@ def _random_groups(sub: pd.DataFrame, measure: str, means: pd.DataFrame) -> str:
 def alignment_falls(frame: pd.DataFrame) -> Claim:
     frame = with_defaults(frame)
     text, source = "in-class alignment falls as sigma grows", "Sec. 3-4, Fig. 2-3"
-    runs = _sigma_runs(frame)
+    runs = sigma_runs(frame)
     runs = runs[runs["labels"] == "true"]
     lines = ["dataset", "activation", "loss", "loss_scaling", "first_layer_step", "learning_rate"]
     runs = runs.assign(first_layer_step=variant(runs).str[1]) if len(runs) else runs
@@ -389,7 +331,7 @@ def compare(frame: pd.DataFrame) -> dict | None:
     """The fair comparison of the gradient alignment with the other measures (statistics.compare_measures)."""
     frame = with_defaults(frame)
     measure = main_alignment(frame)
-    return statistics.compare_measures(_sigma_runs(frame), measure, list(statistics.COMPARED))
+    return statistics.compare_measures(sigma_runs(frame), measure, list(statistics.COMPARED))
 
 
 def markdown(claims: list[Claim]) -> str:

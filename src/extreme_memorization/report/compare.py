@@ -28,7 +28,8 @@ import pandas as pd
 
 from ..errors import UserError
 from ..files import write_text
-from ..training import run_folder as results
+from ..training import run_folder
+from . import results
 from . import seed_means as seed_spread
 from . import style as style
 
@@ -132,8 +133,8 @@ def _key(row) -> tuple:
 def read_runs(root: Path) -> tuple[pd.DataFrame, dict]:
     """Every run under ``root``: rows keyed by identity, and their curves."""
     rows, curves = [], {}
-    for run_dir in results.run_dirs(root):
-        if not results.finished(run_dir):
+    for run_dir in run_folder.run_dirs(root):
+        if not run_folder.finished(run_dir):
             continue
         row, history, alignment = results.read_run(run_dir)
         row["key"] = _key(row)

@@ -4,8 +4,8 @@ Each function draws the analog of one figure of the paper (see
 SCIENCE.md) or says why it cannot: a figure whose runs do not exist is
 listed as "not run", and a panel without data is not drawn. Points and
 curves are means over the seeds where a measure is defined; bars and bands
-span the lowest to the highest seed (:mod:`seed_spread`). The visual cues
-(dashed train, solid test, one colour per sigma) are in :mod:`figure_style`.
+span the lowest to the highest seed (:mod:`seed_means`). The visual cues
+(dashed train, solid test, one colour per sigma) are in :mod:`style`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
-from ..training.run_folder import COMPARED, GRADIENT_MEASURES
 from . import seed_means as seed_spread
 from . import style as style
-from .claims import PAPER, main_alignment, variant
 from .fixes import FORMS
+from .lines import PAPER, line_keys, lines, main_alignment, variant
+from .results import COMPARED, GRADIENT_MEASURES
 
 TITLES = {"rep_alignment": "representation alignment", "grad_alignment_w1": "gradient alignment, W1",
           "grad_alignment_w2": "gradient alignment, W2", "grad_alignment_logits": "gradient alignment, logits",
@@ -29,8 +29,6 @@ TITLES = {"rep_alignment": "representation alignment", "grad_alignment_w1": "gra
           **COMPARED, "gradient_diversity": "gradient diversity (log)",
           "gradient_confusion": "gradient confusion (linear)\nin-class min of <g_i, g_j>"}  # fmt: skip
 LOG_CURVES = ("grad_norm_ratio_w1",)  # drawn on a log axis over training
-LINE_KEYS = ["group", "dataset", "model", "activation", "loss", "loss_scaling", "first_layer_step", "learning_rate",
-             "labels"]  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -44,34 +42,6 @@ class Figure:
 class NotRun:
     title: str
     reason: str
-
-
-def line_keys(frame: pd.DataFrame, skip=("sigma", "seed")) -> list[str]:
-    """The settings that tell the lines of runs apart (those that vary)."""
-    return [k for k in LINE_KEYS if k not in skip and k in frame and frame[k].nunique(dropna=False) > 1]
-
-
-def _label(keys: list[str], values) -> str:
-    values = values if isinstance(values, tuple) else (values,)
-    named = {"labels": "labels=", "loss_scaling": "scaling=", "first_layer_step": "W1 step=", "learning_rate": "lr=",
-             "group": ""}  # fmt: skip
-    return ", ".join(f"{named.get(k, '')}{v}" for k, v in zip(keys, values)) or "all runs"
-
-
-def lines(frame: pd.DataFrame, keys: list[str]):
-    if not keys:
-        yield "all runs", frame
-        return
-    for values, sub in frame.groupby(keys, sort=True, dropna=False):
-        yield _label(keys, values), sub
-
-
-def _marker(i: int) -> str:
-    return style.MARKERS[i % len(style.MARKERS)]
-
-
-def _spread_note(frame: pd.DataFrame, kind: str) -> str:
-    return f" {kind.capitalize()}: {seed_spread.SPREAD}." if seed_spread.several_seeds(frame) else ""
 
 
 def _seed_curve(curves: dict, runs: pd.DataFrame, which: int, col: str) -> pd.DataFrame | None:
@@ -113,7 +83,7 @@ def fig1_accuracy(frame: pd.DataFrame, out: Path) -> Figure:
     style.save(fig, out, name)
     return Figure(name, "Fig. 1 (left) analog: accuracy against sigma",
                   "Train (dashed, open markers) and test (solid) accuracy at the last epoch against sigma (log), one "
-                  f"panel per dataset (and group); dotted: chance.{_spread_note(frame, 'error bars')}"
+                  f"panel per dataset (and group); dotted: chance.{seed_spread.note(frame, 'error bars')}"
                   f"{style.preactivation_note(frame)}")  # fmt: skip
 
 
@@ -127,7 +97,7 @@ def _scatter_by_sigma(ax, frame, col, keys, colours) -> None:
         x, y = seed_spread.by_sigma(runs, col), seed_spread.by_sigma(runs, "best_test_acc")
         ax.errorbar(x["mean"], y["mean"], xerr=seed_spread.errors(x), yerr=seed_spread.errors(y), fmt="none",
                     ecolor="grey", lw=0.8, capsize=2)  # fmt: skip
-        ax.scatter(x["mean"], y["mean"], c=[colours(s) for s in x["sigma"]], marker=_marker(i), s=40,
+        ax.scatter(x["mean"], y["mean"], c=[colours(s) for s in x["sigma"]], marker=style.marker(i), s=40,
                    edgecolors="black", linewidths=0.5, zorder=3)  # fmt: skip
 
 
@@ -156,7 +126,7 @@ def _line_handles(frame: pd.DataFrame, keys: list[str], col: str | None, coloure
             if why != "undefined":  # a measure the model lacks needs no note
                 notes.setdefault(why, []).append(f"{sigma:g}")
         label += "".join(f"\n(sigma = {', '.join(sigmas)}: {why})" for why, sigmas in notes.items())
-        handles[label] = style.Line2D([], [], marker=_marker(i), mfc="lightgrey", mec="black",
+        handles[label] = style.Line2D([], [], marker=style.marker(i), mfc="lightgrey", mec="black",
                                     color=f"C{i}" if coloured else "lightgrey", ls="-" if coloured else "")  # fmt: skip
     return handles
 
@@ -192,7 +162,7 @@ def fig1_alignment(frame: pd.DataFrame, colours: style.SigmaColours, out: Path) 
             "point)." if len(undefined) else "")  # fmt: skip
     return Figure(name, "Fig. 1 (right) analog: best test accuracy against gradient alignment",
                   "Best test accuracy over training against the final in-class gradient alignment of W1, W2 and "
-                  f"the logits; colour: sigma, marker: line of runs.{_spread_note(frame, 'error bars')}{note}")  # fmt: skip
+                  f"the logits; colour: sigma, marker: line of runs.{seed_spread.note(frame, 'error bars')}{note}")  # fmt: skip
 
 
 def _fig2_rows(frame: pd.DataFrame, curves: dict, groups: list) -> list[tuple[int, str, list[dict]]]:
@@ -243,7 +213,7 @@ def fig2_training(frame: pd.DataFrame, curves: dict, colours: style.SigmaColours
     return Figure(name, "Fig. 2 analog: over training, per sigma",
                   "Rows: training accuracy per epoch, ||grad W1|| / ||W1||, the in-class gradient alignment and the "
                   "representation alignment at the measurement points; columns: lines of runs, with a shared y axis "
-                  f"per row; colour: sigma.{_spread_note(frame, 'bands')} A seed's gradient measures are left out "
+                  f"per row; colour: sigma.{seed_spread.note(frame, 'bands')} A seed's gradient measures are left out "
                   "where its gradients had vanished, and ||grad W1|| / ||W1|| where it is exactly 0 (the other seeds "
                   "still give the curve); X: the curve ends because every seed's gradients had vanished.")  # fmt: skip
 
@@ -259,7 +229,7 @@ def fig3_measures(frame: pd.DataFrame, colours: style.SigmaColours, out: Path) -
         left, right = axes[r]
         for i, (_, runs) in enumerate(lines(frame, keys)):
             agg = seed_spread.by_sigma(runs.dropna(subset=[col]), col)
-            style.errorbar(left, agg["sigma"], agg, f"C{i}", marker=_marker(i))
+            style.errorbar(left, agg["sigma"], agg, f"C{i}", marker=style.marker(i))
         _scatter_by_sigma(right, frame, col, keys, colours)
         style.sigma_axis(left)
         left.set_ylabel(TITLES[col])
@@ -293,7 +263,7 @@ def fig3_measures(frame: pd.DataFrame, colours: style.SigmaColours, out: Path) -
                   "Each final measure against sigma (left, one line per line of runs) and against the best test "
                   "accuracy (right; colour: sigma, marker: line of runs); gradient diversity on a log axis, gradient "
                   "confusion (the smallest in-class inner product of two examples' gradients; below 0: gradients "
-                  f"that conflict) on a linear one.{_spread_note(frame, 'error bars')} Gradient measures of runs whose "
+                  f"that conflict) on a linear one.{seed_spread.note(frame, 'error bars')} Gradient measures of runs whose "
                   "gradients had vanished are left out; the legend names the sigmas where no seed's are defined.")  # fmt: skip
 
 
@@ -333,7 +303,7 @@ def fig4_relu_losses(frame: pd.DataFrame, out: Path) -> Figure | NotRun:
                   "against sigma per loss; one panel per form of the loss: as in the paper, and each proposed fix "
                   "(loss_scaling output: temperature, margin or target x the initial logit scale; normalized: the "
                   "loss of z / s; first_layer_step compensated: W1's learning rate x s^2)."
-                  f"{_spread_note(relu, 'error bars')}")  # fmt: skip
+                  f"{seed_spread.note(relu, 'error bars')}")  # fmt: skip
 
 
 def _fig5_bars(ax, frame: pd.DataFrame, models: list[str]) -> dict:
@@ -396,7 +366,7 @@ def fig5_architectures(frame: pd.DataFrame, curves: dict, out: Path) -> Figure |
     return Figure(name, title, "Left: in-class gradient alignment of the last layer and representation alignment "
                   "over training, true and shuffled labels side by side (each row shares its y axis); colour: model. "
                   "Right: final test accuracy per model (solid: true labels, hatched: shuffled)."
-                  f"{_spread_note(frame, 'bands and bars')}")  # fmt: skip
+                  f"{seed_spread.note(frame, 'bands and bars')}")  # fmt: skip
 
 
 def draw(frame: pd.DataFrame, curves: dict, out: Path) -> tuple[list[Figure], list[NotRun]]:

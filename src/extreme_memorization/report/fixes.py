@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .lines import PAPER, end_runs, line_name, relu_lines, seed_drops, variant, varying, with_defaults
 from .verdicts import NOT_RUN, Claim, mechanism, not_fitted, spread, verdict
 
 TEXT = "the proposed loss fixes restore generalization at large sigma (new: never run by the authors)"
@@ -42,7 +43,7 @@ def _w1_change(top: pd.DataFrame) -> str:
 
 def one_form(frame: pd.DataFrame, form: tuple[str, str]) -> Claim:
     """The claim for one form of the fix: every loss's drop at most RESTORED_DROP."""
-    from .claims import PAPER, RESTORED_DROP, _end_runs, line_name, relu_lines, seed_drops, varying
+    from .claims import RESTORED_DROP
 
     text = f"{TEXT}: {FORMS.get(form, f'loss_scaling: {form[0]}, first_layer_step: {form[1]}')}"
     relu, keys = relu_lines(frame, form)
@@ -53,21 +54,19 @@ def one_form(frame: pd.DataFrame, form: tuple[str, str]) -> Claim:
     parts = []
     for key, drops in fixed.items():
         runs = relu[(relu[keys] == pd.Series(dict(zip(keys, key)))).all(axis=1)]
-        ends, top = _end_runs(runs, keys), _end_runs(runs, keys, "largest")
+        ends, top = end_runs(runs, keys), end_runs(runs, keys, "largest")
         state = _diagnoses(ends)
         parts.append(f"{line_name(keys, key)} drop {spread(drops)}"
                      + (f" (without fix {spread(plain[key])})" if key in plain else "")
                      + (f", runs at the ends: {state}" if state else "") + _w1_change(top))  # fmt: skip
     describe = ["dataset", "activation", "loss", *varying(relu, ["learning_rate"]), "sigma"]
-    unfit = not_fitted(_end_runs(relu, keys), describe)
-    why = mechanism(_end_runs(relu, keys, "largest"), describe)
+    unfit = not_fitted(end_runs(relu, keys), describe)
+    why = mechanism(end_runs(relu, keys, "largest"), describe)
     return verdict(text, SOURCE, ok, "; ".join(parts), unfit, why, f"fix:{form[0]}:{form[1]}")
 
 
 def fixes_restore(frame: pd.DataFrame) -> list[Claim]:
     """One claim per form of the fix that the report's runs have; one 'not run' claim when none."""
-    from .claims import PAPER, seed_drops, variant, with_defaults
-
     frame = with_defaults(frame)
     relu = frame[(frame["activation"] == "relu") & (frame["labels"] == "true")]
     forms = sorted(set(variant(relu)) - {PAPER}, key=lambda f: list(FORMS).index(f) if f in FORMS else len(FORMS))

@@ -60,3 +60,8 @@ def several_seeds(runs: pd.DataFrame) -> bool:
     if runs.empty:
         return False
     return bool((runs.groupby(keys, dropna=False)["seed"].nunique() >= 2).any())
+
+
+def note(runs: pd.DataFrame, kind: str) -> str:
+    """The caption's note on what ``kind`` (error bars, bands) span, where some setting has several seeds."""
+    return f" {kind.capitalize()}: {SPREAD}." if several_seeds(runs) else ""

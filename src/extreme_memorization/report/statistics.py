@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..training.run_folder import ALIGNMENTS, COMPARED
+from .results import ALIGNMENTS, COMPARED
 
 TARGET = "best_test_acc"
 MEASURES = {**{k: f"{v} alignment" for k, v in ALIGNMENTS.items()}, **COMPARED}

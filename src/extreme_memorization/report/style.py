@@ -105,6 +105,11 @@ def save(fig, out: Path, name: str) -> None:
         fig.savefig(tmp, dpi=DPI)
 
 
+def marker(i: int) -> str:
+    """The marker of the i-th line of runs."""
+    return MARKERS[i % len(MARKERS)]
+
+
 def sigma_label(sigma: float) -> str:
     return f"sigma = {sigma:g}"
 

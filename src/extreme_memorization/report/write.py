@@ -27,10 +27,10 @@ from ..config.settings import Params
 from ..errors import UserError
 from ..files import atomic_path, write_text
 from ..training import diagnosis
-from ..training import run_folder as results
 from . import carry_over as digits_and_cifar
 from . import claims as claims_mod
-from . import figures, statistics
+from . import figures, results, statistics
+from .lines import line_keys, main_alignment
 
 RESULT_COLUMNS = ["train_acc", "test_acc", "best_test_acc", *results.ALIGNMENTS, *results.RANDOM_BASELINES,
                   *results.COMPARED, "active_fraction", "w1_relative_change"]  # fmt: skip
@@ -99,7 +99,7 @@ def compact_metrics(frame: pd.DataFrame, verdicts: list, correlations: pd.DataFr
     accuracy, and Kendall's tau of best test accuracy with the gradient alignment (W1, else W2) and the
     representation alignment."""
     count = {v: sum(c.verdict == v for c in verdicts) for v in claims_mod.VERDICTS}
-    main = claims_mod.main_alignment(frame)
+    main = main_alignment(frame)
     everything = correlations[correlations["scope"] == "all runs"].set_index("measure") if len(correlations) else None
 
     def tau(measure):
@@ -138,7 +138,7 @@ def _gradient_note(frame: pd.DataFrame) -> list[str]:
     lines = [f"Gradients vanished: a run's gradient measures ({', '.join(results.GRADIENT_MEASURES)}) are "
              f"reported as undefined (blank) and left out of the statistics and claims when its mean per-example "
              f"gradient norm has fallen below {results.VANISHED_GRADIENT:g} x its value at epoch 0 "
-             f"(`results.VANISHED_GRADIENT`)."]  # fmt: skip
+             f"(`extreme_memorization.report.results.VANISHED_GRADIENT`)."]  # fmt: skip
     vanished = frame[frame["gradients"] == "vanished"]
     if len(vanished):
         names = ", ".join(f"{r.activation} sigma={r.sigma:g} seed {r.seed} ({r.gradient_scale:.1e})"
@@ -201,7 +201,7 @@ def write(params: Params, groups: list[str], runs_dirs: list[str | Path], out_di
     if frame.empty:
         target = " ".join(f"report@{g}" for g in groups)
         raise ReportError(f"no finished runs of {', '.join(groups)} under {where}; run `dvc repro {target}`")
-    keys = figures.line_keys(frame)
+    keys = line_keys(frame)
     frame = frame.sort_values([*keys, "sigma", "seed"], na_position="last").reset_index(drop=True)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "summary.csv") as tmp:

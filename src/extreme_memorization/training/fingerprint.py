@@ -71,7 +71,7 @@ NOT_NUMERIC = frozenset(
         "data.network",  # the download probe: the prepared data is keyed by its arrays
         "training.progress",  # progress lines, ETA, signals, when a chunk ends (steps are the same)
         "training.provenance",  # where and when a run ran
-        "training.run_folder",  # the run folder's layout, read back for reports
+        "training.run_folder",  # the run folder's files: names, reading, dropping a half-written run
         "training.store",  # the run store
         "training.fingerprint",  # this module: the key, not the numbers
     )
@@ -123,6 +123,13 @@ def _imports(module: str, tree: ast.AST, root: Path = ROOT) -> set[str]:
     return {m for m in with_parents if _path(m, root).is_file()}
 
 
+def imports(module: str, root: Path = ROOT) -> set[str]:
+    """The modules of this package that ``module`` imports, anywhere in it
+    (inside functions too), with the packages that hold them: one step of
+    :func:`closure`'s walk (tests/test_layers.py checks the layers with it)."""
+    return _imports(module, ast.parse(_path(module, root).read_text()), root)
+
+
 def closure(entry: str = ENTRY, root: Path = ROOT) -> list[str]:
     """Every module of the package that importing ``entry`` can run and that
     can change a number (not :data:`NOT_NUMERIC`), sorted. ``root``: the
@@ -139,7 +146,7 @@ def _closure(entry: str, root: Path, stamps: tuple) -> tuple[str, ...]:
         if module in seen:
             continue
         seen.add(module)
-        todo.extend(_imports(module, ast.parse(_path(module, root).read_text()), root) - seen - NOT_NUMERIC)
+        todo.extend(imports(module, root) - seen - NOT_NUMERIC)
     return tuple(sorted(seen))
 
 

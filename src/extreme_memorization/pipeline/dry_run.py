@@ -7,12 +7,13 @@ group's runs): it was not made, because the run is dry (DVC issue 9818; the
 fix proposed upstream, PR 11100, skips the run-cache lookup when an input is
 missing). This does the same: an input that does not exist yet means
 "nothing to restore from the run-cache", and the stage is listed as to run.
-The plan runs with ``fingerprint.txt`` as the fingerprint stage would
+The dry run runs with ``fingerprint.txt`` as the fingerprint stage would
 write it first (``training.fingerprint_file.live_fingerprint``; the
 committed bytes are put back after), so a numeric edit of the training code
-shows every train stage as to run before any ``dvc repro``. A target
-``report@<group>`` of a group params.yaml lacks (a typo in ``make reproduce
-GROUPS=...``) stops first, with one line naming the known groups.
+shows every train stage as to run before any ``dvc repro``. The command
+(cli/scaleout.py) first stops at a target ``report@<group>`` of a group
+params.yaml lacks (a typo in ``make reproduce GROUPS=...``), with one line
+naming the known groups (``preflight.unknown_group``).
 
     python -m extreme_memorization dry-run [dvc repro options and targets]
     make reproduce DRY=1
@@ -26,31 +27,8 @@ from pathlib import Path
 from ..training import fingerprint_file
 
 
-def unknown_group(argv: list[str], params_path: str = "params.yaml") -> str | None:
-    """The line for a target ``report@<group>`` whose group params.yaml lacks
-    (DVC itself says only that the stage is not in dvc.yaml); None if all are known."""
-    from ..config import settings as config
-
-    named = [arg.partition("@")[2] for arg in argv if arg.startswith("report@")]
-    if not named:
-        return None
-    groups = list(config.load(params_path).groups)
-    unknown = [group for group in named if group not in groups]
-    if not unknown:
-        return None
-    return f"no group {unknown[0]!r} in {params_path}; known groups: {', '.join(groups)}"
-
-
-def main(argv: list[str]) -> int:
-    from ..config import settings as config
-
-    try:
-        problem = unknown_group(argv)
-    except config.ConfigError as exc:
-        problem = f"params: {exc}"
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+def repro(argv: list[str]) -> int:
+    """``dvc repro --dry`` with ``argv`` (options and targets), planned as from a fresh clone."""
     from dvc.cli import main as dvc_main
     from dvc.stage import cache
 

@@ -1,4 +1,5 @@
-"""Compute plan: how many runs each experiment group has and what they cost.
+"""Compute estimate: how many runs each experiment group has and what they
+cost (`make plan`, the ``plan`` command).
 
 The cost of a run is counted, not timed: the forward FLOPs of its model
 (:func:`models.forward_flops`) times the examples it touches. One SGD step
@@ -8,8 +9,8 @@ alignment measurement is one more forward pass over the training set plus
 closed forms of the same order. Time = FLOPs / a sustained rate plus a fixed
 cost per step (kernel launches and framework overhead, which dominate small
 MLP steps on a GPU); both depend on the machine: the user states them for
-a GPU (``--tflops``, ``--step-ms``), and without them the plan is for the
-machine at hand (:func:`machine_rate`: ``make bench``'s measurement, or a
+a GPU (``--tflops``, ``--step-ms``), and without them the estimate is for
+the machine at hand (:func:`machine_rate`: ``make bench``'s measurement, or a
 10-second matmul probe), saying which.
 
 With measured rates (``--rates``: the JSON that benchmarks/device_check.py
@@ -44,13 +45,13 @@ class GroupCost:
     epochs: str
     flops: float  # all runs of the group together
     steps: int  # training steps and evaluation batches of all runs
-    unplanned: str | None = None  # why the group cannot be planned (its data file is missing)
+    unknown: str | None = None  # why the group's cost is unknown (its data file is missing)
 
     def hours(self, tflops: float, step_ms: float) -> float:
         return (self.flops / (tflops * 1e12) + self.steps * step_ms / 1000) / 3600
 
 
-class Unplannable(Exception):
+class UnknownSize(Exception):
     """A group whose size is unknown: the file of its own dataset is missing."""
 
 
@@ -63,14 +64,14 @@ def dataset_sizes(name: str, data: DataConfig | None = None) -> tuple[int, int, 
 
     own = (data.own if data else {}).get(name)
     if own is None:
-        raise Unplannable(f"dataset {name!r} is not in data.own")
+        raise UnknownSize(f"dataset {name!r} is not in data.own")
     for path in (Path(own), datasets.prepared_path(name)):
         if path.is_file():
             try:
                 return datasets.npz_sizes(path)
             except datasets.DataError as exc:
-                raise Unplannable(str(exc)) from None
-    raise Unplannable(f"{own} not found (data.own.{name})")
+                raise UnknownSize(str(exc)) from None
+    raise UnknownSize(f"{own} not found (data.own.{name})")
 
 
 def run_flops(run: RunConfig, forward: int, sizes: tuple | None = None) -> float:
@@ -97,8 +98,8 @@ def group_costs(params: Params) -> list[GroupCost]:
                 sizes = dataset_sizes(run.dataset, params.data)
                 total += run_flops(run, _forward(run, sizes), sizes)
                 steps += run_steps(run, sizes=sizes)
-        except Unplannable as exc:
-            costs.append(GroupCost(name, len(runs), epochs, 0.0, 0, unplanned=str(exc)))
+        except UnknownSize as exc:
+            costs.append(GroupCost(name, len(runs), epochs, 0.0, 0, unknown=str(exc)))
             continue
         costs.append(GroupCost(name, len(runs), epochs, total, steps))
     return costs
@@ -110,17 +111,15 @@ def table(costs: list[GroupCost], tflops: float, step_ms: float) -> str:
         "|---|---|---|---|---|---|",
     ]
     for c in costs:
-        if c.unplanned:
-            lines.append(f"| {c.group} | {c.runs} | {c.epochs} | cannot plan: {c.unplanned} | | |")
+        if c.unknown:
+            lines.append(f"| {c.group} | {c.runs} | {c.epochs} | cannot plan: {c.unknown} | | |")
             continue
         lines.append(
             f"| {c.group} | {c.runs} | {c.epochs} | {c.flops / 1e15:,.1f} | {c.steps / 1e6:,.2f} | {c.hours(tflops, step_ms):,.2f} |"
         )
-    planned = [c for c in costs if not c.unplanned]
-    total = GroupCost(
-        "all", sum(c.runs for c in planned), "", sum(c.flops for c in planned), sum(c.steps for c in planned)
-    )
-    label = "all" if len(planned) == len(costs) else "all planned"
+    known = [c for c in costs if not c.unknown]
+    total = GroupCost("all", sum(c.runs for c in known), "", sum(c.flops for c in known), sum(c.steps for c in known))
+    label = "all" if len(known) == len(costs) else "all planned"
     lines.append(
         f"| {label} | {total.runs} | | {total.flops / 1e15:,.1f} | {total.steps / 1e6:,.2f} | {total.hours(tflops, step_ms):,.2f} |"
     )
@@ -232,14 +231,14 @@ def measured_hours(params: Params, rates: dict, tflops: float, step_ms: float) -
                         )
                         for r in runs
                     )
-        except Unplannable:
+        except UnknownSize:
             continue  # group_costs' table says why
         out[name] = hours
     return out
 
 
 # Forward FLOPs by (model, width, input shape, classes): building ResNet-50 or
-# DenseNet-121 to count them takes seconds, and every plan asks again.
+# DenseNet-121 to count them takes seconds, and every estimate asks again.
 _FORWARD: dict[tuple, int] = {}
 
 
