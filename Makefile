@@ -148,6 +148,28 @@ test-pythons: ## the test suite under Python 3.12 and 3.13 too (PYTHONS="3.13" f
 	    $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(TESTS) || status=1; \
 	done; exit $$status
 
+# The DVC-touching tests against the newest DVC on PyPI (the package is
+# written against 3.67.x: src/extreme_memorization/dvc_api.py): .venv-dvc-newest
+# is made from the locks as .venv is, with .venv's Python, then DVC and its
+# own libraries are upgraded in it (what else they need moves with them);
+# EM_DVC_ANY_VERSION=1 takes the tests past the version check. CI runs it
+# and goes on whatever it finds.
+DVC_NEWEST_VENV := .venv-dvc-newest
+DVC_NEWEST_PACKAGES ?= dvc dvc-s3 dvc-data dvc-objects
+DVC_TESTS ?= tests/test_dvc_api.py tests/test_results.py tests/test_own_data.py tests/test_status.py \
+	tests/test_local.py tests/test_reproduce.py
+.PHONY: test-dvc-newest
+test-dvc-newest: $(STAMP) ## the DVC-touching fast tests against the newest DVC on PyPI, in .venv-dvc-newest (may fail: the pin is 3.67.x)
+	@set -e; python=$$($(BIN)/python -c 'import sys; print(sys._base_executable)'); \
+	requirements/venv.sh $(DVC_NEWEST_VENV) "$$python" $(LOCK) $(DEV_LOCK); \
+	$(DVC_NEWEST_VENV)/bin/uv pip install -q --python $(DVC_NEWEST_VENV)/bin/python --index-url https://pypi.org/simple \
+	  $(addprefix --upgrade-package ,$(DVC_NEWEST_PACKAGES)) $(DVC_NEWEST_PACKAGES); \
+	version=$$($(DVC_NEWEST_VENV)/bin/python -c 'import importlib.metadata as m; print(m.version("dvc"))'); \
+	echo "pytest against DVC $$version ($(DVC_NEWEST_VENV); the pin is $$(grep -o 'dvc~=[0-9.]*' pyproject.toml))"; \
+	EM_DVC_ANY_VERSION=1 PATH="$(CURDIR)/$(DVC_NEWEST_VENV)/bin:$$PATH" $(DVC_NEWEST_VENV)/bin/python -m pytest \
+	  --junitxml=.cache/junit/$@.xml $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(DVC_TESTS) \
+	  || { echo "test-dvc-newest: the tests above fail under DVC $$version: src/extreme_memorization/dvc_api.py needs work before the pin moves"; exit 1; }
+
 test-slow: $(STAMP) ## the slow checks: digits sweep vs the claims, fresh clones, signals, remotes, fan-out, the offline study shrunk (about 15 minutes)
 	$(PYTEST) -m slow
 

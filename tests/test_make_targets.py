@@ -151,6 +151,15 @@ def test_data_bench_and_clean_run_what_they_say():
     assert dry("clean") == ["rm -rf .cache .pytest_cache"]
 
 
+def test_dvc_newest_upgrades_dvc_in_its_own_venv_and_runs_the_dvc_tests_past_the_version_check():
+    script = " ".join(dry("test-dvc-newest"))
+    assert "requirements/venv.sh .venv-dvc-newest" in script and "requirements/cpu.lock" in script
+    assert all(f"--upgrade-package {name} " in script for name in ("dvc", "dvc-s3", "dvc-data"))
+    assert "EM_DVC_ANY_VERSION=1" in script and ".venv-dvc-newest/bin/python -m pytest" in script
+    tests = re.findall(r"tests/test_\w+\.py", script)
+    assert "tests/test_dvc_api.py" in tests and all((ROOT / test).is_file() for test in tests)
+
+
 # --- slow: the wrappers for real, in a fresh clone -------------------------------
 
 

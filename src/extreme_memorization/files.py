@@ -200,12 +200,14 @@ def check_lock(root: str | Path) -> None:
         raise BadFileError(f"{path}: empty (truncated?); fix: {LOCK_FIX}")
     if not text.endswith("\n"):  # DVC ends the file with a newline: a cut in a line
         raise BadFileError(f"{path}: cut short (its last line has no end); fix: {LOCK_FIX}")
-    from dvc.schema import COMPILED_LOCKFILE_SCHEMA
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
+    from . import dvc_api
+
+    schema = dvc_api.lockfile_schema()
     try:
-        lock = COMPILED_LOCKFILE_SCHEMA(YAML(typ="safe", pure=True).load(text))
+        lock = schema(YAML(typ="safe", pure=True).load(text))
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

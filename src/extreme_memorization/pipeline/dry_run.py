@@ -5,8 +5,9 @@ run-cache, and stops with ``[Errno 2] No such file or directory`` at the
 first stage whose input an earlier stage would make (prepared data, a
 group's runs): it was not made, because the run is dry (DVC issue 9818; the
 fix proposed upstream, PR 11100, skips the run-cache lookup when an input is
-missing). This does the same: an input that does not exist yet means
-"nothing to restore from the run-cache", and the stage is listed as to run.
+missing). This does the same (``dvc_api.allow_dry_repro_without_inputs``):
+an input that does not exist yet means "nothing to restore from the
+run-cache", and the stage is listed as to run.
 The dry run runs with ``fingerprint.txt`` as the fingerprint stage would
 write it first (``training.fingerprint_file.live_fingerprint``; the
 committed bytes are put back after), so a numeric edit of the training code
@@ -29,35 +30,13 @@ from ..training import fingerprint_file
 
 def repro(argv: list[str]) -> int:
     """``dvc repro --dry`` with ``argv`` (options and targets), planned as from a fresh clone."""
-    from dvc.cli import main as dvc_main
-    from dvc.stage import cache
+    from .. import dvc_api
 
-    lookup = cache._can_hash
-
-    def can_hash(stage) -> bool:
-        try:
-            return lookup(stage)
-        except FileNotFoundError:  # an input an earlier stage makes: nothing cached to restore
-            return False
-
-    cache._can_hash = can_hash
-    from dvc.ui import ui
-
-    write = ui.write
-
-    def quiet_write(*objects, **kwargs) -> None:
-        # DVC ends every repro that "ran" a stage, dry ones too, with "Use `dvc
-        # push` to send your updates": a dry run made nothing to push.
-        if objects and str(objects[0]).startswith("Use `dvc push`"):
-            write("(a dry run: nothing ran)", **kwargs)
-            return
-        write(*objects, **kwargs)
-
-    ui.write = quiet_write
+    dvc_api.allow_dry_repro_without_inputs()
     # The fingerprint stage runs first in every `dvc repro` and rewrites
     # fingerprint.txt for the code as it is: the plan sees what it will see.
     with fingerprint_file.live_fingerprint(Path.cwd()) as change:
         if change:
             print(f"{change} changed since fingerprint.txt was written: the train stages that depend on it "
                   "run (the fingerprint stage rewrites it first)", file=sys.stderr, flush=True)  # fmt: skip
-        return dvc_main(["repro", "--dry", *argv])
+        return dvc_api.cli(["repro", "--dry", *argv])

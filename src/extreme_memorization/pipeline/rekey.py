@@ -34,12 +34,10 @@ repro`` trains nothing.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import logging
 from pathlib import Path
 
-from .. import files
+from .. import dvc_api, files
 from ..config.settings import RunConfig, read_yaml
 from ..errors import UserError
 from ..training import fingerprint, run_folder, store
@@ -64,27 +62,20 @@ def write_fingerprint(path: Path, backend: str | None = None) -> bool:
     return True
 
 
-def _stages(repo):
-    """The stages dvc.lock records: (stage, its lock entry)."""
-    path = Path(repo.root_dir) / "dvc.lock"
+def _stages(root: Path, repo) -> list[tuple[str, object, dict]]:
+    """The stages dvc.lock records: (name, stage, its lock entry)."""
+    path = root / "dvc.lock"
     lock = (read_yaml(path) or {}).get("stages", {}) if path.is_file() else {}
-    return [(stage, lock[stage.addressing]) for stage in repo.index.stages if stage.addressing in lock]
+    return [(name, stage, lock[name]) for name, stage in dvc_api.stages(repo).items() if name in lock]
 
 
 def _not_code(stage) -> list[str]:
     """What differs from dvc.lock in ``stage`` besides code and run folders."""
     found = []
-    for entry in [*stage.deps, *stage.outs]:
-        changes = entry.status()
-        for path, what in changes.items():
-            if isinstance(what, dict):  # params: {name: "modified"}
-                found += [f"{path}:{name} {why}" for name, why in what.items()]
-                continue
-            relative = Path(str(entry.fs_path)).resolve().relative_to(Path(stage.repo.root_dir).resolve()).as_posix()
-            if what in ("deleted", "not in cache"):
-                continue  # not here (weights not pulled, data not prepared): its recorded hash stays
-            if not relative.startswith(CODE_PATHS):
-                found.append(f"{relative} {what}")
+    for what, how, parameter in dvc_api.differences(stage):
+        # Not here (weights not pulled, data not prepared): its recorded hash stays.
+        if parameter or (how not in ("deleted", "not in cache") and not what.startswith(CODE_PATHS)):
+            found.append(f"{what} {how}")
     return found
 
 
@@ -116,7 +107,6 @@ def rekey(root: Path, dry_run: bool = False) -> dict:
     ``root``; returns counts: runs re-keyed, runs already current, stages
     recorded, runs filed into the store."""
     import keras  # the version the runs must have been trained with
-    from dvc.repo import Repo
 
     root = Path(root).resolve()
     backend = fingerprint.backend_name()
@@ -128,15 +118,15 @@ def rekey(root: Path, dry_run: bool = False) -> dict:
             differ = ", ".join(f"{a} (here {b})" for a, b in zip(before, now, strict=False) if a != b) or "their list"
             raise RekeyError(f"{FINGERPRINT_FILE} records other versions than this environment's: {differ}; "
                              "rekey in the environment the runs were trained in (make venv installs it)")  # fmt: skip
-    with Repo(str(root)) as repo:
-        stages = _stages(repo)
-        stale = {s.addressing: _not_code(s) for s, _ in stages}
+    with dvc_api.repo(root) as repo:
+        stages = _stages(root, repo)
+        stale = {name: _not_code(stage) for name, stage, _ in stages}
         stale = {name: found for name, found in stale.items() if found}
         if stale:
             name, found = next(iter(stale.items()))
             raise RekeyError(f"{len(stale)} stage(s) differ from dvc.lock in more than code, e.g. {name}: "
                              f"{'; '.join(found[:3])}; run `dvc repro` (or restore them) before rekey")  # fmt: skip
-        trained_with = {dep.get("md5") for stage, entry in stages if stage.addressing.startswith("train-")
+        trained_with = {dep.get("md5") for name, _, entry in stages if name.startswith("train-")
                         for dep in entry.get("deps", []) if dep["path"] == FINGERPRINT_FILE}  # fmt: skip
         if not dry_run and trained_with:  # no number may have moved: the golden battery against its pinned numbers
             golden.pinned_for(root, backend, trained_with)
@@ -145,8 +135,8 @@ def rekey(root: Path, dry_run: bool = False) -> dict:
                 golden.check_elsewhere(root, other)
         counts = {"rekeyed": 0, "current": 0, "stored": 0, "stages": 0}
         plans = []
-        for stage, entry in stages:
-            if not stage.addressing.startswith("train-"):
+        for name, _, entry in stages:
+            if not name.startswith("train-"):
                 continue
             data = _data_key(root, entry)
             run_outs = [o for o in entry.get("outs", []) if o["path"].startswith("runs/")]
@@ -176,15 +166,10 @@ def rekey(root: Path, dry_run: bool = False) -> dict:
             if kept is not None and weights.is_file():
                 store.put(kept, new, info_path.parent, weights)
                 counts["stored"] += 1
-        dvc_log = logging.getLogger("dvc")
-        level = dvc_log.level
-        dvc_log.setLevel(logging.WARNING)  # not "Updating lock file 'dvc.lock'" once per stage
-        with repo.lock, contextlib.ExitStack() as restore:
-            restore.callback(dvc_log.setLevel, level)
-            for stage, entry in _stages(repo):
+        with dvc_api.recording(repo):
+            for _, stage, entry in _stages(root, repo):
                 if any(dep["path"].startswith("runs/") for dep in entry.get("deps", [])):
                     continue  # a report: `dvc repro` remakes it from the run folders in seconds
-                stage.save(allow_missing=True, run_cache=False)
-                stage.dump(update_pipeline=False)
+                dvc_api.record(stage)
                 counts["stages"] += 1
     return counts

@@ -22,10 +22,7 @@ stages trained elsewhere with settings that are not in this commit's dvc.lock.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-import re
 import shlex
 import shutil
 import socket
@@ -33,6 +30,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from .. import dvc_api
 from ..config import commands
 from ..errors import UserError
 from . import verify
@@ -59,10 +57,10 @@ NO_REMOTE_PUSH = (
 def default_remote(root: Path) -> str | None:
     """The default DVC remote's name (None when no remote is set): read from
     DVC's config files (the repository's, local, user and system ones)."""
-    from dvc.config import Config
-
     try:
-        config = Config(dvc_dir=str(root / ".dvc"))
+        config = dvc_api.config(root)
+    except dvc_api.DvcVersionError:
+        raise
     except Exception:  # an unreadable config: status does not promise a remote
         return None
     name = config.get("core", {}).get("remote")
@@ -70,12 +68,8 @@ def default_remote(root: Path) -> str | None:
 
 
 def _remote(root: Path, name: str | None, pushing: bool = False) -> tuple[str, dict]:
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
-        config = repo.config
-        remotes = dict(config.get("remote", {}))
-        name = name or config.get("core", {}).get("remote")
+    default, remotes = dvc_api.repo_config(root)
+    name = name or default
     if not name:
         raise RemoteError((NO_REMOTE_PUSH if pushing else NO_REMOTE).format(dvc=commands.dvc()))
     if name not in remotes:
@@ -177,70 +171,9 @@ SUMMARIZED = ("do not exist neither locally nor on remote", "is missing version 
               "failed to transfer")  # fmt: skip
 
 
-class _Kept(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@contextlib.contextmanager
-def _dvc_log():
-    """DVC's warnings during the block, kept for the summary instead of printed."""
-    kept = _Kept()
-    loggers = [logging.getLogger(name) for name in ("dvc", "dvc_data", "dvc_objects")]
-    saved = [(logger.handlers, logger.propagate) for logger in loggers]
-    for logger in loggers:
-        logger.handlers, logger.propagate = [kept], False
-    try:
-        yield kept.records
-    finally:
-        for logger, (handlers, propagate) in zip(loggers, saved):
-            logger.handlers, logger.propagate = handlers, propagate
-
-
-def _objects(repo, name: str, push: bool):
-    """The workspace's DVC objects against the remote, as DVC's ``status -c``
-    sees them: ok (on both), new (here only), deleted (on the remote only),
-    missing (on neither)."""
-    from dvc_data.hashfile.status import CompareStatusResult
-
-    result = CompareStatusResult(set(), set(), set(), set())
-    for odb, ids in repo.used_objs(force=True, remote=name, push=push).items():
-        if odb is None:  # the others belong to imports from other repositories
-            for found, into in zip(repo.cloud.status(ids, remote=name), result):
-                into.update(found)
-    return result
-
-
-def _run_cache(repo, name: str) -> tuple[set, set]:
-    """DVC's run-cache entries here and on the remote, by (key, value)."""
-    from dvc.config import RemoteConfigError
-
-    def entries(odb) -> set:
-        runs = odb.fs.join(odb.path, "runs")
-        return {tuple(re.split(r"[\\/]", p)[-2:]) for p in odb.fs.find(runs)} if odb.fs.exists(runs) else set()
-
-    try:
-        remote = repo.cloud.get_remote_odb(name, "push --run-cache", hash_name="md5-dos2unix")
-    except RemoteConfigError:  # an HTTP remote: no run-cache there
-        return entries(repo.cache.legacy), set()
-    return entries(repo.cache.legacy), entries(remote)
-
-
 def _missing(repo, name: str, objects, verb: str, training: list[str] = ()) -> list[str]:
-    """One line for what is on neither side, named by its outputs in dvc.lock.
-
-    An output whose top object (a file, or a folder's listing) is nowhere
-    never reaches ``objects``: DVC cannot list its files; dvc.lock names it."""
-    hashes = {out.hash_info: str(out.def_path) for stage in repo.index.stages for out in stage.outs
-              if out.use_cache and out.hash_info}  # fmt: skip
-    outputs = {h.value: path for h, path in hashes.items()}
-    absent = repo.cloud.status(set(hashes), remote=name).missing if hashes else set()
-    named = sorted({outputs[h.value] for h in absent | objects.missing if h.value in outputs})
-    loose = sum(h.value not in outputs for h in objects.missing)
+    """One line for what is on neither side, named by its outputs in dvc.lock."""
+    named, loose = dvc_api.unavailable(repo, name, objects)
     # A writer's path is absolute (in this workspace or a worker's worktree); dvc.lock's are relative.
     busy = [path for path in named if any(t == path or t.rstrip("/").endswith("/" + path) for t in training)]
     named = [path for path in named if path not in busy]
@@ -326,15 +259,12 @@ def _shown(lines: list[str], most: int = 5) -> list[str]:
 
 
 def push(root: Path, name: str | None = None) -> int:
-    from dvc.exceptions import DvcException
-    from dvc.repo import Repo
-
     from .. import files as checked
 
     checked.check_lock(root)
     name = check(root, name, pushing=True)
     errors = []
-    with _dvc_log() as records, Repo(str(root)) as repo:
+    with dvc_api.captured_warnings() as records, dvc_api.repo(root) as repo:
         # What is uploaded is named by its hash: a cache file that no longer
         # hashes to its name (bit rot, a bad disk) would go up as the original.
         # Checked before DVC's status, which drops such a file without a word.
@@ -344,15 +274,15 @@ def push(root: Path, name: str | None = None) -> int:
                   f"that has it intact" for item in damaged]  # fmt: skip
         errors += [f"note: {item.path}: its DVC cache copy was damaged; put back from the intact workspace copy"
                    for item in back]  # fmt: skip
-        objects = _objects(repo, name, push=True)
-        here, there = _run_cache(repo, name)
+        objects = dvc_api.object_status(repo, name, push=True)
+        here, there = dvc_api.run_cache(repo, name)
         files, runs = len(objects.new), len(here - there)
         if files or runs:
             print(f"pushing {_n(files, 'file')} and {_n(runs, 'run-cache entry')} to remote '{name}' "
                   f"({len(objects.ok)} files already there)", flush=True)  # fmt: skip
             try:
-                repo.push(remote=name, run_cache=True)
-            except (DvcException, OSError) as exc:
+                dvc_api.push(repo, name)
+            except (dvc_api.DvcException, OSError) as exc:
                 raise _failed(root, name, "push", exc) from None
             print(f"pushed: remote '{name}' has the {len(objects.ok) + files} files and {len(here | there)} "
                   "run-cache entries of this workspace")  # fmt: skip
@@ -370,26 +300,21 @@ def push(root: Path, name: str | None = None) -> int:
 
 
 def pull(root: Path, name: str | None = None) -> int:
-    from dvc.exceptions import CheckoutError, DownloadError, DvcException
-    from dvc.repo import Repo
-
     from .. import files as checked
     from ..training import store
 
     checked.check_lock(root)
     name = check(root, name)
-    with _dvc_log() as records, Repo(str(root)) as repo:
-        objects = _objects(repo, name, push=False)
-        here, there = _run_cache(repo, name)
+    with dvc_api.captured_warnings() as records, dvc_api.repo(root) as repo:
+        objects = dvc_api.object_status(repo, name, push=False)
+        here, there = dvc_api.run_cache(repo, name)
         # Bytes rotten in this cache are removed first, so that the fetch below
         # brings them again; what the fetch brings is hashed before it is placed.
         intact: set[str] = set()
         verify.check(repo, verify.files(repo), intact)
-        try:
-            fetched = repo.fetch(remote=name, run_cache=True)
-        except DownloadError as exc:  # objects missing on the remote: named below
-            fetched = 0 if exc.amount is None else max(0, len(objects.deleted) - exc.amount)
-        except (DvcException, OSError) as exc:
+        try:  # objects missing on the remote are named below
+            fetched = dvc_api.fetch(repo, name, expected=len(objects.deleted))
+        except (dvc_api.DvcException, OSError) as exc:
             raise _failed(root, name, "pull", exc) from None
         listed = verify.files(repo)  # the listings fetched name their files now
         damaged = verify.check(repo, listed, intact)
@@ -400,11 +325,9 @@ def pull(root: Path, name: str | None = None) -> int:
                      and r.exc_info[1].errno in checked.FULL), None)  # fmt: skip
         if full is not None:
             raise RemoteError(_full_disk(root, full))
-        try:
-            stats = repo.checkout(allow_missing=True)["stats"]
-        except CheckoutError as exc:  # the outputs whose bytes are not here: named below
-            stats = exc.result.get("stats", {})
-        except (DvcException, OSError) as exc:
+        try:  # the outputs whose bytes are not here are named below
+            stats = dvc_api.checkout(repo)
+        except (dvc_api.DvcException, OSError) as exc:
             raise _failed(root, name, "pull", exc) from None
         placed = (
             stats.get("added", 0) + stats.get("modified", 0) + verify.place_rest(root, repo, damaged + missing, listed)
@@ -443,5 +366,5 @@ def _not_on(repo, name: str, absent: list) -> list:
     (a folder whose listing is missing stands for its files)."""
     if not absent:
         return []
-    odb = repo.cloud.get_remote_odb(name, "pull")
-    return [item for item in absent if not odb.exists(item.md5)]
+    has = dvc_api.remote_has(repo, name)
+    return [item for item in absent if not has(item.md5)]

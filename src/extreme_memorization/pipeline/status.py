@@ -117,10 +117,9 @@ def changed_stages(root: Path) -> dict[str, str]:
     "changed" (a dependency or parameter changed, not merely absent), "not in
     cache" (else: an output's data is missing from the DVC cache, so
     ``dvc repro`` runs it again) or "" (anything else)."""
-    from dvc.repo import Repo
+    from .. import dvc_api
 
-    with Repo(str(root)) as repo:
-        status = repo.status()
+    status = dvc_api.status(root)
     out = {}
     for stage, changes in status.items():
         changed, not_cached = False, False

@@ -24,6 +24,8 @@ import os
 import shutil
 from pathlib import Path
 
+from .. import dvc_api
+
 CHUNK = 1 << 20
 
 
@@ -43,32 +45,13 @@ def md5(path: str | Path) -> str:
 
 
 def cache_path(repo, oid: str) -> Path:
-    return Path(repo.cache.local.oid_to_path(oid))
+    return dvc_api.cache_file(repo, oid)
 
 
 def files(repo) -> list[File]:
     """Every file dvc.lock names whose bytes DVC caches (listings first, then
     the files in them whose listing is in the cache)."""
-    from dvc_data.hashfile.tree import Tree
-
-    out: list[File] = []
-    for stage in repo.index.stages:
-        for output in stage.outs:
-            info = output.hash_info
-            if not (output.use_cache and info and info.value):
-                continue
-            name = str(output.def_path)
-            out.append(File(name, info.value, name))
-            if not info.isdir or not cache_path(repo, info.value).is_file():
-                continue
-            try:
-                tree = Tree.load(repo.cache.local, info)
-            except Exception:  # a damaged listing: check() finds it by its hash
-                continue
-            for key, _meta, entry in tree:
-                if entry and entry.value:
-                    out.append(File(f"{name}/{'/'.join(key)}", entry.value, name))
-    return out
+    return [File(*item) for item in dvc_api.cached_files(repo)]
 
 
 def check(repo, listed: list[File], seen: set[str]) -> list[File]:

@@ -91,13 +91,12 @@ def committed_state(root: Path, again: str = "submit again") -> str:
 @contextlib.contextmanager
 def _repo(root: Path, lock: bool = False) -> Iterator:
     """DVC's view of the repository; its errors (a busy lock, a bad dvc.yaml) as one line."""
-    from dvc.exceptions import DvcException
-    from dvc.repo import Repo
+    from .. import dvc_api
 
     try:
-        with Repo(str(root)) as repo, repo.lock if lock else contextlib.nullcontext():
+        with dvc_api.repo(root, lock) as repo:
             yield repo
-    except DvcException as exc:
+    except dvc_api.DvcException as exc:
         raise FanoutError(f"dvc: {exc}") from None
 
 
@@ -108,18 +107,20 @@ def group_stages(root: Path, group: str) -> tuple[list[str], list[str], str]:
     per pack): the train stages are named ``train-<group>@...`` and the
     prepare stages are those producing the train stages' dependencies.
     """
+    from .. import dvc_api
+
     with _repo(root) as repo:
-        stages = list(repo.index.stages)
-        producer = {str(out.def_path): stage.addressing for stage in stages for out in stage.outs}
-        train = [s for s in stages if s.addressing.startswith(f"train-{group}@")]
-        upstream = {producer[str(d.def_path)] for s in train for d in s.deps if str(d.def_path) in producer}
-        names = {s.addressing for s in stages}
+        stages = dvc_api.stage_graph(repo)
+    producer = {out: name for name, _, outs in stages for out in outs}
+    train = [(name, deps) for name, deps, _ in stages if name.startswith(f"train-{group}@")]
+    upstream = {producer[dep] for _, deps in train for dep in deps if dep in producer}
+    names = {name for name, _, _ in stages}
     if not train:
         raise FanoutError(f"no stage named train-{group}@... in dvc.yaml: is {group!r} a group of params.yaml?")
     report = f"report@{group}"
     if report not in names:
         raise FanoutError(f"no stage {report} in dvc.yaml: add {group} to the report matrix")
-    return [s.addressing for s in train], sorted(upstream), report
+    return [name for name, _ in train], sorted(upstream), report
 
 
 def stages_to_train(root: Path, names: list[str]) -> tuple[list[str], list[str], list[str]]:
@@ -127,52 +128,14 @@ def stages_to_train(root: Path, names: list[str]) -> tuple[list[str], list[str],
 
     ``dvc repro --dry`` cannot say it: it skips hashing the dependencies, so
     it never finds a stage in the run-cache. This asks what ``dvc repro``
-    would restore (:func:`restorable`), without restoring anything. A stage
+    would restore (``dvc_api.restorable``), without restoring anything. A stage
     whose dependencies do not exist yet (``--dry-run`` before the datasets
     are prepared) counts as to train.
     """
-    from dvc.dependency.base import DependencyDoesNotExistError
+    from .. import dvc_api
 
-    todo, up_to_date, cached = [], [], []
     with _repo(root, lock=True) as repo:
-        stages = {stage.addressing: stage for stage in repo.index.stages}
-        for name in names:
-            stage = stages[name]
-            if not stage.changed():
-                up_to_date.append(name)
-                continue
-            try:
-                (cached if restorable(repo, stage) else todo).append(name)
-            except (DependencyDoesNotExistError, FileNotFoundError):
-                todo.append(name)
-    return todo, up_to_date, cached
-
-
-def restorable(repo, stage) -> bool:
-    """Whether ``dvc repro`` would restore ``stage`` instead of running it.
-
-    The test of DVC 3's ``StageCache.restore`` (dvc/stage/cache.py), without
-    its checkout: while the dependencies are still those dvc.lock records,
-    dvc.lock's outputs are the result; once they changed, only the run-cache
-    entry for their current hashes is; either counts only if its outputs are
-    in the cache. ``restore(dry=True)`` itself cannot be asked: before it
-    the dependencies must be hashed (``save_deps``), which makes them match
-    dvc.lock again, and it then takes dvc.lock's outputs, those of the old
-    inputs, for the result of the changed ones.
-    """
-    from dvc.stage.cache import _can_hash
-    from dvc.stage.serialize import to_single_stage_lockfile
-
-    if not _can_hash(stage):  # no run-cache for it (a persist output, no deps): dvc repro runs it
-        return False
-    if not stage.changed_stage() and stage.deps_cached() and all(out.hash_info for out in stage.outs):
-        entry = to_single_stage_lockfile(stage)
-    else:
-        stage.save_deps()  # in memory only: the run-cache is keyed by the current hashes
-        entry = repo.stage_cache._load(stage)
-        if not entry:
-            return False
-    return repo.stage_cache._create_stage(entry, wdir=stage.wdir).outs_cached()
+        return dvc_api.classify(repo, names)
 
 
 def make_plan(root: Path, groups: list[str], area: Path, dry_run: bool, again: str = "submit again") -> Plan:

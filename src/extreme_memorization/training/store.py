@@ -68,11 +68,12 @@ def dvc_cache_dir(start: Path) -> Path | None:
     """DVC's cache folder of the repository holding ``start``, or None outside one."""
     for folder in [start, *start.parents]:
         if (folder / ".dvc").is_dir():
-            try:
-                from dvc.repo import Repo
+            from .. import dvc_api
 
-                with Repo(str(folder)) as repo:
-                    return Path(repo.cache.local.path)
+            try:
+                return dvc_api.cache_dir(folder)
+            except dvc_api.DvcVersionError:
+                raise
             except Exception:  # an unreadable DVC config: no store, train as usual
                 return None
     return None
