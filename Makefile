@@ -160,7 +160,13 @@ DVC_TESTS ?= tests/test_dvc_api.py tests/test_results.py tests/test_own_data.py 
 	tests/test_local.py tests/test_reproduce.py
 .PHONY: test-dvc-newest
 test-dvc-newest: $(STAMP) ## the DVC-touching fast tests against the newest DVC on PyPI, in .venv-dvc-newest (may fail: the pin is 3.67.x)
-	@set -e; python=$$($(BIN)/python -c 'import sys; print(sys._base_executable)'); \
+	@set -e; newest=$$($(BIN)/python -c 'import json, urllib.request as u; \
+	  print(json.load(u.urlopen("https://pypi.org/pypi/dvc/json", timeout=30))["info"]["version"])') \
+	  || { echo "test-dvc-newest: PyPI did not answer (no network?): nothing tried"; exit 1; }; \
+	pinned=$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("dvc"))'); \
+	if [ "$$newest" = "$$pinned" ]; then \
+	  echo "test-dvc-newest: the newest DVC on PyPI is $$newest, the pinned one: make test already ran under it"; exit 0; fi; \
+	python=$$($(BIN)/python -c 'import sys; print(sys._base_executable)'); \
 	requirements/venv.sh $(DVC_NEWEST_VENV) "$$python" $(LOCK) $(DEV_LOCK); \
 	$(DVC_NEWEST_VENV)/bin/uv pip install -q --python $(DVC_NEWEST_VENV)/bin/python --index-url https://pypi.org/simple \
 	  $(addprefix --upgrade-package ,$(DVC_NEWEST_PACKAGES)) $(DVC_NEWEST_PACKAGES); \
