@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from conftest import TINY_RUN, TINY_SWEEP, committed_raw, run_cli
-from extreme_memorization.pipeline import remotes
+from extreme_memorization.pipeline import remotes, status
 from extreme_memorization.training import store
 
 PACK = "digits-mlp-sin-cross_entropy-true"
@@ -130,6 +130,9 @@ def test_push_and_pull_say_what_moved_and_a_clone_gets_every_file_and_the_runs_i
         ["warning: not pushed, in neither this cache nor remote 'empty': 1 output of dvc.lock "
          f"(weights/digits/{PACK}); push them from the machine that made them, or `make reproduce` makes them again"])  # fmt: skip
 
+    # How `make status` reads `dvc status` (tests/test_status.py's twins give it its answers): weights
+    # trained elsewhere and not pulled yet are "not in cache", not changed.
+    assert status.changed_stages(clone).get("train") == "not in cache"
     add_remote(clone, "shared", tmp_path / "remote")
     kept = tmp_path / "store"
     monkeypatch.setenv("EM_RUN_STORE", str(kept))
@@ -145,6 +148,9 @@ def test_push_and_pull_say_what_moved_and_a_clone_gets_every_file_and_the_runs_i
 
     with contextlib.chdir(clone), Repo(".") as repo:  # what a `dvc repro` of the clone would train: nothing
         assert repo.status(targets=["train"]) == {}
+    assert "train" not in status.changed_stages(clone)
+    (clone / "trained" / RUNS[0] / "model.weights.h5").write_bytes(b"other weights")  # a dependency edited
+    assert status.changed_stages(clone)["train"] == "changed"
 
 
 def free_port() -> int:
