@@ -63,13 +63,14 @@ CONTAINER_TEST = tests/container/run.sh
 SHELL_SCRIPTS = .ci/run $(sort $(shell find container benchmarks tests src requirements -type f -name '*.sh'))
 PYTHON_DIRS = src tests benchmarks
 
-# pytest with one worker per core (a test file per worker; TEST_WORKERS=0 for
-# one process), in the shuffled order pytest-randomly prints the seed of
+# pytest with one worker per core (TEST_WORKERS=0 for one process; a worker
+# that runs out of tests takes some of the other's, so no long file holds one
+# back), in the shuffled order pytest-randomly prints the seed of
 # (-p randomly -p "randomly_seed=N" repeats it; -p no:randomly keeps the file
 # order), and each test's time in .cache/junit/<target>.xml.
 TEST_WORKERS ?= auto
 PYTEST = $(BIN)/python -m pytest --junitxml=.cache/junit/$@.xml
-PYTEST_PARALLEL = $(PYTEST) $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+PYTEST_PARALLEL = $(PYTEST) $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal)
 
 # Keep tool caches inside the project; run the pipeline with the venv's tools.
 export PATH := $(abspath $(BIN)):$(PATH)
@@ -83,7 +84,7 @@ export PYTHONUNBUFFERED := 1
 PREFLIGHT = $(BIN)/python -m extreme_memorization.pipeline.preflight
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo offline-paper test push pull test-jax test-slow reproduce data validate plan status lint lock bench device-check device-wheels clean compare \
+.PHONY: help venv demo offline-paper test test-pipeline push pull test-jax test-slow reproduce data validate plan status lint lock bench device-check device-wheels clean compare \
         image reproduce-in-container shell gpu-check slurm test-slurm container-test container-test-cuda clean-container
 
 help: ## list the targets
@@ -126,8 +127,15 @@ compare: $(STAMP) ## two revisions offline: make compare A=HEAD~1 [B=rev, defaul
 	@test -n "$(A)" || { echo "error: name the revision to compare: make compare A=HEAD~1 (and B=... for another than the workspace)"; exit 2; }
 	$(BIN)/python -m extreme_memorization compare $(A) $(B) $(if $(GROUP),--group $(GROUP)) $(if $(filter 1,$(ALL)),--all)
 
-test: $(STAMP) ## the test suite (about 4.5 minutes on an idle 2-core machine)
-	$(PYTEST_PARALLEL)
+# The tiers by kind: `make test` leaves out the tests marked pipeline (DVC end
+# to end, real processes and signals, long real trainings), each of which has
+# an in-process twin in it; `make test-pipeline` runs them. The slowest 15
+# tests of `make test` are listed at its end.
+test: $(STAMP) ## the fast tier: the code in pytest's processes, no DVC end to end or long training (times: docs/maintainers.md)
+	$(PYTEST_PARALLEL) -m "not pipeline" --durations=15
+
+test-pipeline: $(STAMP) ## the pipeline tier: dvc repro, push and pull end to end, stops sent to real trainings, long trainings
+	$(PYTEST_PARALLEL) -m pipeline
 
 test-jax: $(STAMP) ## the core's tests under the JAX backend (closed forms, packs, backends, resume, the public API)
 	KERAS_BACKEND=jax $(PYTEST_PARALLEL) tests/test_alignment.py tests/test_losses.py tests/test_gradients.py tests/test_api.py tests/test_load.py \
@@ -138,14 +146,14 @@ test-jax: $(STAMP) ## the core's tests under the JAX backend (closed forms, pack
 # with a line that says so.
 PYTHONS ?= 3.12 3.13
 .PHONY: test-pythons
-test-pythons: ## the test suite under Python 3.12 and 3.13 too (PYTHONS="3.13" for some), each in .venv-3.12 ...; skips one not installed
+test-pythons: ## the fast tier under Python 3.12 and 3.13 too (PYTHONS="3.13" for some), each in .venv-3.12 ...; skips one not installed
 	@status=0; for version in $(PYTHONS); do \
 	  python=$$(requirements/venv.sh --find $$version) \
 	    || { echo "test-pythons: Python $$version skipped: no python$$version on PATH or under pyenv"; continue; }; \
 	  requirements/venv.sh .venv-$$version "$$python" $(LOCK) $(DEV_LOCK) || { status=1; continue; }; \
 	  echo "pytest under Python $$version (.venv-$$version)"; \
 	  PATH="$(CURDIR)/.venv-$$version/bin:$$PATH" .venv-$$version/bin/python -m pytest --junitxml=.cache/junit/$@-$$version.xml \
-	    $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(TESTS) || status=1; \
+	    $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal) -m "not pipeline" $(TESTS) || status=1; \
 	done; exit $$status
 
 # The DVC-touching tests against the newest DVC on PyPI (the package is

@@ -15,17 +15,36 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(name, "1")
 
+import importlib  # noqa: E402
+
 import pytest  # noqa: E402
 
 from extreme_memorization.config import settings as config  # noqa: E402
 
+# Importing DVC sets up its loggers, writing to sys.stdout and sys.stderr as
+# they are at that moment. Imported here, those are pytest's own for the whole
+# session; imported first inside a test that takes capsys, they would be that
+# test's, closed when it ends, and DVC's next log line in this process (the
+# in-process twins call DVC's API) would fail.
+importlib.import_module("dvc")
+
 # The tiers: `slow` and `slurm` tests run only when the -m expression names
 # them (make test-slow: -m slow; make test-slurm: -m slurm), or when asked for
 # by node id. A bare `pytest`, or `-m "not slow"`, never starts a Slurm cluster.
+# `pipeline` tests (DVC end to end, real processes and signals, long real
+# trainings) run with the others unless the expression leaves them out: `make
+# test` says -m "not pipeline", `make test-pipeline` -m pipeline.
 TIERS = ("slow", "slurm")
+# Built by `dvc repro` (tens of seconds): only for the pipeline and slow tiers.
+TEMPLATE_FIXTURES = ("trained_template", "trained_repo")
 
 
 def pytest_collection_modifyitems(config, items):
+    trains = [i.nodeid for i in items if set(TEMPLATE_FIXTURES) & set(getattr(i, "fixturenames", ()))
+              and not (i.get_closest_marker("pipeline") or i.get_closest_marker("slow"))]  # fmt: skip
+    if trains:
+        raise pytest.UsageError(f"{', '.join(trains)}: uses the trained template (dvc repro) outside the pipeline "
+                                "and slow tiers; mark it @pytest.mark.pipeline and give it an in-process twin")  # fmt: skip
     expression = config.getoption("markexpr") or ""
     named = {arg.split("::")[0] for arg in config.args if "::" in arg}
     keep, drop = [], []
@@ -101,6 +120,22 @@ def digits_npz(tmp_path_factory, digits_raw):
 
 def python_cmd():
     return [sys.executable, "-m", "extreme_memorization"]
+
+
+def run_cli(*argv) -> int:
+    """`python -m extreme_memorization ARGV` run in this process, as the
+    in-process twins of the pipeline tier's command-line tests do (capsys
+    takes its output; monkeypatch.chdir sets where it runs): its exit
+    status. The SIGTERM handler the command line installs is put back."""
+    import signal
+
+    from extreme_memorization.cli import main as cli
+
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        return cli.main([str(a) for a in argv])
+    finally:
+        signal.signal(signal.SIGTERM, handler)
 
 
 def sh(args, cwd, env, stdout_only=False):
@@ -191,30 +226,83 @@ TINY_RUN = {"epochs": 2, "width": 16, "alignment_points": 2}
 TINY_SWEEP = {"activation": ["sin"], "sigma": [0.1, 10]}
 
 
+# The trained template is kept between test sessions under .cache/tests/,
+# keyed by all it is made from; a session whose key differs builds it again.
+TEMPLATE_CACHE = ROOT / ".cache" / "tests"
+TEMPLATES_KEPT = 2  # the newest keys: a second checkout state (a branch switched back) keeps its own
+
+
+def template_key() -> str:
+    """What the trained template depends on, hashed: the code the copy runs
+    (every file under src/, and the run keys' code digest and versions as
+    `python -m extreme_memorization fingerprint` prints them), the pipeline
+    files it is made from (the workspace's dvc.yaml, the committed params.yaml,
+    DVC's config and ignore files), the tiny settings, DVC's version and the
+    host (run.json records it; status compares it with this machine's)."""
+    import hashlib
+    import importlib.metadata
+    import json
+    import socket
+
+    from extreme_memorization.training import fingerprint
+
+    h = hashlib.sha256()
+    for text in (fingerprint.describe(), json.dumps([TINY_RUN, TINY_SWEEP], sort_keys=True),
+                 committed_text("params.yaml"), sys.version, importlib.metadata.version("dvc"),
+                 socket.gethostname()):  # fmt: skip
+        h.update(text.encode() + b"\0")
+    names = [ROOT / n for n in ("dvc.yaml", ".dvcignore", ".gitignore")]
+    names += [f for f in sorted((ROOT / ".dvc").iterdir()) if f.is_file()]
+    names += [f for f in sorted((ROOT / "src").rglob("*")) if f.is_file() and "__pycache__" not in f.parts]
+    for f in names:
+        h.update(f.relative_to(ROOT).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:20]
+
+
+def build_template(path: Path) -> str:
+    """A repository copy at ``path`` whose tiny digits group `dvc repro
+    report@digits` trained, committed; that command's output."""
+    path.mkdir(parents=True)
+    env = repo_copy(path, dict(TINY_RUN), dict(TINY_SWEEP))
+    out = sh([dvc_cmd(), "repro", "report@digits"], path, env)
+    sh(["git", "add", "-A"], path, env)
+    sh(["git", "commit", "-qm", "trained"], path, env)
+    return out
+
+
 @pytest.fixture(scope="session")
-def trained_template(tmp_path_factory) -> tuple[Path, str]:
+def trained_template() -> tuple[Path, str]:
     """A repository copy whose tiny digits group was trained by `dvc repro
-    report@digits` and committed, with that command's output. Built once per
-    test session (once for all workers under pytest-xdist); tests get their
-    own copy through ``trained_repo``."""
+    report@digits` and committed, with that command's output. Read only:
+    tests get their own copy through ``trained_repo``.
+
+    Built once (under a file lock, so once for all pytest-xdist workers) into
+    a temporary folder under .cache/tests/ that is renamed into place when
+    complete, and kept there for later sessions while ``template_key`` is
+    unchanged (`make clean` removes it)."""
     import shutil
 
     from filelock import FileLock
 
-    shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = shared.parent  # the folder all workers' temporary folders are in
-    path, log = shared / "trained-template", shared / "trained-template.log"
-    with FileLock(str(shared / "trained-template.lock")):
-        if not log.exists():
-            shutil.rmtree(path, ignore_errors=True)
-            path.mkdir()
-            env = repo_copy(path, dict(TINY_RUN), dict(TINY_SWEEP))
-            out = sh([dvc_cmd(), "repro", "report@digits"], path, env)
-            sh(["git", "add", "-A"], path, env)
-            sh(["git", "commit", "-qm", "trained"], path, env)
-            log.write_text(out)
-    return path, log.read_text()
+    TEMPLATE_CACHE.mkdir(parents=True, exist_ok=True)
+    done = TEMPLATE_CACHE / f"trained-template-{template_key()}"
+    with FileLock(str(TEMPLATE_CACHE / "trained-template.lock")):
+        if not done.is_dir():
+            building = TEMPLATE_CACHE / f".building-{done.name}-{os.getpid()}"
+            shutil.rmtree(building, ignore_errors=True)
+            try:
+                (building / "repro.log").parent.mkdir(parents=True)
+                (building / "repro.log").write_text(build_template(building / "repo"))
+                os.rename(building, done)  # whole or not at all: a session stopped mid-build leaves no template
+            finally:
+                shutil.rmtree(building, ignore_errors=True)
+        os.utime(done)  # the newest in use: kept
+        old = sorted(TEMPLATE_CACHE.glob("trained-template-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for stale in [p for p in old if p.is_dir()][TEMPLATES_KEPT:]:
+            shutil.rmtree(stale, ignore_errors=True)
+        for left in TEMPLATE_CACHE.glob(".building-*"):  # of a session killed mid-build
+            shutil.rmtree(left, ignore_errors=True)
+    return done / "repo", (done / "repro.log").read_text()
 
 
 @pytest.fixture

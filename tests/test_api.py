@@ -180,7 +180,10 @@ def test_the_public_surface_is_all_and_docs_describe_it():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.pipeline
 def test_the_docs_ten_line_example_runs_as_written(tmp_path):
+    """In-process twin: test_every_python_block_of_the_docs_runs (tests/test_snippets.py), which runs this block in
+    this process."""
     docs = (ROOT / "docs" / "api.md").read_text()
     code = docs.split("## Ten lines", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     assert len(code.strip().splitlines()) <= 10

@@ -163,10 +163,34 @@ def gpu_check(host_gpu: str) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, cwd=ROOT)  # fmt: skip
 
 
+@pytest.mark.pipeline
 def test_gpu_check_fails_when_told_the_host_has_a_gpu_that_tensorflow_does_not_see():
+    """In-process twin: test_gpu_check_fails_when_told_the_host_has_a_gpu_that_the_backend_does_not_see_in_process."""
     result = gpu_check("1")  # this environment's TensorFlow is tensorflow-cpu: it never sees one
     assert result.returncode == 1
     assert "has an NVIDIA GPU but tensorflow sees none" in result.stderr and "tensorflow-cpu" in result.stderr
+
+
+def test_gpu_check_fails_when_told_the_host_has_a_gpu_that_the_backend_does_not_see_in_process(
+    tmp_path, capsys, monkeypatch
+):
+    """gpu-check in this process (whose TensorFlow is tensorflow-cpu, and
+    whose JAX under `make test-jax` is the CPU one). The twin of
+    test_gpu_check_fails_when_told_the_host_has_a_gpu_that_tensorflow_does_not_see."""
+    import keras
+
+    from conftest import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EM_HOST_GPU", "1")
+    assert run_cli("gpu-check") == 1
+    err = capsys.readouterr().err
+    assert f"has an NVIDIA GPU but {keras.backend.backend()} sees none" in err and err.count("\n") == 1
+    if keras.backend.backend() == "tensorflow":
+        assert "tensorflow-cpu" in err
+    monkeypatch.setenv("EM_HOST_GPU", "0")
+    assert run_cli("gpu-check") == 0
+    assert capsys.readouterr().out == f"no GPU on this host; {keras.backend.backend()} runs on the CPU\n"
 
 
 def test_gpu_check_rejects_an_unknown_host_gpu_value_in_one_line():

@@ -68,7 +68,9 @@ def test_an_unwritable_output_folder_stops_the_training_before_it_starts(tmp_pat
     assert report.returncode == 1 and report.stderr.startswith(f"error: cannot write to {read_only / 'r'} (")
 
 
+@pytest.mark.pipeline
 def test_a_batch_larger_than_the_training_set_is_refused(tmp_path, digits_npz):
+    """In-process twin: test_a_batch_larger_than_the_training_set_is_refused_in_process."""
     write_params(tmp_path, {"batch_size": 100000})
     result = train(tmp_path, digits_npz, tmp_path / "out")
     assert result.returncode == 2, result.stderr
@@ -117,7 +119,11 @@ def three_significant(text: str) -> bool:
     return bool(re.fullmatch(r"-?(\d+|\d\.\d{1,2}|0\.0*[1-9]\d{0,2}|\d\d\.\d|[\d.]+e[-+]\d+)", text))
 
 
+@pytest.mark.pipeline
 def test_a_training_run_prints_no_start_up_noise_and_numbers_as_the_tables_do(tmp_path, digits_npz):
+    """In-process twin: test_a_full_disk_while_runs_are_saved_is_one_line_and_the_rerun_resumes_in_process (the done
+    line's numbers) and test_the_done_line_of_a_run_whose_gradients_vanished_leaves_the_gradient_measure_out; the
+    start-up noise is a fresh process's only."""
     write_params(tmp_path)
     result = train(tmp_path, digits_npz, tmp_path / "out", env={"TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr
@@ -175,7 +181,9 @@ sys.exit(cli.main([a for a in sys.argv[1:] if a != "--full"]))
 """
 
 
+@pytest.mark.pipeline
 def test_a_full_disk_while_runs_are_saved_is_one_line_and_leaves_no_half_written_run(tmp_path, digits_npz):
+    """In-process twin: test_a_full_disk_while_runs_are_saved_is_one_line_and_the_rerun_resumes_in_process."""
     write_params(tmp_path, sweep={"sigma": [0.1, 10]})
     out, weights = tmp_path / "runs" / "pack", tmp_path / "weights" / "pack"
     env = {**os.environ, "EM_CHECKPOINT_DIR": str(tmp_path / "checkpoints"), "EM_REUSE_RUNS": "0",
@@ -291,3 +299,71 @@ def test_a_signal_while_tensorflow_loads_is_one_line_saying_rerun(tmp_path, sign
                             capture_output=True, text=True, preexec_fn=as_from_a_shell)  # fmt: skip
     assert result.returncode == 128 + signum
     assert result.stderr == f"interrupted ({signum.name}); rerun to resume (outputs are written whole or not at all)\n"
+
+
+# --- in-process twins: the train command run in this process --------------------
+
+
+def test_a_batch_larger_than_the_training_set_is_refused_in_process(tmp_path, digits_npz, capsys):
+    """The twin of test_a_batch_larger_than_the_training_set_is_refused."""
+    from conftest import run_cli
+
+    write_params(tmp_path, {"batch_size": 100000})
+    assert run_cli("--params", tmp_path / "params.yaml", "train", "digits", "--set", "activation=relu", "--data",
+                   digits_npz, "--out", tmp_path / "out") == 2  # fmt: skip
+    assert capsys.readouterr().err == ("error: params: batch_size 100000 is larger than the 1437 training examples of "
+                                       "digits; set batch_size (digits.run or defaults) to at most 1437\n")  # fmt: skip
+    assert not list((tmp_path / "out").rglob("run.json"))
+
+
+def test_a_full_disk_while_runs_are_saved_is_one_line_and_the_rerun_resumes_in_process(
+    tmp_path, digits_npz, capsys, monkeypatch
+):
+    """The train command in this process, the weights writer of the second
+    run failing as h5py does on a full disk. The twin of
+    test_a_full_disk_while_runs_are_saved_is_one_line_and_leaves_no_half_written_run
+    and, for the done line's numbers, of
+    test_a_training_run_prints_no_start_up_noise_and_numbers_as_the_tables_do."""
+    import errno
+    from pathlib import Path
+
+    import keras
+
+    from conftest import run_cli
+
+    write_params(tmp_path, sweep={"sigma": [0.1, 10]})
+    out, weights = tmp_path / "runs" / "pack", tmp_path / "weights" / "pack"
+    monkeypatch.setenv("EM_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("EM_REUSE_RUNS", "0")
+    real = keras.Model.save_weights
+
+    def full_disk(self, path, *args, **kwargs):
+        if "sigma10-" in str(path):
+            Path(path).write_bytes(bytes(100))
+            raise OSError(
+                errno.ENOSPC, "Unable to synchronously create file (file write failed: time = ...\n, errno = 28)"
+            )
+        return real(self, path, *args, **kwargs)
+
+    args = ["--params", tmp_path / "params.yaml", "train", "digits", "--set", "activation=relu", "--data", digits_npz,
+            "--out", out, "--weights", weights]  # fmt: skip
+    monkeypatch.setattr(keras.Model, "save_weights", full_disk)
+    capsys.readouterr()
+    assert run_cli(*args) == 1
+    said, err = capsys.readouterr()
+    failed = weights / "sigma10-seed0" / "model.weights.h5"
+    assert err == (f"error: cannot write {failed} ([Errno 28] No space left on device); free space on its disk "
+                   f"(df -h {failed.parent}) and run the command again\n")  # fmt: skip
+    (done,) = DONE.findall(said)  # the run saved before the disk filled
+    assert all(three_significant(value) for value in done[1:5]), done
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("[rw]*/pack/**/*")) == [
+        "runs/pack/sigma0.1-seed0", *(f"runs/pack/sigma0.1-seed0/{n}" for n in
+                                      ("alignment.csv", "history.csv", "metrics.json", "run.json")),
+        "weights/pack/sigma0.1-seed0", "weights/pack/sigma0.1-seed0/model.weights.h5",
+    ]  # fmt: skip
+    assert not list(tmp_path.rglob(".*")), "no temporary file is left"
+
+    monkeypatch.setattr(keras.Model, "save_weights", real)  # space freed: rerun
+    assert run_cli(*args) == 0
+    assert "resuming from checkpoint at epoch 2" in capsys.readouterr().out
+    assert (out / "sigma10-seed0" / "metrics.json").is_file() and failed.is_file()

@@ -279,7 +279,10 @@ def retrained(trained_repo):
     return repo
 
 
+@pytest.mark.pipeline
 def test_a_stage_whose_params_changed_since_it_was_trained_is_planned_for_training_not_as_cached(retrained):
+    """In-process twin:
+    test_a_stage_whose_params_changed_is_planned_for_training_and_one_changed_back_as_restorable_in_process."""
     stage = stage_of(retrained, "sin")
     plan = cli(retrained, "--dry-run")
     assert plan.returncode == 0, plan.stdout + plan.stderr
@@ -313,6 +316,44 @@ def test_a_changed_stage_trains_in_a_worker_and_a_setting_changed_back_is_restor
     assert "1 train stages, 1 up to date or in the run-cache, 0 to train" in again.stdout, again.stdout
     assert again.returncode == 0 and "summary: 0 trained, 1 skipped" in again.stdout, again.stdout + again.stderr
     assert all(r["epochs"] == 2 for r in run_records(retrained[0]))
+
+
+def test_a_stage_whose_params_changed_is_planned_for_training_and_one_changed_back_as_restorable_in_process(
+    tmp_path, monkeypatch
+):
+    """The fan-out's plan (fanout.stages_to_train, what `local` and `slurm`
+    plan with), in this process, of a one-stage DVC repository whose stage
+    copies a file and depends on a parameter: trained, then the parameter
+    changed (to train), then changed back with the output deleted (restored
+    from DVC's cache, not trained). The twin of
+    test_a_stage_whose_params_changed_since_it_was_trained_is_planned_for_training_not_as_cached."""
+    import contextlib
+
+    from dvc.repo import Repo
+
+    from extreme_memorization.scaleout import fanout
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    Repo.init(str(tmp_path)).close()
+    (tmp_path / "params.yaml").write_text("digits:\n  run:\n    epochs: 2\n")
+    (tmp_path / "source.txt").write_text("trained\n")
+    stage = {"cmd": "mkdir -p weights && cp source.txt weights/pack", "deps": ["source.txt"],
+             "params": ["digits.run"], "outs": ["weights"]}  # fmt: skip
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train-digits": stage}}))
+    monkeypatch.chdir(tmp_path)
+    with contextlib.chdir(tmp_path), Repo(".") as repo:
+        repo.reproduce("train-digits")
+
+    def plan() -> tuple[list, list, list]:
+        return fanout.stages_to_train(tmp_path, ["train-digits"])
+
+    assert plan() == ([], ["train-digits"], [])
+    (tmp_path / "params.yaml").write_text("digits:\n  run:\n    epochs: 3\n")
+    assert plan() == (["train-digits"], [], [])  # changed since trained: to train, not taken for cached
+    (tmp_path / "params.yaml").write_text("digits:\n  run:\n    epochs: 2\n")
+    subprocess.run(["rm", "-rf", str(tmp_path / "weights")], check=True)
+    assert plan() == ([], [], ["train-digits"])  # deleted here but in the cache: restored, not trained
+    assert not (tmp_path / "weights").exists()  # planning restores nothing
 
 
 def test_the_stage_scripts_of_the_local_runner_and_of_slurm_pass_shellcheck(tmp_path):

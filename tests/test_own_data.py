@@ -4,6 +4,8 @@ puts the .npz under DVC (a .dvc file in git, the file git-ignored), so
 `make push`, `make status` and `make reproduce DRY=1` say what to do when the
 file is not versioned or not fetched."""
 
+import contextlib
+import os
 import shutil
 import subprocess
 import sys
@@ -63,7 +65,9 @@ def make(path: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)  # fmt: skip
 
 
+@pytest.mark.pipeline
 def test_add_group_npz_versions_the_file_and_a_clone_fetches_it_with_make_pull(repo, tmp_path):
+    """In-process twin: test_add_group_npz_versions_the_file_and_a_clone_is_told_then_fetches_it_in_process."""
     path, env = repo
     assert "added DVC: data/scans.npz.dvc versions data/scans.npz" in add_scans(path, env)
     assert subprocess.run(["git", "check-ignore", "-q", "data/scans.npz"], cwd=path).returncode == 0
@@ -150,3 +154,64 @@ def test_add_group_and_validate_refuse_a_missing_truncated_or_wrong_shaped_npz_i
     done = make(path, env, "validate")
     assert done.returncode != 0 and f"error: {path / 'data/cut.npz'} is not a valid .npz file" in done.stderr
     assert len([line for line in done.stderr.splitlines() if not line.startswith("make")]) == 1, done.stderr
+
+
+# --- in-process twin: the commands run here, a real `dvc add` and a folder remote ---
+
+
+def test_add_group_npz_versions_the_file_and_a_clone_is_told_then_fetches_it_in_process(tmp_path, capsys, monkeypatch):
+    """add-group --npz (its `dvc add`), then a clone: status, `validate --data`
+    (what `make reproduce` runs before DVC) and pull, each run in this process.
+    The twin of test_add_group_npz_versions_the_file_and_a_clone_fetches_it_with_make_pull."""
+    from dvc.repo import Repo
+
+    from conftest import committed_raw, run_cli, write_pipeline
+
+    def run(where: Path, *args) -> tuple[int, str, str]:
+        monkeypatch.chdir(where)
+        capsys.readouterr()
+        code = run_cli(*args)
+        return code, *capsys.readouterr()
+
+    path, git_env = tmp_path / "a", {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                                     "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+    path.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=path, check=True)
+    shutil.copytree(ROOT / ".dvc", path / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
+    # Two groups, not all: DVC reads fewer stages (and a second keeps the &train anchor that add-group copies).
+    raw = {k: v for k, v in committed_raw().items() if k in ("data", "defaults", "digits", "section3")}
+    raw["digits"]["run"] = dict(TINY_RUN)
+    raw["digits"]["sweep"].update(TINY_SWEEP)
+    (path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    write_pipeline(path / "dvc.yaml", {"digits", "section3"})
+    tiny_npz(path / "data/scans.npz")
+    code, out, err = run(path, "add-group", "mine", "--dataset", "scans", "--npz", "data/scans.npz", "--sigma", "0.01")
+    assert code == 0, err
+    assert "added DVC: data/scans.npz.dvc versions data/scans.npz" in out
+    assert subprocess.run(["git", "check-ignore", "-q", "data/scans.npz"], cwd=path).returncode == 0
+    staged = sh(["git", "diff", "--cached", "--name-only"], path, git_env, stdout_only=True).split()
+    assert {"data/scans.npz.dvc", "data/.gitignore"} <= set(staged)  # ready to commit (core.autostage)
+    (tmp_path / "remote").mkdir()
+    with contextlib.chdir(path), Repo(".") as repo, repo.config.edit() as conf:
+        conf["remote"]["shared"] = {"url": str(tmp_path / "remote")}
+        conf["core"]["remote"] = "shared"
+    sh(["git", "add", "-A"], path, git_env)
+    sh(["git", "commit", "-qm", "my group"], path, git_env)
+    code, out, err = run(path, "push")
+    assert code == 0 and "this push does not carry it" not in err, err
+
+    clone = tmp_path / "b"
+    sh(["git", "clone", "-q", str(path), str(clone)], tmp_path, git_env)
+    assert not (clone / "data/scans.npz").exists()
+    code, out, _ = run(clone, "status", "--no-dvc")
+    assert f"raw data missing, the group cannot be rebuilt here: {FETCH}" in out
+    code, _, err = run(clone, "validate", "--data")
+    assert code == 1 and err.splitlines()[0] == (
+        "error: own dataset 'scans': data/scans.npz is in DVC (data/scans.npz.dvc) but not fetched here; "
+        "`make pull` fetches it"
+    )
+    assert run(clone, "pull")[0] == 0
+    assert (clone / "data/scans.npz").read_bytes() == (path / "data/scans.npz").read_bytes()
+    assert "raw data missing" not in run(clone, "status", "--no-dvc")[1]
+    code, out, _ = run(clone, "validate", "--data")
+    assert code == 0 and "warning" not in out

@@ -76,6 +76,17 @@ def test_report_opens_with_the_claims_and_names_the_paper_figures(digits_report)
     assert "Kendall's tau [95% CI]" in text
 
 
+def test_the_summary_has_the_settings_and_measures_of_every_run(digits_report):
+    """summary.csv, what `dvc repro report@digits` leaves beside report.md (the
+    pipeline tier's test_dvc_repro_runs_prepare_train_and_report reads it)."""
+    _, out = digits_report
+    summary = pd.read_csv(out / "summary.csv")
+    required = ["dataset", "model", "activation", "loss", "sigma", "seed", "epochs", "train_acc", "test_acc",
+                "best_test_acc", "rep_alignment", "grad_alignment_w1", "grad_alignment_w2", "grad_alignment_logits"]  # fmt: skip
+    assert set(required) <= set(summary.columns) and len(summary) == 10
+    assert summary["test_acc"].between(0, 1).all() and (out / "report.md").stat().st_size > 0
+
+
 def test_relu_at_sigma_10_has_undefined_gradient_measures_not_numbers_near_zero(digits_report):
     frame, out = digits_report
     relu10 = frame[(frame["activation"] == "relu") & (frame["sigma"] == 10)].iloc[0]
@@ -189,7 +200,9 @@ def committed_copy(tmp_path_factory):
     return path
 
 
+@pytest.mark.pipeline
 def test_dvc_reads_the_compact_metrics_and_the_report_figures(committed_copy):
+    """In-process twin: test_dvc_is_shown_the_report_files_alone_as_metrics_and_plots_in_process."""
     shown = subprocess.run([dvc_bin(), "metrics", "show", "--json"], capture_output=True, text=True, cwd=committed_copy)
     files = next(iter(json.loads(shown.stdout).values()))["data"]
     assert files["reports/metrics/digits.json"]["data"]["runs"] == 10
@@ -201,7 +214,9 @@ def test_dvc_reads_the_compact_metrics_and_the_report_figures(committed_copy):
     assert plots.returncode == 0
 
 
+@pytest.mark.pipeline
 def test_dvc_metrics_and_plots_read_only_the_report_files_without_warnings(committed_copy):
+    """In-process twin: test_dvc_is_shown_the_report_files_alone_as_metrics_and_plots_in_process."""
     for args in (["metrics", "show"], ["metrics", "diff", "HEAD"], ["plots", "show", "-o", "plots", "reports/figures"]):
         result = subprocess.run([dvc_bin(), *args], capture_output=True, text=True, cwd=committed_copy)
         assert result.returncode == 0 and "failed to load" not in result.stderr + result.stdout
@@ -275,7 +290,10 @@ def several_groups(tmp_path_factory, digits_npz):
     return frame, path / "reports" / "together"
 
 
+@pytest.mark.pipeline
 def test_several_groups_in_one_report_draw_the_relu_losses_with_and_without_fixes(several_groups):
+    """In-process twin:
+    test_several_groups_in_one_report_draw_the_relu_losses_with_and_without_fixes_from_committed_runs."""
     frame, out = several_groups
     assert len(frame) == 10
     text = (out / "report.md").read_text()
@@ -287,3 +305,81 @@ def test_several_groups_in_one_report_draw_the_relu_losses_with_and_without_fixe
     assert "(without fix" in " ".join(pd.read_csv(out / "claims.csv")["evidence"])  # side by side
     assert v[next(k for k in v if k.startswith("alignment separates"))] == "not run"  # one model only
     assert "Fig. 4 analog" in text and "Fig. 5 analog" in text
+
+
+@pytest.fixture(scope="module")
+def several_groups_by_hand(tmp_path_factory):
+    """Three groups like several_groups', from committed runs (no training):
+    the offline study's ReLU runs with the cross-entropy and hinge losses at
+    sigma 0.1 and 10, without and with the loss scaled (digits_section4 and
+    digits_section4_fixes), and its MLP on true and shuffled labels
+    (digits_section5_small), seed 0, filed under the groups' names."""
+    from extreme_memorization.config import settings as config
+
+    path = tmp_path_factory.mktemp("groups_by_hand")
+    sources = {"losses": ("digits_section4", ["relu-cross_entropy-true", "relu-hinge-true"], ["sigma0.1", "sigma10"]),
+               "fixes": ("digits_section4_fixes", ["relu-cross_entropy-true", "relu-hinge-true"], ["sigma0.1", "sigma10"]),
+               "labels": ("digits_section5_small", ["relu-cross_entropy-true", "relu-cross_entropy-shuffled"], ["glorot"])}  # fmt: skip
+    names = [
+        f"runs/{g}/digits-mlp-{pack}/{run}-seed0"
+        for g, packs, runs in sources.values()
+        for pack in packs
+        for run in runs
+    ]
+    committed_tree(path / "committed", "params.yaml", *names)
+    for group, (source, _, _) in sources.items():
+        for info_file in (path / "committed" / "runs" / source).rglob("run.json"):
+            dest = path / "runs" / group / info_file.parent.relative_to(path / "committed" / "runs" / source)
+            shutil.copytree(info_file.parent, dest)
+            (dest / "run.json").write_text(json.dumps({**json.loads(info_file.read_text()), "group": group}))
+    raw = yaml.safe_load((path / "committed" / "params.yaml").read_text())
+    raw = {"data": raw["data"], "defaults": raw["defaults"], **{g: raw[s] for g, (s, _, _) in sources.items()}}
+    sweep = {"dataset": ["digits"], "model": ["mlp"], "activation": ["relu"], "loss": ["cross_entropy", "hinge"],
+             "labels": ["true"], "sigma": [0.1, 10], "seed": [0]}  # fmt: skip
+    raw["losses"]["sweep"] = raw["fixes"]["sweep"] = sweep  # the runs taken: these sweeps exactly
+    raw["labels"]["sweep"] = {**sweep, "loss": ["cross_entropy"], "labels": ["true", "shuffled"], "sigma": [None]}
+    (path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    params = config.load(path / "params.yaml")
+    frame = report.write(params, list(sources), [path / "runs"], path / "reports" / "together")
+    return frame, path / "reports" / "together"
+
+
+def test_several_groups_in_one_report_draw_the_relu_losses_with_and_without_fixes_from_committed_runs(
+    several_groups_by_hand,
+):
+    """The report's logic on committed runs: the twin of
+    test_several_groups_in_one_report_draw_the_relu_losses_with_and_without_fixes."""
+    frame, out = several_groups_by_hand
+    assert len(frame) == 10
+    text = (out / "report.md").read_text()
+    for name in ("fig4_relu_losses.png", "fig5_architectures.png", "fig1_accuracy_vs_sigma.png"):
+        assert (out.parent / "figures" / "together" / name).stat().st_size > 10_000
+    v = verdicts(out)
+    for start in ("for ReLU the effect", "the proposed loss fixes"):
+        assert v[next(k for k in v if k.startswith(start))] != "not run"
+    assert "(without fix" in " ".join(pd.read_csv(out / "claims.csv")["evidence"])  # side by side
+    assert v[next(k for k in v if k.startswith("alignment separates"))] == "not run"  # one model only
+    assert "Fig. 4 analog" in text and "Fig. 5 analog" in text
+
+
+def test_dvc_is_shown_the_report_files_alone_as_metrics_and_plots_in_process(committed_copy, monkeypatch):
+    """What `dvc metrics show` and `dvc plots show` read, asked of DVC's API in
+    this process: dvc.yaml names reports/metrics and reports/figures, and
+    each group's compact metrics file is all DVC shows as metrics. The twin of
+    test_dvc_reads_the_compact_metrics_and_the_report_figures and
+    test_dvc_metrics_and_plots_read_only_the_report_files_without_warnings."""
+    from dvc.repo import Repo
+
+    from conftest import committed_raw
+
+    dvc_yaml = committed_raw("dvc.yaml")
+    assert dvc_yaml["metrics"] == ["reports/metrics"] and dvc_yaml["plots"] == ["reports/figures"]
+    monkeypatch.chdir(committed_copy)
+    with Repo(".") as repo:
+        shown = repo.metrics.show()
+        plots = {out for stage in repo.index.stages for out in stage.outs if out.is_plot}
+    files = next(iter(shown.values()))["data"]
+    assert files["reports/metrics/digits.json"]["data"]["runs"] == 10
+    assert all(name.startswith("reports/metrics/") and name.endswith(".json") for name in files)
+    assert plots and all(str(out.def_path).startswith("runs/") and not out.use_cache for out in plots)
+    assert (committed_copy / "reports/figures/digits/fig1_accuracy_vs_sigma.png").is_file()

@@ -7,6 +7,7 @@ recorded with `dvc commit`, as a machine with network would have them after
 `make data`; digits and everything after are real `dvc repro` stages.
 """
 
+import logging
 import os
 import re
 import shutil
@@ -52,7 +53,9 @@ def clone(tmp_path_factory):
     return path, clone_env(path)
 
 
+@pytest.mark.pipeline
 def test_dry_run_of_the_whole_pipeline_plans_every_stage_and_no_own_data(clone):
+    """In-process twin: test_the_dry_run_plans_a_groups_stages_before_any_input_is_made_in_process."""
     path, env = clone
     make = ["make", "reproduce", "DRY=1", f"ENV_BIN={Path(sys.executable).parent}"]
     planned = stages_run(sh(make, path, env))
@@ -153,3 +156,44 @@ def test_make_reproduce_runs_every_group_end_to_end(clone):
         assert "stale" not in line and line.endswith("report up to date"), line
     assert not stages_run(sh([dvc_cmd(), "repro"], path, env))
     print(f"make reproduce of the shrunk pipeline: {seconds:.0f} s")
+
+
+def test_the_dry_run_plans_a_groups_stages_before_any_input_is_made_in_process(tmp_path, capsys, caplog, monkeypatch):
+    """`make reproduce DRY=1 GROUPS=digits`'s command (`dry-run report@digits`)
+    in this process, in a copy of the sources and pipeline files where
+    nothing was made: every stage of the group is planned, past the first
+    whose input an earlier stage would make (DVC issue 9818), and nothing
+    runs. The twin of test_dry_run_of_the_whole_pipeline_plans_every_stage_and_no_own_data."""
+    from dvc.stage import cache
+    from dvc.ui import ui
+
+    from conftest import committed_raw, run_cli, write_pipeline
+
+    shutil.copytree(ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / ".dvc", tmp_path / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
+    raw = committed_raw()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    write_pipeline(tmp_path / "dvc.yaml", set(raw) - {"data", "defaults"})
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    monkeypatch.chdir(tmp_path)
+    for owner, name in ((cache, "_can_hash"), (ui, "write")):  # what the command patches in DVC: put back after
+        monkeypatch.setattr(owner, name, getattr(owner, name))
+    loggers = [logging.getLogger(name) for name in ("dvc", "dvc_objects", "dvc_data")]
+    kept = [(logger.handlers[:], logger.level) for logger in loggers]  # DVC's command line sets its own
+    capsys.readouterr()
+    caplog.set_level(logging.INFO, logger="dvc")
+    try:
+        assert run_cli("dry-run", "report@digits") == 0
+    finally:
+        for logger, (handlers, level) in zip(loggers, kept):
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
+    out = capsys.readouterr().out
+    planned = stages_run("\n".join(caplog.messages))  # DVC logs each stage it would run
+    assert {"prepare-digits", "validate", "report@digits"} <= planned
+    assert {s for s in planned if s.startswith("train-digits@")} == {
+        f"train-digits@digits-digits-mlp-{a}-cross_entropy-true" for a in raw["digits"]["sweep"]["activation"]
+    }
+    assert not any(stage.startswith("prepare-own") for stage in planned)
+    assert out.rstrip().endswith("(a dry run: nothing ran)")
+    assert not (tmp_path / "data/prepared/digits.npz").exists() and not (tmp_path / "runs").exists()

@@ -66,7 +66,10 @@ def _restore(trained):
     sh([dvc_cmd(), "checkout", "-q", "--force", "--allow-missing"], path, env)
 
 
+@pytest.mark.pipeline
 def test_a_new_sigma_trains_only_its_run_and_removing_it_again_trains_nothing(trained):
+    """In-process twin: test_a_new_sigma_trains_only_its_run_and_a_changed_learning_rate_every_run_in_process
+    (tests/test_sharing.py)."""
     path, env = trained
     before = _digests(path)
     _set_sweep(path, sigma=[0.1, 1, 10])
@@ -97,7 +100,10 @@ def test_a_new_sigma_then_a_new_seed_train_only_the_new_runs(trained):
     assert len([k for k in final if k.endswith("model.weights.h5")]) == 6
 
 
+@pytest.mark.pipeline
 def test_a_changed_learning_rate_trains_every_run_again(trained):
+    """In-process twin: test_a_new_sigma_trains_only_its_run_and_a_changed_learning_rate_every_run_in_process
+    (tests/test_sharing.py)."""
     path, env = trained
     params = yaml.safe_load((path / "params.yaml").read_text())
     params["digits"]["run"]["learning_rate"] = 0.02
@@ -132,7 +138,10 @@ def _pushed_and_pulled(repo, tmp_path) -> tuple[Path, dict]:
     return clone, cenv
 
 
+@pytest.mark.pipeline
 def test_a_folder_remote_gives_a_fresh_clone_every_weight_and_nothing_to_train(trained_repo, tmp_path):
+    """In-process twin: test_push_and_pull_say_what_moved_and_a_clone_gets_every_file_and_the_runs_in_its_store
+    (tests/test_sharing.py)."""
     clone, cenv = _pushed_and_pulled(trained_repo, tmp_path)
     assert _digests(clone) == _digests(trained_repo[0])
     assert not stages_run(_repro(clone, cenv))
@@ -211,10 +220,13 @@ def test_an_s3_remote_gives_a_fresh_clone_every_weight_and_nothing_to_train(trai
     assert not stages_run(_repro(clone, cenv))
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("kind", ["folder", "new folder", "s3"])
 def test_an_unreachable_remote_fails_in_seconds_with_one_line(trained, tmp_path, kind):
     """A folder remote that does not exist is refused even where its parent
-    does (DVC would create it: on a share not mounted, on the local disk)."""
+    does (DVC would create it: on a share not mounted, on the local disk).
+
+    In-process twin: test_an_unreachable_remote_is_one_line_before_dvc_starts_in_process (tests/test_sharing.py)."""
     path, env = trained
     folder = tmp_path / ("unmounted/share" if kind == "folder" else "never-made")
     if kind != "s3":
@@ -241,10 +253,14 @@ def _sync(verb, path, env) -> tuple[list[str], list[str]]:
     return result.stdout.splitlines(), result.stderr.splitlines()
 
 
+@pytest.mark.pipeline
 def test_push_and_pull_say_in_a_line_or_two_what_moved_and_when_nothing_new_did(trained, tmp_path):
     """DVC counts every run-cache entry as pushed again each time, and prints a
     warning per hash or per output of a stage never run; make push / make pull
-    count what moves, and name what is on neither side in one line."""
+    count what moves, and name what is on neither side in one line.
+
+    In-process twin: test_push_and_pull_say_what_moved_and_a_clone_gets_every_file_and_the_runs_in_its_store
+    (tests/test_sharing.py)."""
     path, env = trained
     sh([dvc_cmd(), "remote", "add", "-f", "-d", "shared", str(tmp_path / "remote")], path, env)
     (tmp_path / "remote").mkdir()
@@ -275,9 +291,13 @@ def test_push_and_pull_say_in_a_line_or_two_what_moved_and_when_nothing_new_did(
          "run store: 0 pulled runs added"], [])  # fmt: skip
 
 
+@pytest.mark.pipeline
 def test_pull_in_a_clone_with_stages_never_built_exits_zero(trained, tmp_path):
     """The CIFAR and SVHN stages were never built: plain `dvc pull` fails on
-    them, `make pull` (--allow-missing) fetches exactly what was pushed."""
+    them, `make pull` (--allow-missing) fetches exactly what was pushed.
+
+    In-process twin: test_push_and_pull_say_what_moved_and_a_clone_gets_every_file_and_the_runs_in_its_store
+    (tests/test_sharing.py: its stage never built)."""
     path, env = trained
     remote = tmp_path / "remote"
     remote.mkdir()

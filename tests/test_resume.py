@@ -90,7 +90,10 @@ def assert_identical(a, b):
             assert (a / run / name).read_bytes() == (b / run / name).read_bytes(), name
 
 
+@pytest.mark.pipeline
 def test_sigterm_checkpoints_exits_cleanly_and_the_rerun_resumes_exactly(tmp_path, digits_npz, uninterrupted):
+    """In-process twin:
+    test_sigterm_at_a_checkpoint_stops_the_train_command_and_its_rerun_resumes_exactly_in_process."""
     write_params(tmp_path / "params.yaml")
     code, out = interrupt_at_the_pause(tmp_path, digits_npz, signal.SIGTERM)
     assert code == 128 + signal.SIGTERM, out[-2000:]
@@ -174,3 +177,47 @@ def test_a_dvc_repro_stopped_mid_stage_resumes_and_loses_nothing_committed(tmp_p
     assert "up to date" in sh([dvc_cmd(), "status", "report@digits"], tmp_path, env)
     # the sin pack has the settings of the module's uninterrupted run
     assert_identical(tmp_path / "runs" / "digits" / PACK, uninterrupted / "runs" / PACK)
+
+
+def test_sigterm_at_a_checkpoint_stops_the_train_command_and_its_rerun_resumes_exactly_in_process(
+    tmp_path, digits_npz, capsys, monkeypatch
+):
+    """The train command in this process, a real SIGTERM sent to it where the
+    pause at epoch PAUSE would wait for one, at a quarter of RUN's width (at
+    learning rate 0.1 its matched point too falls after PAUSE, off the
+    schedule). The twin of
+    test_sigterm_checkpoints_exits_cleanly_and_the_rerun_resumes_exactly."""
+    from conftest import run_cli
+    from extreme_memorization.training import progress
+
+    def train(workdir):
+        workdir.mkdir(exist_ok=True)
+        write_params(workdir / "params.yaml", width=32, learning_rate=0.1)
+        monkeypatch.setenv("EM_CHECKPOINT_DIR", str(workdir / "checkpoints"))
+        capsys.readouterr()
+        code = run_cli("--params", workdir / "params.yaml", "train", "digits", "--set", "activation=sin", "--data",
+                       digits_npz, "--out", workdir / "runs" / PACK)  # fmt: skip
+        return code, *capsys.readouterr()
+
+    monkeypatch.setenv("EM_REUSE_RUNS", "0")
+    whole = tmp_path / "whole"
+    assert train(whole)[0] == 0
+    matched = json.loads((whole / "runs" / PACK / "sigma0.1-seed0" / "metrics.json").read_text())["matched_epoch"]
+    assert PAUSE < matched < RUN["epochs"] and matched not in training.measurement_epochs(8, 4)
+
+    pause = progress.Progress._pause
+
+    def stopped_there(self, interrupt, epoch):
+        os.kill(os.getpid(), signal.SIGTERM)  # its handler, the training's, runs at once in this thread
+        pause(self, interrupt, epoch)
+
+    monkeypatch.setattr(progress.Progress, "_pause", stopped_there)
+    monkeypatch.setenv(progress.PAUSE_VARIABLE, str(PAUSE))
+    code, out, err = train(tmp_path)
+    assert code == 128 + signal.SIGTERM, err[-2000:]
+    assert f"interrupted at epoch {PAUSE} of {RUN['epochs']}; rerun to resume" in err
+    assert checkpoint_file(tmp_path).exists()
+    monkeypatch.delenv(progress.PAUSE_VARIABLE)
+    code, out, err = train(tmp_path)
+    assert code == 0 and f"resuming from checkpoint at epoch {PAUSE}" in out + err
+    assert_identical(tmp_path / "runs" / PACK, whole / "runs" / PACK)

@@ -2,6 +2,7 @@
 matrix: `validate` names the piece that is missing, `add-group` writes them."""
 
 import copy
+import json
 import shutil
 import subprocess
 import sys
@@ -41,7 +42,11 @@ def repo(tmp_path):
     return tmp_path, env
 
 
+@pytest.mark.pipeline
 def test_add_group_writes_all_three_pieces_keeps_comments_and_dvc_repro_runs_it(repo):
+    """In-process twin: test_add_group_writes_its_pieces_and_the_groups_stage_commands_train_it_in_process, and for
+    --npz test_add_group_npz_versions_the_file_and_a_clone_is_told_then_fetches_it_in_process
+    (tests/test_own_data.py)."""
     path, env = repo
     tiny_npz(path / "data/scans.npz")
     result = cli(path, env, "add-group", "mine", "--dataset", "scans", "--npz", "data/scans.npz", "--sigma", "0.01", "1",
@@ -184,7 +189,10 @@ def test_plan_reads_an_own_dataset_from_its_file_and_says_when_it_cannot(tmp_pat
     assert "| section3 | 15 | 2000 |" in table and "| all planned | 35 |" in table
 
 
+@pytest.mark.pipeline
 def test_make_plan_with_a_bring_your_own_group_plans_the_others(repo):
+    """In-process twin: test_validate_warns_of_an_own_dataset_not_there_and_goes_on_in_process and
+    test_plan_reads_an_own_dataset_from_its_file_and_says_when_it_cannot."""
     path, env = repo
     raw = config.read_yaml(path / "params.yaml")
     keep = ("digits", "section3")  # the large models' FLOP counts take a minute: left out
@@ -250,3 +258,71 @@ def test_dvc_trains_each_learning_rate_of_a_pack_and_retrains_when_the_list_chan
     text = (path / "params.yaml").read_text()
     (path / "params.yaml").write_text(text.replace("learning_rate: [0.01, 0.1]", "learning_rate: [0.01, 0.1, 1.0]"))
     assert "rates.sweep.learning_rate" in sh([dvc_cmd(), "status", stage], path, env)
+
+
+# --- in-process twins: the commands of the new group's stages, run here ------------
+
+
+def test_add_group_writes_its_pieces_and_the_groups_stage_commands_train_it_in_process(tmp_path, capsys, monkeypatch):
+    """add-group, validate and the commands of the group's prepare and train
+    stages, run in this process in a folder that is no repository (the .npz
+    already in data.own: its versioning by add-group --npz is
+    tests/test_own_data.py's). The twin of
+    test_add_group_writes_all_three_pieces_keeps_comments_and_dvc_repro_runs_it."""
+    from conftest import committed_text, run_cli, write_pipeline
+
+    raw = yaml.safe_load(committed_text("params.yaml"))
+    raw["data"]["own"] = {"scans": "data/scans.npz"}
+    text = yaml.safe_dump(raw, sort_keys=False)
+    (tmp_path / "params.yaml").write_text("# my experiments\n" + text.replace("data:\n", "data:  # sources\n", 1))
+    write_pipeline(tmp_path / "dvc.yaml", set(raw) - {"data", "defaults"})
+    tiny_npz(tmp_path / "data/scans.npz")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EM_REUSE_RUNS", "0")
+    monkeypatch.setenv("EM_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    capsys.readouterr()
+    assert run_cli("add-group", "mine", "--dataset", "scans", "--sigma", "0.01", "1", "--set", "epochs=2", "--set",
+                   "width=8", "--set", "alignment_points=2", "--set", "batch_size=16") == 0  # fmt: skip
+    assert capsys.readouterr().out.splitlines() == [
+        "added params.yaml: group mine",
+        "added dvc.yaml: stage train-mine (<<: *train)",
+        "added dvc.yaml: report@mine",
+        f"run it: make reproduce GROUPS=mine (or {Path(sys.executable).parent / 'dvc'} repro report@mine)",
+    ]
+    params_text, dvc_text = (tmp_path / "params.yaml").read_text(), (tmp_path / "dvc.yaml").read_text()
+    assert params_text.startswith("# my experiments\n") and "data:  # sources\n" in params_text
+    assert "# mine: added by `add-group`" in params_text and "sigma: [0.01, 1]" in params_text
+    assert "  train-mine:\n    <<: *train\n    matrix:\n      group: [mine]\n" in dvc_text
+    assert dvc_text.startswith((ROOT / "dvc.yaml").read_text().split("stages:")[0])  # header comments kept
+    params = config.load(tmp_path / "params.yaml")
+    assert [r.sigma for r in params.group("mine").runs(params.defaults)] == [0.01, 1.0]
+    assert run_cli("validate") == 0 and "params.yaml and dvc.yaml agree" in capsys.readouterr().out
+
+    # What the stages prepare-own@scans and train-mine@... run (dvc.yaml's commands).
+    assert run_cli("prepare", "scans") == 0
+    pack = "runs/mine/scans-mlp-relu-cross_entropy-true"
+    assert run_cli("train", "mine", "--set", "dataset=scans", "--set", "model=mlp", "--set", "activation=relu",
+                   "--set", "loss=cross_entropy", "--set", "labels=true", "--out", pack) == 0  # fmt: skip
+    runs = [json.loads(p.read_text()) for p in sorted((tmp_path / pack).glob("*/run.json"))]
+    assert sorted(r["sigma"] for r in runs) == [0.01, 1.0] and {r["dataset"] for r in runs} == {"scans"}
+
+
+def test_validate_warns_of_an_own_dataset_not_there_and_goes_on_in_process(tmp_path, capsys, monkeypatch):
+    """What `make plan` shows from validate before its table (the table's own
+    line for such a group: test_plan_reads_an_own_dataset_from_its_file_and_says_when_it_cannot).
+    The twin, with that test, of test_make_plan_with_a_bring_your_own_group_plans_the_others."""
+    from conftest import committed_text, run_cli, write_pipeline
+
+    raw = yaml.safe_load(committed_text("params.yaml"))
+    raw["data"]["own"] = {"scans": "data/scans.npz"}
+    raw["mine"] = copy.deepcopy(raw["digits"])
+    raw["mine"]["sweep"]["dataset"] = ["scans"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    write_pipeline(tmp_path / "dvc.yaml", set(raw) - {"data", "defaults", "mine"})
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("add-group", "mine") == 0
+    capsys.readouterr()
+    assert run_cli("validate") == 0
+    out = capsys.readouterr().out
+    assert "\nwarning: own dataset 'scans': data/scans.npz not found; " in out
+    assert "mine: 10 runs" in out

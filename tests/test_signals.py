@@ -81,8 +81,11 @@ def test_sigterm_to_make_alone_stops_the_training_and_the_rerun_resumes(tmp_path
     stop_the_top_process_alone(tmp_path, ["make", "demo"])
 
 
+@pytest.mark.pipeline
 def test_a_training_whose_parent_dies_checkpoints_and_exits_as_on_sigterm(tmp_path, digits_npz):
-    """The training's parent (a shell here, as under a supervisor) is killed outright."""
+    """The training's parent (a shell here, as under a supervisor) is killed outright.
+
+    In-process twin: test_the_end_of_the_process_that_started_a_training_stops_it_as_on_sigterm_in_process."""
     import yaml
 
     from conftest import committed_text
@@ -137,3 +140,29 @@ def test_a_training_started_under_nohup_outside_dvc_is_not_tied_to_its_parent():
     assert starters(sys.executable, "-c", probe).startswith(f"[({os.getpid()}, ")  # the parent: this process
     assert starters("sh", "-c", f"nohup {python}; true") == "[]"  # `; true`: the shell stays its parent
     assert re.fullmatch(r"\[\(\d+, '\d+', 'sh'\)\]", starters("nohup", "sh", "-c", f"{python}; true"))
+
+
+def test_the_end_of_the_process_that_started_a_training_stops_it_as_on_sigterm_in_process(capfd, monkeypatch):
+    """The watch a training keeps on the processes that started it, in this
+    process: a shell standing for the training's parent is killed outright,
+    and the training's handler gets a SIGTERM (what it does with one:
+    test_sigterm_at_a_checkpoint_stops_the_train_command_and_its_rerun_resumes_exactly_in_process).
+    The twin of test_a_training_whose_parent_dies_checkpoints_and_exits_as_on_sigterm."""
+    from extreme_memorization.training import progress
+
+    shell = subprocess.Popen(["sh", "-c", "read line"], stdin=subprocess.PIPE, start_new_session=True)
+    started = progress._stat(shell.pid)
+    assert started is not None
+    monkeypatch.setattr(progress, "starters", lambda: [(shell.pid, started[1], "sh")])
+    monkeypatch.setattr(progress, "WATCH_SECONDS", 0.05)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with progress.Interrupt() as interrupt:
+        assert interrupt.signum is None
+        shell.kill()
+        shell.wait()
+        wait_for(lambda: interrupt.signum is not None, "the end of the training's parent went unnoticed")
+    assert interrupt.signum == signal.SIGTERM
+    err = capfd.readouterr().err
+    assert f"sh (pid {shell.pid}), which started this training, is gone: stopping as on SIGTERM" in err
+    assert "received SIGTERM: stopping after the current chunk (a SIGINT stops at once)" in err
+    assert {s: signal.getsignal(s) for s in before} == before  # the handlers come back

@@ -148,8 +148,12 @@ def test_measurement_schedule_is_init_then_log_spaced():
     assert training.measurement_epochs(5, 2) == [0, 5]  # initialization and the last epoch
 
 
+@pytest.mark.pipeline
 def test_sin_at_large_sigma_memorizes_digits_and_small_sigma_generalizes(tmp_path, run_settings, digits_npz):
-    """The paper's claim on real data: same data, same training, only sigma differs."""
+    """The paper's claim on real data: same data, same training, only sigma differs.
+
+    In-process twin: test_the_digits_demo_confirms_the_sin_claims_and_marks_the_others_not_run
+    (tests/test_report.py: the committed 300-epoch digits runs against the same claim)."""
     big = train(run_settings, digits_npz, tmp_path / "big", epochs=300, sigma=10.0, alignment_points=0)
     small = train(run_settings, digits_npz, tmp_path / "small", epochs=300, sigma=0.01, alignment_points=0)
     assert big["train_acc"] >= 0.99 and big["test_acc"] <= 0.2
