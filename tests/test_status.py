@@ -206,12 +206,19 @@ def test_a_numeric_edit_of_the_training_code_is_stale_for_code_before_any_dvc_re
 
 
 @pytest.mark.slow  # status, dry runs and a checkout in a trained repository: over 20 s
-def test_a_truncated_or_missing_weights_file_is_never_done(repo):
+def test_a_truncated_rotted_or_missing_weights_file_is_never_done(repo):
     path, _ = repo
     weights = sorted((path / "weights/digits" / PACK).glob("*/model.weights.h5"))
     assert len(weights) == 2 and status(repo)["digits"] == "2/2 runs done (1 pack); report up to date"
     size = weights[0].stat().st_size
     os.truncate(weights[0], size // 2)
+    assert status(repo)["digits"].startswith(f"1/2 runs done (1 pack); weights missing or damaged: 1 pack ({PACK})")
+    sh([dvc_cmd(), "checkout", "--force", f"weights/digits/{PACK}"], path, repo[1])
+    # Rotted in place, same size: HDF5 still opens it, its MD5 is not dvc.lock's.
+    data = bytearray(weights[0].read_bytes())
+    data[-64:] = bytes(b ^ 0xFF for b in data[-64:])
+    weights[0].write_bytes(bytes(data))
+    assert weights[0].stat().st_size == size
     assert status(repo)["digits"].startswith(f"1/2 runs done (1 pack); weights missing or damaged: 1 pack ({PACK})")
     weights[0].unlink()
     assert status(repo)["digits"].startswith("1/2 runs done (1 pack); weights missing or damaged")

@@ -27,7 +27,9 @@ CACHE_FILE = Path(".cache") / "weights-md5.json"
 
 class WeightsCheck:
     """Which runs' weights are intact in the repository at ``root``; ``lock``
-    is dvc.lock's ``stages``, ``cache`` DVC's cache folder (None: unknown)."""
+    is dvc.lock's ``stages``, ``cache`` the folder of DVC's local cache that
+    holds its objects by MD5 (``dvc_api.cache_dir``: ``.dvc/cache/files/md5``
+    by default; None: unknown)."""
 
     def __init__(self, root: Path, lock: dict, cache: Path | None):
         self.root, self.lock, self.cache = Path(root), lock or {}, cache
@@ -49,7 +51,7 @@ class WeightsCheck:
             md5 = out.get("md5") or ""
             if out.get("path") == relative and md5.endswith(".dir") and self.cache is not None:
                 try:
-                    entries = json.loads((self.cache / "files" / "md5" / md5[:2] / md5[2:]).read_text())
+                    entries = json.loads((self.cache / md5[:2] / md5[2:]).read_text())
                     found = {e["relpath"]: e["md5"] for e in entries}
                 except (OSError, ValueError, KeyError, TypeError):
                     found = None
