@@ -301,6 +301,9 @@ def test_a_pack_s_log_title_names_its_stage_and_which_of_the_group_s_packs_it_is
 
     relu = packs.members(params, "digits", {"activation": "relu"})[0]
     assert cli_stages.pack_title(params, "digits", relu) == (
-        "[train-digits@digits-digits-mlp-relu-cross_entropy-true, one of the 2 packs of group digits]")
+        "[train-digits@digits-digits-mlp-relu-cross_entropy-true, one of the 2 packs of group digits]"
+    )
     (only,) = packs.packs(params, "digits_section3").values()
-    assert cli_stages.pack_title(params, "digits_section3", only[0]).endswith(", the only pack of group digits_section3]")
+    assert cli_stages.pack_title(params, "digits_section3", only[0]).endswith(
+        ", the only pack of group digits_section3]"
+    )
