@@ -181,6 +181,17 @@ sys.exit(cli.main([a for a in sys.argv[1:] if a != "--full"]))
 """
 
 
+def assert_only_the_first_run_is_left(tmp_path) -> None:
+    """After the disk filled while the second run's weights were written: the
+    first run complete, nothing of the second, no temporary file."""
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("[rw]*/pack/**/*")) == [
+        "runs/pack/sigma0.1-seed0", *(f"runs/pack/sigma0.1-seed0/{n}" for n in
+                                      ("alignment.csv", "history.csv", "metrics.json", "run.json")),
+        "weights/pack/sigma0.1-seed0", "weights/pack/sigma0.1-seed0/model.weights.h5",
+    ]  # fmt: skip
+    assert not list(tmp_path.rglob(".*")), "no temporary file is left"
+
+
 @pytest.mark.pipeline
 def test_a_full_disk_while_runs_are_saved_is_one_line_and_leaves_no_half_written_run(tmp_path, digits_npz):
     """In-process twin: test_a_full_disk_while_runs_are_saved_is_one_line_and_the_rerun_resumes_in_process."""
@@ -196,12 +207,7 @@ def test_a_full_disk_while_runs_are_saved_is_one_line_and_leaves_no_half_written
     assert full.stderr == (f"error: cannot write {failed} ([Errno 28] No space left on device); free space on its "
                            f"disk (df -h {failed.parent}) and run the command again\n")  # fmt: skip
     # The run being saved is gone whole (its run files were written before its weights); the other is complete.
-    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("[rw]*/pack/**/*")) == [
-        "runs/pack/sigma0.1-seed0", *(f"runs/pack/sigma0.1-seed0/{n}" for n in
-                                      ("alignment.csv", "history.csv", "metrics.json", "run.json")),
-        "weights/pack/sigma0.1-seed0", "weights/pack/sigma0.1-seed0/model.weights.h5",
-    ]  # fmt: skip
-    assert not list(tmp_path.rglob(".*")), "no temporary file is left"
+    assert_only_the_first_run_is_left(tmp_path)
 
     freed = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, env=env)  # space freed: rerun
     assert freed.returncode == 0, freed.stderr
@@ -356,12 +362,7 @@ def test_a_full_disk_while_runs_are_saved_is_one_line_and_the_rerun_resumes_in_p
                    f"(df -h {failed.parent}) and run the command again\n")  # fmt: skip
     (done,) = DONE.findall(said)  # the run saved before the disk filled
     assert all(three_significant(value) for value in done[1:5]), done
-    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("[rw]*/pack/**/*")) == [
-        "runs/pack/sigma0.1-seed0", *(f"runs/pack/sigma0.1-seed0/{n}" for n in
-                                      ("alignment.csv", "history.csv", "metrics.json", "run.json")),
-        "weights/pack/sigma0.1-seed0", "weights/pack/sigma0.1-seed0/model.weights.h5",
-    ]  # fmt: skip
-    assert not list(tmp_path.rglob(".*")), "no temporary file is left"
+    assert_only_the_first_run_is_left(tmp_path)
 
     monkeypatch.setattr(keras.Model, "save_weights", real)  # space freed: rerun
     assert run_cli(*args) == 0

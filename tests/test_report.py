@@ -290,21 +290,25 @@ def several_groups(tmp_path_factory, digits_npz):
     return frame, path / "reports" / "together"
 
 
-@pytest.mark.pipeline
-def test_several_groups_in_one_report_draw_the_relu_losses_with_and_without_fixes(several_groups):
-    """In-process twin:
-    test_several_groups_in_one_report_draw_the_relu_losses_with_and_without_fixes_from_committed_runs."""
-    frame, out = several_groups
+def check_several_groups_report(frame, out) -> None:
+    """What a report of the three groups (sin and ReLU, the fixes, one model) holds."""
     assert len(frame) == 10
     text = (out / "report.md").read_text()
     for name in ("fig4_relu_losses.png", "fig5_architectures.png", "fig1_accuracy_vs_sigma.png"):
         assert (out.parent / "figures" / "together" / name).stat().st_size > 10_000
     v = verdicts(out)
     for start in ("for ReLU the effect", "the proposed loss fixes"):
-        assert v[next(k for k in v if k.startswith(start))] != "not run"  # 2 epochs: inconclusive, not fitted
+        assert v[next(k for k in v if k.startswith(start))] != "not run"  # with few epochs: inconclusive, not fitted
     assert "(without fix" in " ".join(pd.read_csv(out / "claims.csv")["evidence"])  # side by side
     assert v[next(k for k in v if k.startswith("alignment separates"))] == "not run"  # one model only
     assert "Fig. 4 analog" in text and "Fig. 5 analog" in text
+
+
+@pytest.mark.pipeline
+def test_several_groups_in_one_report_draw_the_relu_losses_with_and_without_fixes(several_groups):
+    """In-process twin:
+    test_several_groups_in_one_report_draw_the_relu_losses_with_and_without_fixes_from_committed_runs."""
+    check_several_groups_report(*several_groups)
 
 
 @pytest.fixture(scope="module")
@@ -349,17 +353,7 @@ def test_several_groups_in_one_report_draw_the_relu_losses_with_and_without_fixe
 ):
     """The report's logic on committed runs: the twin of
     test_several_groups_in_one_report_draw_the_relu_losses_with_and_without_fixes."""
-    frame, out = several_groups_by_hand
-    assert len(frame) == 10
-    text = (out / "report.md").read_text()
-    for name in ("fig4_relu_losses.png", "fig5_architectures.png", "fig1_accuracy_vs_sigma.png"):
-        assert (out.parent / "figures" / "together" / name).stat().st_size > 10_000
-    v = verdicts(out)
-    for start in ("for ReLU the effect", "the proposed loss fixes"):
-        assert v[next(k for k in v if k.startswith(start))] != "not run"
-    assert "(without fix" in " ".join(pd.read_csv(out / "claims.csv")["evidence"])  # side by side
-    assert v[next(k for k in v if k.startswith("alignment separates"))] == "not run"  # one model only
-    assert "Fig. 4 analog" in text and "Fig. 5 analog" in text
+    check_several_groups_report(*several_groups_by_hand)
 
 
 def test_dvc_is_shown_the_report_files_alone_as_metrics_and_plots_in_process(committed_copy, monkeypatch):
