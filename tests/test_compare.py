@@ -24,6 +24,14 @@ def sh(args, cwd):
     return result
 
 
+def summary_rows(repo: Path) -> tuple[str, dict[str, str]]:
+    """The compare page and its summary's rows by group."""
+    page = (repo / "reports" / "compare" / "compare.md").read_text()
+    assert page.index("## Summary") < page.index("## Parameters that differ") < page.index("## Runs")
+    rows = page.split("## Summary")[1].split("##")[0].splitlines()
+    return page, {row.split("|")[1].strip(): row for row in rows if row.startswith("| ") and "| group |" not in row}
+
+
 def commit_results(path: Path, digits_npz, learning_rate: float, message: str) -> None:
     """Train the tiny group (sin, sigma 0.1 and 10, 2 epochs, width 16), write its report, commit."""
     raw = yaml.safe_load(committed_text("params.yaml"))
@@ -108,12 +116,7 @@ def test_a_summary_per_group_opens_the_page_and_group_keeps_one_group(history, t
 
     def summary(*args):
         sh([*python_cmd(), "compare", "HEAD~1", *args], repo)
-        page = (repo / "reports" / "compare" / "compare.md").read_text()
-        assert page.index("## Summary") < page.index("## Parameters that differ") < page.index("## Runs")
-        rows = page.split("## Summary")[1].split("##")[0].splitlines()
-        return page, {
-            line.split("|")[1].strip(): line for line in rows if line.startswith("| ") and "| group |" not in line
-        }
+        return summary_rows(repo)
 
     page, rows = summary()
     # The learning rate changed from HEAD~1 to HEAD: both digits runs changed; `other` exists only in the workspace.
@@ -265,10 +268,7 @@ def test_a_summary_per_group_opens_the_page_and_group_keeps_one_group_in_process
 
     def summary(*args):
         assert compare_here(repo, "HEAD~1", *args)[0] == 0
-        page = (repo / "reports" / "compare" / "compare.md").read_text()
-        assert page.index("## Summary") < page.index("## Parameters that differ") < page.index("## Runs")
-        rows = page.split("## Summary")[1].split("##")[0].splitlines()
-        return page, {row.split("|")[1].strip(): row for row in rows if row.startswith("| ") and "| group |" not in row}
+        return summary_rows(repo)
 
     page, rows = summary()
     assert rows["digits"].startswith("| digits | 2 / 2 | 2 | 2 | 2, max ")
