@@ -28,6 +28,19 @@ from extreme_memorization.config import settings as config  # noqa: E402
 # in-process twins call DVC's API) would fail.
 importlib.import_module("dvc")
 
+
+@pytest.fixture(autouse=True)
+def keras_precision_is_left_as_found():
+    """A test that changes Keras's floatx or dtype policy puts them back: Keras
+    keeps the policy it first derives, so a leak would turn every later model
+    in the worker to float64 (and fail tests far from the cause)."""
+    yield
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        found = (keras.config.floatx(), keras.config.dtype_policy().name)
+        assert found == ("float32", "float32"), f"this test left Keras at floatx/dtype policy {found}"
+
+
 # The tiers: `slow` and `slurm` tests run only when the -m expression names
 # them (make test-slow: -m slow; make test-slurm: -m slurm), or when asked for
 # by node id. A bare `pytest`, or `-m "not slow"`, never starts a Slurm cluster.

@@ -13,12 +13,16 @@ from extreme_memorization.core import probe as api
 
 @pytest.fixture
 def float64():
-    old = keras.config.floatx()
+    # Keras keeps the dtype policy it first derives from floatx: a model built
+    # here would otherwise leave every later model in this worker in float64.
+    old, old_policy = keras.config.floatx(), keras.config.dtype_policy()
     keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
     backend.allow_float64(True)
     yield
     backend.allow_float64(False)
     keras.config.set_floatx(old)
+    keras.config.set_dtype_policy(old_policy)
 
 
 def small_model(run_settings, activation, sigma=0.3):
