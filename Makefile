@@ -81,7 +81,7 @@ export PYTHONUNBUFFERED := 1
 
 # Before DVC starts: the groups named exist, the checkout is writable, no
 # other dvc repro runs here (one line each, pipeline/preflight.py).
-PREFLIGHT = $(BIN)/python -m extreme_memorization.pipeline.preflight
+PREFLIGHT = $(BIN)/python -m extreme_memorization preflight
 
 .DEFAULT_GOAL := help
 .PHONY: help venv demo offline-paper test test-pipeline push pull test-jax test-slow reproduce data validate plan status lint lock bench device-check device-wheels clean compare \

@@ -60,9 +60,7 @@ def test_a_second_dvc_repro_in_the_same_workspace_is_named_by_its_pid(repo):
 
 def test_a_read_only_checkout_says_so_in_one_line(repo):
     path, env = repo
-    inner = (
-        f"mount --bind -o ro {path} {path} && cd {path} && {sys.executable} -m extreme_memorization.pipeline.preflight"
-    )
+    inner = f"mount --bind -o ro {path} {path} && cd {path} && {sys.executable} -m extreme_memorization preflight"
     done = subprocess.run(["unshare", "-m", "sh", "-c", inner], env=env, capture_output=True, text=True)
     if "mount" in done.stderr and "preflight" not in done.stderr and "read-only" not in done.stderr:
         pytest.skip(f"no read-only bind mount here: {done.stderr.strip()}")

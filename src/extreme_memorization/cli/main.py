@@ -15,7 +15,7 @@
     python -m extreme_memorization store
     python -m extreme_memorization slurm GROUP [--dry-run] [--partition P] ... [--sbatch=OPTION]
     python -m extreme_memorization local [GROUP ...] [--jobs N] [--gpus LIST] [--dry-run]
-    python -m extreme_memorization dry-run [dvc repro options and targets]
+    python -m extreme_memorization dry-run [dvc repro options and targets] | preflight [report@GROUP ...]
     python -m extreme_memorization fingerprint [--out fingerprint.txt] | rekey [--dry-run] | golden [--write]
 
 The commands live by what they are for: the DVC stages' (stages.py), what

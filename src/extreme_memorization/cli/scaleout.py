@@ -1,11 +1,13 @@
 """Command line: where the training runs other than one `dvc repro` here:
 side by side on this machine (local), as a Slurm job array (slurm); what
-`dvc repro` would run from a fresh clone (dry-run); and whether a GPU host's
-GPU is seen (gpu-check).
+`dvc repro` would run from a fresh clone (dry-run), and what would stop it
+before it starts (preflight: the make targets ask it first); and whether a
+GPU host's GPU is seen (gpu-check).
 
     python -m extreme_memorization local [GROUP ...] [--jobs N] [--gpus LIST] [--dry-run]
     python -m extreme_memorization slurm GROUP [--dry-run] [--partition P] ... [--sbatch=OPTION]
     python -m extreme_memorization dry-run [dvc repro options and targets]
+    python -m extreme_memorization preflight [--groups-only] [report@GROUP ...]
     python -m extreme_memorization gpu-check
 """
 
@@ -61,6 +63,17 @@ def cmd_dry_run(args) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     return dry_run.repro(args.repro_args)
+
+
+def cmd_preflight(args) -> int:
+    from ..pipeline import preflight
+
+    root = Path(args.params).resolve().parent
+    if args.groups_only:  # a dry run: it writes nothing and may run beside another
+        preflight.check_groups(root, args.targets)
+    else:
+        preflight.check(root, args.targets)
+    return 0
 
 
 def cmd_gpu_check(args) -> int:
@@ -139,6 +152,13 @@ def add_parsers(sub) -> None:
     s = sub.add_parser("dry-run", help="what dvc repro would run, planned from a fresh clone (make reproduce DRY=1)")
     s.add_argument("repro_args", nargs=argparse.REMAINDER, help="dvc repro options and targets, e.g. report@digits")
     s.set_defaults(func=cmd_dry_run)
+
+    s = sub.add_parser(
+        "preflight", help="fail in one line when dvc repro could not start here (the make targets' check)"
+    )
+    s.add_argument("targets", nargs="*", metavar="report@GROUP", help="the targets dvc repro will be given")
+    s.add_argument("--groups-only", action="store_true", help="check only that the groups exist (for a dry run)")
+    s.set_defaults(func=cmd_preflight)
 
     s = sub.add_parser("gpu-check", help="fail when the host has a GPU that the backend does not see")
     s.set_defaults(func=cmd_gpu_check)

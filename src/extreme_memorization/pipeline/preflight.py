@@ -12,14 +12,13 @@ the ``local`` command check here first, in a fraction of a second:
   records, and releases it while a stage's command runs; the outputs a
   running stage reads and writes are in ``.dvc/tmp/rwlock`` with its PID.
 
-    python -m extreme_memorization.pipeline.preflight [--groups-only] [report@GROUP ...]
+    python -m extreme_memorization preflight [--groups-only] [report@GROUP ...]
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 from ..errors import UserError
@@ -118,22 +117,3 @@ def check(root: Path, targets: list[str] = ()) -> None:
     check_groups(root, [t for t in targets if t.startswith("report@")])
     check_writable(root)
     check_not_running(root)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from ..config.settings import ConfigError
-
-    args = sys.argv[1:] if argv is None else argv
-    try:
-        if "--groups-only" in args:  # a dry run: it writes nothing and may run beside another
-            check_groups(Path.cwd(), [a for a in args if a.startswith("report@")])
-        else:
-            check(Path.cwd(), args)
-    except (UserError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
