@@ -46,6 +46,7 @@ import numpy as np  # noqa: E402
 from old_path import OldRun  # noqa: E402
 
 from extreme_memorization.config import settings as config
+from extreme_memorization.config import yamlfile
 from extreme_memorization.core import (
     backend,
     loops,
@@ -286,7 +287,7 @@ def demo_copy(path: Path, quick: bool) -> dict:
         elif source.exists():
             shutil.copy(source, target)
     if quick:
-        params = config.read_yaml(path / "params.yaml")
+        params = yamlfile.read_yaml(path / "params.yaml")
         params["digits"]["run"].update(QUICK_DEMO["run"])
         params["digits"]["sweep"].update(QUICK_DEMO["sweep"])
         (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -20,6 +20,7 @@ import importlib  # noqa: E402
 import pytest  # noqa: E402
 
 from extreme_memorization.config import settings as config  # noqa: E402
+from extreme_memorization.config import yamlfile  # noqa: E402
 
 # Importing DVC sets up its loggers, writing to sys.stdout and sys.stderr as
 # they are at that moment. Imported here, those are pytest's own for the whole
@@ -97,7 +98,7 @@ def committed_tree(dest: Path, *names: str) -> Path:
 
 def committed_raw(name: str = "params.yaml"):
     """A committed YAML file as DVC reads it (YAML 1.2), as plain data."""
-    return config._yaml().load(committed_text(name))
+    return yamlfile.yaml().load(committed_text(name))
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, committed_raw, committed_text
-from extreme_memorization.config import packs
+from extreme_memorization.config import packs, yamlfile
 from extreme_memorization.config import settings as config
 from processes import run_watching_imports
 
@@ -180,7 +180,7 @@ def test_params_are_read_by_yaml_1_2_rules_so_dvc_and_training_see_the_same_valu
         sigma=("sigma: [0.001, 0.01, 0.1, 1, 10]", "sigma: [1E-3, 1.e-2, .1, 1, 1e+1]"),
     )
     dvc_reads(tmp_path, text)
-    assert config.read_yaml(tmp_path / "params.yaml") == dvc.api.params_show(repo=str(tmp_path))
+    assert yamlfile.read_yaml(tmp_path / "params.yaml") == dvc.api.params_show(repo=str(tmp_path))
     params = config.load(tmp_path / "params.yaml")
     runs = params.group("digits").runs(params.defaults)
     assert {r.learning_rate for r in runs} == {0.001}

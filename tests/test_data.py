@@ -8,6 +8,7 @@ import pytest
 
 from conftest import ROOT, committed_raw, python_cmd
 from extreme_memorization.data import datasets as data
+from extreme_memorization.data import npz
 
 
 def test_digits_is_a_fixed_stratified_split_of_1797_real_images(digits_raw):
@@ -90,12 +91,12 @@ def good_arrays(rng=None):
 
 
 def test_local_npz_dataset_loads_images_or_flat_vectors(tmp_path):
-    ds = data.from_npz(write_npz(tmp_path / "a.npz", **good_arrays()))
+    ds = npz.dataset(write_npz(tmp_path / "a.npz", **good_arrays()))
     assert ds.input_shape == (6, 6, 3) and ds.num_classes == 4
     arrays = good_arrays()
     arrays["x_train"] = arrays["x_train"].reshape(20, -1).astype(np.float64)
     arrays["x_test"] = arrays["x_test"].reshape(8, -1).astype(np.float32)
-    flat = data.from_npz(write_npz(tmp_path / "b.npz", **arrays))
+    flat = npz.dataset(write_npz(tmp_path / "b.npz", **arrays))
     assert flat.input_shape == (108,) and flat.x_train.dtype == np.float32
 
 
@@ -116,7 +117,7 @@ def test_local_npz_errors_name_the_problem(tmp_path, change, message):
     arrays = good_arrays()
     change(arrays)
     with pytest.raises(data.DataError, match=message):
-        data.from_npz(write_npz(tmp_path / "c.npz", **arrays))
+        npz.dataset(write_npz(tmp_path / "c.npz", **arrays))
 
 
 def test_local_npz_refuses_pickled_objects_and_missing_files(tmp_path):
@@ -124,14 +125,14 @@ def test_local_npz_refuses_pickled_objects_and_missing_files(tmp_path):
     arrays["y_train"] = np.array([object()] * 20)
     np.savez(tmp_path / "d.npz", **arrays)
     with pytest.raises(data.DataError, match="array y_train holds Python objects.*save plain numeric arrays") as info:
-        data.from_npz(tmp_path / "d.npz")
+        npz.dataset(tmp_path / "d.npz")
     assert "allow_pickle" not in str(info.value)
     with pytest.raises(
         data.DataError,
         match="own dataset 'mine': .*missing.npz not found; save your data there .* "
         "or point data.own.mine in params.yaml at your .npz file",
     ):
-        data.from_npz(tmp_path / "missing.npz", "mine")
+        npz.dataset(tmp_path / "missing.npz", "mine")
 
 
 # --- a user's .npz, as a new user gets it wrong -------------------------------
@@ -139,7 +140,7 @@ def test_local_npz_refuses_pickled_objects_and_missing_files(tmp_path):
 
 def npz_error(path):
     with pytest.raises(data.DataError) as info:
-        data.from_npz(path)
+        npz.dataset(path)
     message = str(info.value)
     assert "\n" not in message and "allow_pickle" not in message  # never suggest unpickling
     return message
@@ -184,7 +185,7 @@ def test_labels_must_be_0_to_k_minus_1_all_present_not_silently_six_classes(tmp_
 def test_classes_with_one_training_example_are_named_once_at_prepare(tmp_path, capsys):
     arrays = good_arrays()
     arrays["y_train"] = np.r_[0, 1, np.full(17, 2), 3]  # classes 0, 1 and 3 once each
-    ds = data.from_npz(write_npz(tmp_path / "few.npz", **arrays))
+    ds = npz.dataset(write_npz(tmp_path / "few.npz", **arrays))
     assert ds.num_classes == 4
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("warning: ")
@@ -201,7 +202,7 @@ def test_prepare_of_a_bad_npz_stops_with_one_line_and_of_a_thin_one_warns_once(t
     result = subprocess.run(prepare, capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 1 and not (tmp_path / "npz.npz").exists()
     assert result.stderr == f"error: {tmp_path / 'local.npz'} is not a valid .npz file " \
-        f"(not a zip archive of arrays); save your data with {data.NPZ_SAVE}\n"  # fmt: skip
+        f"(not a zip archive of arrays); save your data with {npz.SAVE_WITH}\n"  # fmt: skip
     arrays = good_arrays()
     arrays["x_train"], arrays["y_train"] = arrays["x_train"][:4], arrays["y_train"][:4]  # one example per class
     write_npz(tmp_path / "local.npz", **arrays)

@@ -273,8 +273,8 @@ def test_a_reworded_hint_or_a_new_version_keeps_the_key_and_a_number_or_a_select
     before = package_digest(src_copy)
     edit(pkg / "__init__.py", '__version__ = "0.1.0"', '__version__ = "0.2.0"')
     # Words built apart from the raise that shows them: a helper, a table of hints, a variable.
-    edit(pkg / "data" / "datasets.py", "not found; save your data there with", "is missing; save your data at")
-    edit(pkg / "config" / "settings.py", '"indent with spaces, not tabs"', '"use spaces to indent, never tabs"')
+    edit(pkg / "data" / "npz.py", "not found; save your data there with", "is missing; save your data at")
+    edit(pkg / "config" / "yamlfile.py", '"indent with spaces, not tabs"', '"use spaces to indent, never tabs"')
     edit(pkg / "training" / "train.py", "the other runs go on. Lower", "the rest of the pack goes on. Lower")
     assert package_digest(src_copy) == before
     edit(pkg / "core" / "loops.py", "EVAL_CHUNK = 1024", "EVAL_CHUNK = 512")

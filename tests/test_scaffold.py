@@ -15,6 +15,7 @@ import yaml
 
 from conftest import ROOT, committed_raw, dvc_cmd, python_cmd, repo_copy, sh, stages_run
 from extreme_memorization.config import settings as config
+from extreme_memorization.config import yamlfile
 from extreme_memorization.pipeline import stages as pipeline
 
 
@@ -86,7 +87,7 @@ def _changed_lines(before: str, after: str) -> tuple[list[str], list[str]]:
 
 def test_add_group_keeps_the_report_matrix_wrapped_or_in_block_style_as_written(repo):
     path, env = repo
-    groups = config.read_yaml(path / "dvc.yaml")["stages"]["report"]["matrix"]["group"]
+    groups = yamlfile.read_yaml(path / "dvc.yaml")["stages"]["report"]["matrix"]["group"]
     flat = f"      group: [{', '.join(groups)}]\n"
     wrapped = (
         f"      group: [{', '.join(groups[:-3])},\n              {', '.join(groups[-3:])}]  # one report per group\n"
@@ -113,7 +114,7 @@ def test_add_group_keeps_the_report_matrix_wrapped_or_in_block_style_as_written(
 
 def test_validate_names_the_missing_piece_and_add_group_completes_an_existing_group(repo):
     path, env = repo
-    raw = config.read_yaml(path / "params.yaml")
+    raw = yamlfile.read_yaml(path / "params.yaml")
     raw["extra"] = copy.deepcopy(raw["digits"])
     (path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     result = cli(path, env, "validate")
@@ -194,7 +195,7 @@ def test_make_plan_with_a_bring_your_own_group_plans_the_others(repo):
     """In-process twin: test_validate_warns_of_an_own_dataset_not_there_and_goes_on_in_process and
     test_plan_reads_an_own_dataset_from_its_file_and_says_when_it_cannot."""
     path, env = repo
-    raw = config.read_yaml(path / "params.yaml")
+    raw = yamlfile.read_yaml(path / "params.yaml")
     keep = ("digits", "section3")  # the large models' FLOP counts take a minute: left out
     raw = {k: v for k, v in raw.items() if k in ("data", "defaults", *keep)}
     raw["data"]["own"] = {"scans": "data/scans.npz"}
@@ -228,12 +229,12 @@ def test_add_group_sweeps_the_learning_rate_and_its_train_stage_tracks_it(repo):
     assert result.returncode == 0, result.stderr
     assert "added dvc.yaml: stage train-rates params ${item.group}.sweep.learning_rate" in result.stdout
     assert "learning_rate: [0.01, 0.1]" in (path / "params.yaml").read_text()
-    stage = config.read_yaml(path / "dvc.yaml")["stages"]["train-rates"]
+    stage = yamlfile.read_yaml(path / "dvc.yaml")["stages"]["train-rates"]
     assert stage["params"][-1] == "${item.group}.sweep.learning_rate"
-    assert stage["params"][:-1] == config.read_yaml(path / "dvc.yaml")["stages"]["train-digits"]["params"]
+    assert stage["params"][:-1] == yamlfile.read_yaml(path / "dvc.yaml")["stages"]["train-digits"]["params"]
     assert cli(path, env, "validate").returncode == 0
     params = config.load(path / "params.yaml")
-    broken = config.read_yaml(path / "dvc.yaml")
+    broken = yamlfile.read_yaml(path / "dvc.yaml")
     del broken["stages"]["train-rates"]["params"]
     with pytest.raises(
         config.ConfigError, match=r"stage train-rates does not list \$\{item.group\}.sweep.learning_rate"

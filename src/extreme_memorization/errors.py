@@ -9,3 +9,8 @@ else that escapes is a fault of this package and keeps its traceback.
 
 class UserError(Exception):
     """A fault in what the user gave; its message names the cause and the fix."""
+
+
+class ConfigError(UserError, ValueError):
+    """A wrong, missing or unknown setting in params.yaml (or a YAML file
+    that cannot be read); the command line exits with status 2."""

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .. import files
-from ..config import commands
+from ..config import commands, yamlfile
 from ..config import settings as config
 from ..data import own as own_data
 
@@ -25,7 +25,7 @@ def _overrides(pairs: list[str]) -> dict:
         else:
             # DVC writes a null from params.yaml as None, and numbers as
             # Python prints them (1e-05): read by params.yaml's YAML 1.2 rules.
-            out[key] = None if value == "None" else config.yaml_value(value, f"--set {key}")
+            out[key] = None if value == "None" else yamlfile.yaml_value(value, f"--set {key}")
     return out
 
 
@@ -44,7 +44,7 @@ def cmd_validate(args) -> int:
             )
     root = Path(args.params).resolve().parent
     if (root / "dvc.yaml").is_file():
-        pipeline.check(params, config.read_yaml(root / "dvc.yaml"))
+        pipeline.check(params, yamlfile.read_yaml(root / "dvc.yaml"))
         from ..data.datasets import DataError
 
         for name, path in pipeline.missing_own_files(params, root):
@@ -56,9 +56,9 @@ def cmd_validate(args) -> int:
         for name, path in params.data.own.items():  # a file that is here must load: shapes, labels 0..k-1
             full = Path(path).expanduser() if Path(path).expanduser().is_absolute() else root / path
             if full.is_file():
-                from ..data import datasets as data
+                from ..data import npz
 
-                data.from_npz(full, name)
+                npz.dataset(full, name)
         where = "params.yaml and dvc.yaml agree"
     else:
         where = f"no dvc.yaml beside {args.params}: the stages are not checked"
@@ -91,20 +91,20 @@ def cmd_add_group(args) -> int:
         if args.npz:
             if len(args.dataset) != 1:
                 raise config.ConfigError("--npz PATH names the file of one dataset; give one --dataset with it")
-            from ..data import datasets as data
+            from ..data import npz
 
             # Checked before anything is written or versioned: a truncated or
             # wrong-shaped file ends here in one line, not later in DVC or training.
-            data.from_npz(args.npz, args.dataset[0])
+            npz.dataset(args.npz, args.dataset[0])
             own[args.dataset[0]] = args.npz
         sweep = {
             "dataset": args.dataset, "model": args.model or ["mlp"], "activation": args.activation or ["relu"],
             "loss": args.loss or ["cross_entropy"], "labels": args.labels or ["true"],
-            "sigma": [None if v in ("null", "None") else config.yaml_value(v, "--sigma") for v in args.sigma or ["null"]],
-            "seed": [config.yaml_value(v, "--seed") for v in args.seed or ["0"]],
+            "sigma": [None if v in ("null", "None") else yamlfile.yaml_value(v, "--sigma") for v in args.sigma or ["null"]],
+            "seed": [yamlfile.yaml_value(v, "--seed") for v in args.seed or ["0"]],
         }  # fmt: skip
         if args.learning_rate:  # an optional axis: each value a member of every pack, run folders ...-lr<value>
-            sweep["learning_rate"] = [config.yaml_value(v, "--learning-rate") for v in args.learning_rate]
+            sweep["learning_rate"] = [yamlfile.yaml_value(v, "--learning-rate") for v in args.learning_rate]
         if sweep["sigma"] == [None]:
             run["init"] = "glorot"
         run.update(_overrides(args.set))

@@ -39,11 +39,11 @@ def dvc_file(path: str | Path) -> Path:
 def missing_line(name: str, path: str | Path) -> str:
     """What to do when the file of an own dataset is not there (one line):
     `make pull` when DVC versions it (add-group --npz), else where to save it."""
-    from .datasets import missing_own
+    from . import npz
 
     if dvc_file(path).is_file():
         return f"own dataset {name!r}: {path} is in DVC ({path}.dvc) but not fetched here; `make pull` fetches it"
-    return missing_own(name, path)
+    return npz.missing_own(name, path)
 
 
 def _in_git(root: Path, relative: Path) -> bool:
@@ -54,7 +54,7 @@ def _in_git(root: Path, relative: Path) -> bool:
 
 def _stage_output(root: Path, relative: Path) -> bool:
     """Whether a stage of dvc.lock records ``relative`` as an output (DVC pushes those too)."""
-    from ..config.settings import read_yaml
+    from ..config.yamlfile import read_yaml
 
     lock = root / "dvc.lock"
     stages = ((read_yaml(lock) if lock.is_file() else None) or {}).get("stages") or {}

@@ -60,7 +60,7 @@ def dataset_sizes(name: str, data: DataConfig | None = None) -> tuple[int, int, 
     built-in ones from :data:`SIZES`, the user's own from its file's headers."""
     if name in SIZES:
         return SIZES[name]
-    from ..data import datasets as datasets
+    from ..data import datasets, npz
 
     own = (data.own if data else {}).get(name)
     if own is None:
@@ -68,7 +68,7 @@ def dataset_sizes(name: str, data: DataConfig | None = None) -> tuple[int, int, 
     for path in (Path(own), datasets.prepared_path(name)):
         if path.is_file():
             try:
-                return datasets.npz_sizes(path)
+                return npz.sizes(path)
             except datasets.DataError as exc:
                 raise UnknownSize(str(exc)) from None
     raise UnknownSize(f"{own} not found (data.own.{name})")

@@ -38,7 +38,8 @@ import dataclasses
 from pathlib import Path
 
 from .. import dvc_api, files
-from ..config.settings import RunConfig, read_yaml
+from ..config.settings import RunConfig
+from ..config.yamlfile import read_yaml
 from ..errors import UserError
 from ..training import fingerprint, run_folder, store
 from . import golden, verify

@@ -205,11 +205,12 @@ def add_group(
     from ruamel.yaml.mergevalue import MergeValue
 
     from ..config import settings as config
+    from ..config import yamlfile
 
     yaml = _round_trip()
     params_path, dvc_path = root / "params.yaml", root / "dvc.yaml"
-    config.read_yaml(params_path)  # a syntax error: one line with file, line and column
-    config.read_yaml(dvc_path)
+    yamlfile.read_yaml(params_path)  # a syntax error: one line with file, line and column
+    yamlfile.read_yaml(dvc_path)
     params_doc = yaml.load(params_path.read_text(encoding="utf-8"))
     dvc_text = dvc_path.read_text(encoding="utf-8")
     dvc_doc = yaml.load(dvc_text)
@@ -279,8 +280,8 @@ def add_group(
         yaml.dump(doc, out)
         texts[path] = out.getvalue()
     texts[dvc_path] = keep_wrapped(dvc_text, texts[dvc_path])
-    params = config.parse(config._yaml().load(texts[params_path]))  # every run valid before anything is written
-    check(params, config._yaml().load(texts[dvc_path]))
+    params = config.parse(yamlfile.yaml().load(texts[params_path]))  # every run valid before anything is written
+    check(params, yamlfile.yaml().load(texts[dvc_path]))
     from .. import files
 
     for path, text in texts.items():

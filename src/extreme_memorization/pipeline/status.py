@@ -136,7 +136,7 @@ def changed_stages(root: Path) -> dict[str, str]:
 
 def lock_stages(root: Path) -> dict:
     """dvc.lock's ``stages``: what each stage was run with."""
-    from ..config.settings import read_yaml
+    from ..config.yamlfile import read_yaml
 
     path = root / "dvc.lock"
     lock = read_yaml(path) if path.is_file() else None
