@@ -112,10 +112,13 @@ def test_add_group_keeps_the_report_matrix_wrapped_or_in_block_style_as_written(
     assert removed == [] and added[-1] == "        - yours" and len(added) == 10  # every comment kept
 
 
-def test_validate_names_the_missing_piece_and_add_group_completes_an_existing_group(repo):
+def test_validate_names_the_missing_piece_and_add_group_completes_existing_groups_one_at_a_time(repo):
+    """Two groups written into params.yaml by hand: add-group completes the
+    first although the second still lacks its stage, then the second."""
     path, env = repo
     raw = yamlfile.read_yaml(path / "params.yaml")
     raw["extra"] = copy.deepcopy(raw["digits"])
+    raw["more"] = copy.deepcopy(raw["digits"])
     (path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     result = cli(path, env, "validate")
     assert result.returncode == 2
@@ -123,12 +126,15 @@ def test_validate_names_the_missing_piece_and_add_group_completes_an_existing_gr
         "error: params: group 'extra' of params.yaml has no train stage in dvc.yaml (train-extra), so `dvc repro` "
         "would not train it; run `python -m extreme_memorization add-group extra` to add it\n"
     )
-    result = cli(path, env, "add-group", "extra")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[:2] == [
-        "added dvc.yaml: stage train-extra (<<: *train)",
-        "added dvc.yaml: report@extra",
-    ]
+    for name in ("extra", "more"):
+        result = cli(path, env, "add-group", name)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[:2] == [
+            f"added dvc.yaml: stage train-{name} (<<: *train)",
+            f"added dvc.yaml: report@{name}",
+        ]
+        if name == "extra":
+            assert "group 'more' of params.yaml has no train stage" in cli(path, env, "validate").stderr
     assert cli(path, env, "validate").returncode == 0
 
 

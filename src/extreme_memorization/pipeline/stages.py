@@ -39,9 +39,11 @@ def swept_params(params: Params, name: str) -> list[str]:
     return [f"${{item.group}}.sweep.{axis}" for axis in OPTIONAL_AXES if axis in params.group(name).sweep]
 
 
-def check(params: Params, dvc_yaml: dict) -> None:
+def check(params: Params, dvc_yaml: dict, groups: list[str] | None = None) -> None:
     """Raise a one-line ConfigError naming the first piece of the pipeline
-    that params.yaml and dvc.yaml disagree on."""
+    that params.yaml and dvc.yaml disagree on; with ``groups``, only those
+    groups' pieces (add-group completes one group while others still lack
+    theirs)."""
     stages = dvc_yaml.get("stages") if isinstance(dvc_yaml, dict) else None
     if not isinstance(stages, dict):
         raise ConfigError("dvc.yaml has no stages; restore it from git (git checkout dvc.yaml)")
@@ -51,7 +53,7 @@ def check(params: Params, dvc_yaml: dict) -> None:
         raise ConfigError(
             "dvc.yaml has no report stage with a matrix of groups; restore it from git (git checkout dvc.yaml)"
         )
-    for name in params.groups:
+    for name in params.groups if groups is None else groups:
         stage = stages.get(f"train-{name}")
         if stage is None:
             raise ConfigError(
@@ -81,13 +83,13 @@ def check(params: Params, dvc_yaml: dict) -> None:
                 f"group '{name}' of params.yaml is not in dvc.yaml's report matrix, so report@{name} does not exist; "
                 f"add it to report: matrix: group: [...] or run `{SCAFFOLD} {name}`"
             )
-    for key in stages:
+    for key in stages if groups is None else ():
         if key.startswith("train-") and key.removeprefix("train-") not in params.groups:
             raise ConfigError(
                 f"dvc.yaml has stage {key} but params.yaml has no group '{key.removeprefix('train-')}'; "
                 "add the group to params.yaml or remove the stage"
             )
-    for name in reported:
+    for name in reported if groups is None else ():
         if name not in params.groups:
             raise ConfigError(
                 f"dvc.yaml's report matrix lists '{name}', which is not a group of params.yaml; "
@@ -281,7 +283,7 @@ def add_group(
         texts[path] = out.getvalue()
     texts[dvc_path] = keep_wrapped(dvc_text, texts[dvc_path])
     params = config.parse(yamlfile.yaml().load(texts[params_path]))  # every run valid before anything is written
-    check(params, yamlfile.yaml().load(texts[dvc_path]))
+    check(params, yamlfile.yaml().load(texts[dvc_path]), [name])  # what the other groups lack is theirs to add
     from .. import files
 
     for path, text in texts.items():
