@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import dvc_cmd, sh
 from extreme_memorization.training import run_folder, store
 
 KEY = "ab" * 32
@@ -139,3 +140,27 @@ def test_a_trained_run_records_its_device_kind_and_runtime(tmp_path, run_setting
         assert {"cuda", "cudnn", "intra_op_threads", "inter_op_threads"} <= set(runtime)
     else:
         assert runtime["jax_platform"] in ("cpu", "gpu", "cuda", "rocm") and "jax_plugins" in runtime
+
+
+def test_dvc_gc_keeps_the_run_store_that_lives_in_its_cache(tmp_path, monkeypatch):
+    """`dvc gc` deletes the objects of DVC's cache that nothing uses; the run
+    store is a folder inside that cache whose files are not DVC objects, so it
+    survives the collection that takes an unused object beside it."""
+    monkeypatch.delenv("EM_RUN_STORE", raising=False)
+    monkeypatch.delenv("EM_REUSE_RUNS", raising=False)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    sh(["git", "init", "-q"], repo, env)
+    sh([dvc_cmd(), "init", "-q"], repo, env)
+    (repo / "unused.txt").write_text("an output that no .dvc file or dvc.lock keeps\n")
+    sh([dvc_cmd(), "add", "-q", "unused.txt"], repo, env)
+    (repo / "unused.txt.dvc").unlink()
+    kept = store.root(repo)
+    assert kept is not None and (repo / ".dvc" / "cache") in kept.parents
+    run_dir, weights = finished_run(tmp_path / "trained", here())
+    assert store.put(kept, KEY, run_dir, weights)
+    out = sh([dvc_cmd(), "gc", "--workspace", "--force"], repo, env)
+    assert "Removed 1 objects" in out, out
+    target_dir, target = tmp_path / "ws" / "run", tmp_path / "ws" / "w" / run_folder.WEIGHTS
+    assert store.get(kept, KEY, target_dir, target, "digits") and target.read_bytes() == weights.read_bytes()

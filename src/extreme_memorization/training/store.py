@@ -19,7 +19,8 @@ stored for reuse.
 The store lives inside DVC's cache folder (``<cache dir>/extreme-memorization/
 runs/<key>/<device kind>/``), so it is shared wherever the cache is shared
 (the Slurm and local fan-out worktrees, a lab's shared cache);
-``EM_RUN_STORE`` names another folder.
+``EM_RUN_STORE`` names another folder. ``dvc gc`` leaves it: its paths are
+not DVC object names (tests/test_store.py).
 
 A store of its own: an entry holds copies (reflinks where the filesystem
 has them), never hard links shared with the workspace or DVC's cache, so
