@@ -184,7 +184,7 @@ test-dvc-newest: $(STAMP) ## the DVC-touching fast tests against the newest DVC 
 	  --junitxml=.cache/junit/$@.xml $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(DVC_TESTS) \
 	  || { echo "test-dvc-newest: the tests above fail under DVC $$version: src/extreme_memorization/dvc_api.py needs work before the pin moves"; exit 1; }
 
-test-slow: $(STAMP) ## the slow checks: digits sweep vs the claims, fresh clones, signals, remotes, fan-out, the offline study shrunk (about 15 minutes)
+test-slow: $(STAMP) ## the slow checks: digits sweep vs the claims, fresh clones, signals, remotes, fan-out, the offline study shrunk (about 16 minutes on 2 cores)
 	$(PYTEST_PARALLEL) -m slow --durations=20
 
 slurm: validate ## a group's training on a Slurm cluster: make slurm GROUP=section3 SLURM_ARGS="--gpus-per-task 1 --time 08:00:00"
