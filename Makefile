@@ -118,7 +118,7 @@ demo: validate ## the offline digits sweep through dvc repro, then its table
 	$(BIN)/dvc repro report@digits
 	@echo; echo "Report: reports/digits/report.md"; $(BIN)/python -m extreme_memorization table digits
 
-offline-paper: validate ## the whole study on digits: all seven claims, Fig. 1-5, 3 seeds (about an hour on an idle 2-core machine, estimated) -> reports/offline/
+offline-paper: validate ## the whole study on digits: all seven claims, Fig. 1-5, 3 seeds (62 minutes on an idle 2-core machine) -> reports/offline/
 	@$(PREFLIGHT)
 	$(BIN)/dvc repro report-offline
 	@echo; echo "Report: reports/offline/report.md"
